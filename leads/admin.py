@@ -1,0 +1,79 @@
+from django.contrib import admin
+
+from .models import Account, Activity, ActivityType, Contact, CustomAttribute, ImportJob, Outcome, StageChange
+
+
+@admin.register(Account)
+class AccountAdmin(admin.ModelAdmin):
+    list_display = ["name", "domain", "industry", "employee_count", "country", "owner", "created_at"]
+    list_filter = ["industry", "country"]
+    search_fields = ["name", "domain"]
+    raw_id_fields = ["owner"]
+
+
+class StageChangeInline(admin.TabularInline):
+    model = StageChange
+    extra = 0
+    fields = ["changed_at", "from_stage", "to_stage", "changed_by", "rule", "reason"]
+    readonly_fields = fields
+    can_delete = False
+
+
+@admin.register(Contact)
+class ContactAdmin(admin.ModelAdmin):
+    list_display = ["__str__", "email", "account", "job_title", "lifecycle_stage", "owner", "lead_source", "created_at"]
+    list_filter = ["lifecycle_stage", "seniority", "email_consent_status", "lead_source"]
+    search_fields = ["email", "first_name", "last_name", "external_id", "account__name"]
+    raw_id_fields = ["account", "owner"]
+    list_select_related = ["account", "owner"]
+    inlines = [StageChangeInline]
+    # Stage changes go through services (they are recorded); the admin shows them.
+    readonly_fields = ["lifecycle_stage", "created_at", "updated_at"]
+
+
+@admin.register(ActivityType)
+class ActivityTypeAdmin(admin.ModelAdmin):
+    list_display = ["key", "name", "is_system"]
+    search_fields = ["key", "name"]
+
+
+@admin.register(Activity)
+class ActivityAdmin(admin.ModelAdmin):
+    list_display = ["occurred_at", "type", "contact", "source", "external_id"]
+    list_filter = ["type", "source"]
+    search_fields = ["contact__email", "external_id"]
+    raw_id_fields = ["contact"]
+    list_select_related = ["type", "contact"]
+    date_hierarchy = "occurred_at"
+
+
+@admin.register(StageChange)
+class StageChangeAdmin(admin.ModelAdmin):
+    list_display = ["changed_at", "contact", "from_stage", "to_stage", "changed_by", "rule"]
+    list_filter = ["to_stage", "from_stage"]
+    search_fields = ["contact__email", "rule", "reason"]
+    raw_id_fields = ["contact", "changed_by"]
+    date_hierarchy = "changed_at"
+
+
+@admin.register(Outcome)
+class OutcomeAdmin(admin.ModelAdmin):
+    list_display = ["contact", "kind", "source", "occurred_at", "recorded_by"]
+    list_filter = ["kind", "source"]
+    raw_id_fields = ["contact", "recorded_by"]
+
+
+@admin.register(CustomAttribute)
+class CustomAttributeAdmin(admin.ModelAdmin):
+    list_display = ["key", "label", "data_type", "created_at"]
+    search_fields = ["key", "label"]
+
+
+@admin.register(ImportJob)
+class ImportJobAdmin(admin.ModelAdmin):
+    list_display = ["id", "filename", "status", "total_rows", "created_count", "updated_count",
+                    "rejected_count", "created_by", "created_at"]
+    list_filter = ["status"]
+    exclude = ["content"]
+    readonly_fields = ["headers", "total_rows", "processed_rows", "created_count", "updated_count",
+                       "rejected_count", "started_at", "finished_at"]

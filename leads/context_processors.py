@@ -1,0 +1,10 @@
+from .roles import ADMIN, MARKETING, SALES, user_roles
+
+
+def roles(request):
+    held = user_roles(request.user)
+    return {
+        "is_sales": SALES in held,
+        "is_marketing": MARKETING in held,
+        "is_admin": ADMIN in held,
+    }

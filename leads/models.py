@@ -1,0 +1,314 @@
+"""CRM core: accounts, contacts, their activities and lifecycle history."""
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.db.models.functions import Lower
+from django.urls import reverse
+
+
+class LifecycleStage(models.TextChoices):
+    SUBSCRIBER = "subscriber", "Subscriber"
+    LEAD = "lead", "Lead"
+    MQL = "mql", "Marketing-qualified lead"
+    SQL = "sql", "Sales-qualified lead"
+    OPPORTUNITY = "opportunity", "Opportunity"
+    CUSTOMER = "customer", "Customer"
+    RECYCLED = "recycled", "Recycled"
+    DISQUALIFIED = "disqualified", "Disqualified"
+
+
+class Seniority(models.TextChoices):
+    UNKNOWN = "", "Unknown"
+    INDIVIDUAL = "individual", "Individual contributor"
+    MANAGER = "manager", "Manager"
+    DIRECTOR = "director", "Director"
+    VP = "vp", "Vice president"
+    C_LEVEL = "c_level", "C-level"
+    OWNER = "owner", "Owner / founder"
+    STUDENT = "student", "Student"
+    INTERN = "intern", "Intern"
+
+
+class ConsentStatus(models.TextChoices):
+    UNKNOWN = "unknown", "Unknown"
+    OPTED_IN = "opted_in", "Opted in"
+    UNSUBSCRIBED = "unsubscribed", "Unsubscribed"
+    DO_NOT_EMAIL = "do_not_email", "Do not email"
+
+
+class Account(models.Model):
+    name = models.CharField(max_length=255)
+    # Stored normalised (lower case, no scheme, no "www."), see leads.normalise.
+    domain = models.CharField(max_length=255, null=True, blank=True, unique=True)
+    industry = models.CharField(max_length=120, blank=True)
+    employee_count = models.PositiveIntegerField(null=True, blank=True)
+    annual_revenue = models.DecimalField(max_digits=16, decimal_places=2, null=True, blank=True)
+    country = models.CharField(max_length=80, blank=True)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        related_name="owned_accounts",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        indexes = [models.Index(Lower("name"), name="account_name_lower_idx")]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def get_absolute_url(self) -> str:
+        return reverse("leads:account_detail", args=[self.pk])
+
+
+class CustomAttribute(models.Model):
+    """A typed attribute that imported columns (or integrations) can fill on contacts.
+
+    Values live in Contact.attributes under `key`, already converted to `data_type`, so
+    scoring rules can compare numbers as numbers.
+    """
+
+    class DataType(models.TextChoices):
+        TEXT = "text", "Text"
+        NUMBER = "number", "Number"
+        BOOLEAN = "boolean", "Yes / no"
+        DATE = "date", "Date"
+
+    key = models.SlugField(max_length=80, unique=True)
+    label = models.CharField(max_length=120)
+    data_type = models.CharField(max_length=10, choices=DataType.choices, default=DataType.TEXT)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["label"]
+
+    def __str__(self) -> str:
+        return f"{self.label} ({self.get_data_type_display()})"
+
+
+class Contact(models.Model):
+    email = models.EmailField(max_length=254, null=True, blank=True)
+    first_name = models.CharField(max_length=120, blank=True)
+    last_name = models.CharField(max_length=120, blank=True)
+    job_title = models.CharField(max_length=200, blank=True)
+    seniority = models.CharField(max_length=20, choices=Seniority.choices, blank=True)
+    department = models.CharField(max_length=120, blank=True)
+    phone = models.CharField(max_length=50, blank=True)
+    country = models.CharField(max_length=80, blank=True)
+    city = models.CharField(max_length=120, blank=True)
+    account = models.ForeignKey(
+        Account, null=True, blank=True, on_delete=models.SET_NULL, related_name="contacts"
+    )
+    lead_source = models.CharField(max_length=120, blank=True)
+    utm_source = models.CharField(max_length=120, blank=True)
+    utm_medium = models.CharField(max_length=120, blank=True)
+    utm_campaign = models.CharField(max_length=200, blank=True)
+    utm_term = models.CharField(max_length=200, blank=True)
+    utm_content = models.CharField(max_length=200, blank=True)
+    lifecycle_stage = models.CharField(
+        max_length=20, choices=LifecycleStage.choices, default=LifecycleStage.LEAD
+    )
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        related_name="owned_contacts",
+    )
+    email_consent_status = models.CharField(
+        max_length=20, choices=ConsentStatus.choices, default=ConsentStatus.UNKNOWN
+    )
+    email_consent_at = models.DateTimeField(null=True, blank=True)
+    email_consent_source = models.CharField(max_length=200, blank=True)
+    attributes = models.JSONField(default=dict, blank=True)
+    external_id = models.CharField(max_length=200, null=True, blank=True, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                Lower("email"), condition=Q(email__isnull=False), name="contact_email_ci_unique"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["lifecycle_stage"]),
+            models.Index(Lower("last_name"), name="contact_last_name_lower_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return self.full_name or self.email or self.external_id or f"Contact #{self.pk}"
+
+    @property
+    def full_name(self) -> str:
+        return f"{self.first_name} {self.last_name}".strip()
+
+    def get_absolute_url(self) -> str:
+        return reverse("leads:contact_detail", args=[self.pk])
+
+
+class ActivityType(models.Model):
+    """The catalogue of things a contact can do. System types are seeded; marketers add more."""
+
+    key = models.SlugField(max_length=60, unique=True)
+    name = models.CharField(max_length=120)
+    description = models.CharField(max_length=300, blank=True)
+    is_system = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Activity(models.Model):
+    contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="activities")
+    type = models.ForeignKey(ActivityType, on_delete=models.PROTECT, related_name="activities")
+    occurred_at = models.DateTimeField()
+    properties = models.JSONField(default=dict, blank=True)
+    source = models.CharField(max_length=60, default="api")
+    external_id = models.CharField(max_length=200, null=True, blank=True)
+    # The source's own id when it sent one, otherwise a fingerprint of the event, so
+    # that a re-sent event always hits the (source, dedupe_key) unique constraint.
+    dedupe_key = models.CharField(max_length=200)
+    # Marks the rows one ingest call inserted, so it can tell "created" from "duplicate"
+    # exactly even when two calls race on the same event.
+    ingest_batch = models.UUIDField(null=True, blank=True, editable=False)
+    received_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-occurred_at"]
+        verbose_name_plural = "activities"
+        constraints = [
+            models.UniqueConstraint(fields=["source", "dedupe_key"], name="activity_source_dedupe_unique"),
+        ]
+        indexes = [models.Index(fields=["contact", "occurred_at"], name="activity_contact_time_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.type} by {self.contact_id} at {self.occurred_at:%Y-%m-%d %H:%M}"
+
+
+class StageChange(models.Model):
+    """One lifecycle transition. Funnel numbers for any past date are computed from these."""
+
+    contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="stage_changes")
+    from_stage = models.CharField(max_length=20, choices=LifecycleStage.choices, blank=True)
+    to_stage = models.CharField(max_length=20, choices=LifecycleStage.choices)
+    changed_at = models.DateTimeField()
+    changed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    rule = models.CharField(max_length=200, blank=True, help_text="The rule or process that made the change.")
+    reason = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        ordering = ["-changed_at", "-id"]
+        indexes = [
+            models.Index(fields=["to_stage", "changed_at"]),
+            models.Index(fields=["contact", "changed_at"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.contact_id}: {self.from_stage or '∅'} → {self.to_stage}"
+
+
+class Outcome(models.Model):
+    """A known result for a lead: what scoring is evaluated and tuned on."""
+
+    class Kind(models.TextChoices):
+        CONVERTED = "converted", "Converted"
+        NOT_CONVERTED = "not_converted", "Did not convert"
+        OPPORTUNITY = "opportunity", "Opportunity created"
+        WON = "won", "Won"
+        LOST = "lost", "Lost"
+
+    class Source(models.TextChoices):
+        IMPORT = "import", "Imported history"
+        SALES = "sales", "Sales rep"
+        API = "api", "API"
+
+    contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="outcomes")
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    source = models.CharField(max_length=10, choices=Source.choices)
+    occurred_at = models.DateTimeField()
+    recorded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    note = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        ordering = ["-occurred_at"]
+        constraints = [
+            # One imported outcome per contact: re-importing a file updates it.
+            models.UniqueConstraint(
+                fields=["contact"], condition=Q(source="import"), name="outcome_one_import_per_contact"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.contact_id}: {self.kind}"
+
+
+class ImportJob(models.Model):
+    """A CSV upload being mapped, previewed and imported by a Celery task.
+
+    The file's text is stored here rather than on local disk so that any worker on
+    any machine can process it; progress is stored after every chunk so a restarted
+    task resumes where the last one stopped.
+    """
+
+    class Status(models.TextChoices):
+        MAPPING = "mapping", "Waiting for column mapping"
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="import_jobs"
+    )
+    filename = models.CharField(max_length=255)
+    content = models.TextField()
+    headers = models.JSONField(default=list)
+    mapping = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.MAPPING)
+    total_rows = models.PositiveIntegerField(default=0)
+    processed_rows = models.PositiveIntegerField(default=0)
+    created_count = models.PositiveIntegerField(default=0)
+    updated_count = models.PositiveIntegerField(default=0)
+    rejected_count = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"Import #{self.pk} {self.filename}"
+
+    @property
+    def percent_done(self) -> int:
+        if not self.total_rows:
+            return 100 if self.status == self.Status.DONE else 0
+        return int(100 * self.processed_rows / self.total_rows)
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in {self.Status.DONE, self.Status.FAILED}
+
+
+class ImportRejectedRow(models.Model):
+    job = models.ForeignKey(ImportJob, on_delete=models.CASCADE, related_name="rejected_rows")
+    row_number = models.PositiveIntegerField(help_text="1-based line in the file, header excluded.")
+    values = models.JSONField()
+    errors = models.JSONField()
+
+    class Meta:
+        ordering = ["row_number"]
+        constraints = [
+            models.UniqueConstraint(fields=["job", "row_number"], name="import_rejected_row_unique"),
+        ]

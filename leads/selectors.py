@@ -1,0 +1,35 @@
+"""Reads of the CRM core."""
+
+from collections.abc import Iterable
+
+from django.db.models import Q, QuerySet
+from django.db.models.functions import Lower
+
+from .models import Activity, Contact, StageChange
+
+
+def contacts_by_email(emails: Iterable[str]) -> QuerySet[Contact]:
+    """Contacts whose email matches any of `emails`, ignoring case.
+
+    Filters on LOWER(email) so PostgreSQL uses the case-insensitive unique index.
+    """
+    lowered = {email.lower() for email in emails if email}
+    return Contact.objects.annotate(email_lower=Lower("email")).filter(email_lower__in=lowered)
+
+
+def contact_search(queryset: QuerySet[Contact], text: str) -> QuerySet[Contact]:
+    """Contacts whose name, email or company contains every word of `text`."""
+    for word in text.split():
+        queryset = queryset.filter(
+            Q(first_name__icontains=word) | Q(last_name__icontains=word)
+            | Q(email__icontains=word) | Q(account__name__icontains=word)
+        )
+    return queryset
+
+
+def contact_timeline(contact: Contact, *, limit: int = 200) -> QuerySet[Activity]:
+    return contact.activities.select_related("type").order_by("-occurred_at", "-id")[:limit]
+
+
+def contact_stage_history(contact: Contact) -> QuerySet[StageChange]:
+    return contact.stage_changes.select_related("changed_by").order_by("-changed_at", "-id")

@@ -1,0 +1,199 @@
+"""API input and output shapes, kept apart (input validates, output presents)."""
+
+from datetime import timedelta
+
+from django.utils import timezone
+from rest_framework import serializers
+
+from .models import Account, Activity, ActivityType, Contact, ConsentStatus, CustomAttribute, LifecycleStage, Seniority
+from .normalise import normalise_domain, normalise_email
+from .selectors import contacts_by_email
+from .services import IngestEvent
+
+
+class AccountOutput(serializers.ModelSerializer):
+    class Meta:
+        model = Account
+        fields = ["id", "name", "domain", "industry", "employee_count", "annual_revenue", "country",
+                  "owner", "created_at", "updated_at"]
+
+
+class AccountInput(serializers.ModelSerializer):
+    class Meta:
+        model = Account
+        fields = ["name", "domain", "industry", "employee_count", "annual_revenue", "country", "owner"]
+        extra_kwargs = {"domain": {"validators": []}}
+
+    def validate_domain(self, value):
+        domain = normalise_domain(value)
+        clash = Account.objects.filter(domain=domain) if domain else Account.objects.none()
+        if self.instance is not None:
+            clash = clash.exclude(pk=self.instance.pk)
+        if clash.exists():
+            raise serializers.ValidationError("Another account already has this domain.")
+        return domain
+
+
+class ContactOutput(serializers.ModelSerializer):
+    account_name = serializers.CharField(source="account.name", default=None, read_only=True)
+
+    class Meta:
+        model = Contact
+        fields = ["id", "email", "first_name", "last_name", "job_title", "seniority", "department",
+                  "phone", "country", "city", "account", "account_name", "lead_source", "utm_source",
+                  "utm_medium", "utm_campaign", "utm_term", "utm_content", "lifecycle_stage", "owner",
+                  "email_consent_status", "email_consent_at", "email_consent_source", "attributes",
+                  "external_id", "created_at", "updated_at"]
+
+
+def validate_attributes(value: dict) -> dict:
+    """Known custom attributes only, each converted to its declared type."""
+    from .importing import parse_typed
+
+    if not isinstance(value, dict):
+        raise serializers.ValidationError("Expected an object of attribute values.")
+    kinds = dict(CustomAttribute.objects.filter(key__in=list(value)).values_list("key", "data_type"))
+    errors, typed = {}, {}
+    for key, raw in value.items():
+        if key not in kinds:
+            errors[key] = "Unknown custom attribute; define it first (admin or an import)."
+            continue
+        if raw is None or _already_typed(raw, kinds[key]):
+            typed[key] = raw
+            continue
+        try:
+            typed[key] = parse_typed(str(raw), kinds[key])
+        except ValueError as error:
+            errors[key] = str(error)
+    if errors:
+        raise serializers.ValidationError(errors)
+    return typed
+
+
+def _already_typed(raw, data_type: str) -> bool:
+    if data_type == CustomAttribute.DataType.BOOLEAN:
+        return isinstance(raw, bool)
+    if data_type == CustomAttribute.DataType.NUMBER:
+        return isinstance(raw, (int, float)) and not isinstance(raw, bool)
+    return False
+
+
+class ContactInput(serializers.Serializer):
+    email = serializers.EmailField(required=False, allow_null=True, allow_blank=True, max_length=254)
+    external_id = serializers.CharField(required=False, allow_null=True, allow_blank=True, max_length=200)
+    first_name = serializers.CharField(required=False, allow_blank=True, max_length=120)
+    last_name = serializers.CharField(required=False, allow_blank=True, max_length=120)
+    job_title = serializers.CharField(required=False, allow_blank=True, max_length=200)
+    seniority = serializers.ChoiceField(choices=Seniority.choices, required=False, allow_blank=True)
+    department = serializers.CharField(required=False, allow_blank=True, max_length=120)
+    phone = serializers.CharField(required=False, allow_blank=True, max_length=50)
+    country = serializers.CharField(required=False, allow_blank=True, max_length=80)
+    city = serializers.CharField(required=False, allow_blank=True, max_length=120)
+    account = serializers.PrimaryKeyRelatedField(queryset=Account.objects.all(), required=False, allow_null=True)
+    lead_source = serializers.CharField(required=False, allow_blank=True, max_length=120)
+    utm_source = serializers.CharField(required=False, allow_blank=True, max_length=120)
+    utm_medium = serializers.CharField(required=False, allow_blank=True, max_length=120)
+    utm_campaign = serializers.CharField(required=False, allow_blank=True, max_length=200)
+    utm_term = serializers.CharField(required=False, allow_blank=True, max_length=200)
+    utm_content = serializers.CharField(required=False, allow_blank=True, max_length=200)
+    lifecycle_stage = serializers.ChoiceField(choices=LifecycleStage.choices, required=False)
+    email_consent_status = serializers.ChoiceField(choices=ConsentStatus.choices, required=False)
+    email_consent_source = serializers.CharField(required=False, allow_blank=True, max_length=200)
+    attributes = serializers.JSONField(required=False)
+
+    def validate_email(self, value):
+        return normalise_email(value)
+
+    def validate_attributes(self, value):
+        return validate_attributes(value)
+
+    def validate(self, data):
+        if self.instance is None and not data.get("email") and not data.get("external_id"):
+            raise serializers.ValidationError({"email": ["Give an email or an external_id."]})
+        if self.instance is not None:
+            self._check_unique(data)
+        return data
+
+    def _check_unique(self, data):
+        email, external_id = data.get("email"), data.get("external_id")
+        if email and contacts_by_email([email]).exclude(pk=self.instance.pk).exists():
+            raise serializers.ValidationError({"email": ["Another contact already has this email."]})
+        if external_id and Contact.objects.filter(external_id=external_id).exclude(pk=self.instance.pk).exists():
+            raise serializers.ValidationError({"external_id": ["Another contact already has this external id."]})
+
+
+class ActivityTypeSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = ActivityType
+        fields = ["key", "name", "description", "is_system"]
+        read_only_fields = ["is_system"]
+
+
+class ActivityOutput(serializers.ModelSerializer):
+    type = serializers.SlugRelatedField(slug_field="key", read_only=True)
+
+    class Meta:
+        model = Activity
+        fields = ["id", "contact", "type", "occurred_at", "properties", "source", "external_id", "received_at"]
+
+
+class IngestContactFields(serializers.Serializer):
+    first_name = serializers.CharField(required=False, allow_blank=True, max_length=120)
+    last_name = serializers.CharField(required=False, allow_blank=True, max_length=120)
+    job_title = serializers.CharField(required=False, allow_blank=True, max_length=200)
+    country = serializers.CharField(required=False, allow_blank=True, max_length=80)
+    lead_source = serializers.CharField(required=False, allow_blank=True, max_length=120)
+
+
+class IngestEventInput(serializers.Serializer):
+    type = serializers.SlugField(max_length=60, help_text="An activity type key, e.g. page_view.")
+    occurred_at = serializers.DateTimeField()
+    email = serializers.EmailField(required=False, allow_blank=True, max_length=254,
+                                   help_text="Identifies the contact; an unknown email creates one.")
+    contact_external_id = serializers.CharField(required=False, allow_blank=True, max_length=200)
+    contact_id = serializers.IntegerField(required=False, min_value=1)
+    source = serializers.SlugField(required=False, default="api", max_length=60)
+    external_id = serializers.CharField(required=False, allow_blank=True, max_length=200,
+                                        help_text="The source's event id; a re-sent id counts once.")
+    properties = serializers.DictField(required=False, default=dict)
+    contact = IngestContactFields(required=False, help_text="Fields for a contact this event creates.")
+
+    def validate_occurred_at(self, value):
+        if value > timezone.now() + timedelta(days=1):
+            raise serializers.ValidationError("This time is in the future.")
+        return value
+
+    def validate(self, data):
+        if not (data.get("email") or data.get("contact_external_id") or data.get("contact_id")):
+            raise serializers.ValidationError(
+                {"email": ["Identify the contact with email, contact_external_id or contact_id."]}
+            )
+        return data
+
+    def to_event(self, index: int) -> IngestEvent:
+        data = self.validated_data
+        return IngestEvent(
+            index=index, type_key=data["type"], occurred_at=data["occurred_at"], source=data["source"],
+            external_id=data.get("external_id") or None, properties=data["properties"],
+            email=normalise_email(data.get("email")), contact_external_id=data.get("contact_external_id") or None,
+            contact_id=data.get("contact_id"), contact_fields=data.get("contact", {}),
+        )
+
+
+class BulkIngestInput(serializers.Serializer):
+    events = serializers.ListField(child=serializers.JSONField(), allow_empty=False)
+
+
+class IngestResultOutput(serializers.Serializer):
+    index = serializers.IntegerField()
+    status = serializers.ChoiceField(choices=["created", "duplicate", "error"])
+    activity_id = serializers.IntegerField(allow_null=True)
+    contact_id = serializers.IntegerField(allow_null=True)
+    errors = serializers.DictField(allow_null=True)
+
+
+class BulkIngestOutput(serializers.Serializer):
+    created = serializers.IntegerField()
+    duplicate = serializers.IntegerField()
+    error = serializers.IntegerField()
+    results = IngestResultOutput(many=True)

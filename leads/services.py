@@ -1,0 +1,344 @@
+"""Writes to the CRM core. Views, API, tasks and commands all come through here."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from .models import Account, Activity, ActivityType, Contact, Outcome, StageChange
+from .normalise import normalise_domain, normalise_email
+from .selectors import contacts_by_email
+
+CONTACT_FIELDS = frozenset(
+    """first_name last_name job_title seniority department phone country city lead_source
+    utm_source utm_medium utm_campaign utm_term utm_content email_consent_status
+    email_consent_at email_consent_source""".split()
+)
+ACCOUNT_FIELDS = frozenset("name domain industry employee_count annual_revenue country".split())
+
+
+# --- accounts -------------------------------------------------------------------------
+
+def account_upsert(*, name: str = "", domain: str | None = None, **fields: Any) -> Account:
+    """Find the account by normalised domain (else by name, case-insensitively) and update it.
+
+    Safe under concurrency: a racing insert of the same domain is caught and re-read.
+    """
+    domain = normalise_domain(domain)
+    fields = {key: value for key, value in fields.items() if key in ACCOUNT_FIELDS and value not in (None, "")}
+    account = _find_account(name=name, domain=domain)
+    if account is None:
+        try:
+            with transaction.atomic():
+                return Account.objects.create(name=name or domain or "Unnamed account", domain=domain, **fields)
+        except IntegrityError:
+            account = _find_account(name=name, domain=domain)
+    changed = _assign(account, {"name": name, **fields} if name else fields)
+    if domain and account.domain != domain:
+        account.domain = domain
+        changed.append("domain")
+    if changed:
+        account.save(update_fields=[*changed, "updated_at"])
+    return account
+
+
+def _find_account(*, name: str, domain: str | None) -> Account | None:
+    if domain:
+        return Account.objects.filter(domain=domain).first()
+    if name:
+        return Account.objects.filter(name__iexact=name).order_by("pk").first()
+    return None
+
+
+# --- contacts -------------------------------------------------------------------------
+
+@dataclass
+class UpsertResult:
+    contact: Contact
+    created: bool
+
+
+def contact_upsert(
+    *,
+    email: str | None = None,
+    external_id: str | None = None,
+    account: Account | None = None,
+    attributes: dict[str, Any] | None = None,
+    lifecycle_stage: str | None = None,
+    changed_by: AbstractBaseUser | None = None,
+    **fields: Any,
+) -> UpsertResult:
+    """Create a contact, or update the one that already has this external id or email.
+
+    Matching order: external id, then email (case-insensitive). Empty values never
+    overwrite stored ones, so a sparse update cannot erase data. Attributes are merged.
+    A race with another insert of the same key is caught and turned into an update.
+    """
+    email = normalise_email(email)
+    external_id = (external_id or "").strip() or None
+    if not email and not external_id:
+        raise ValueError("A contact needs an email or an external id.")
+    values = {key: value for key, value in fields.items() if key in CONTACT_FIELDS and value not in (None, "")}
+    contact = _find_contact(email=email, external_id=external_id)
+    if contact is None:
+        try:
+            with transaction.atomic():
+                contact = Contact.objects.create(
+                    email=email, external_id=external_id, account=account,
+                    attributes=attributes or {}, **values,
+                )
+                stage_change_record(
+                    contact=contact, from_stage="", to_stage=contact.lifecycle_stage,
+                    changed_by=changed_by, rule="created",
+                )
+        except IntegrityError:
+            contact = _find_contact(email=email, external_id=external_id)
+            if contact is None:
+                raise
+        else:
+            if lifecycle_stage and lifecycle_stage != contact.lifecycle_stage:
+                contact_set_stage(contact=contact, to_stage=lifecycle_stage, changed_by=changed_by, rule="created")
+            return UpsertResult(contact=contact, created=True)
+    _update_contact(contact, email=email, external_id=external_id, account=account,
+                    attributes=attributes, values=values)
+    if lifecycle_stage and lifecycle_stage != contact.lifecycle_stage:
+        contact_set_stage(contact=contact, to_stage=lifecycle_stage, changed_by=changed_by, rule="update")
+    return UpsertResult(contact=contact, created=False)
+
+
+@transaction.atomic
+def contact_update(*, contact: Contact, changed_by=None, **fields: Any) -> Contact:
+    """Apply an explicit edit: unlike an upsert, a blank value here does clear the field."""
+    stage = fields.pop("lifecycle_stage", None)
+    if "email" in fields:
+        fields["email"] = normalise_email(fields["email"])
+    if "external_id" in fields:
+        fields["external_id"] = (fields["external_id"] or "").strip() or None
+    if "attributes" in fields:
+        fields["attributes"] = {**contact.attributes, **(fields["attributes"] or {})}
+    editable = CONTACT_FIELDS | {"email", "external_id", "account", "attributes", "owner"}
+    changed = _assign(contact, {key: value for key, value in fields.items() if key in editable})
+    if changed:
+        contact.save(update_fields=[*changed, "updated_at"])
+    if stage and stage != contact.lifecycle_stage:
+        contact_set_stage(contact=contact, to_stage=stage, changed_by=changed_by, rule="manual edit")
+    return contact
+
+
+def _find_contact(*, email: str | None, external_id: str | None) -> Contact | None:
+    if external_id:
+        contact = Contact.objects.filter(external_id=external_id).first()
+        if contact:
+            return contact
+    if email:
+        return contacts_by_email([email]).first()
+    return None
+
+
+def _update_contact(contact, *, email, external_id, account, attributes, values) -> None:
+    changed = _assign(contact, values)
+    if email and not contact.email:
+        contact.email = email
+        changed.append("email")
+    if external_id and not contact.external_id:
+        contact.external_id = external_id
+        changed.append("external_id")
+    if account is not None and contact.account_id != account.pk:
+        contact.account = account
+        changed.append("account")
+    if attributes:
+        merged = {**contact.attributes, **attributes}
+        if merged != contact.attributes:
+            contact.attributes = merged
+            changed.append("attributes")
+    if changed:
+        contact.save(update_fields=[*changed, "updated_at"])
+
+
+def _assign(instance, values: dict[str, Any]) -> list[str]:
+    changed = []
+    for key, value in values.items():
+        if getattr(instance, key) != value:
+            setattr(instance, key, value)
+            changed.append(key)
+    return changed
+
+
+# --- lifecycle ------------------------------------------------------------------------
+
+def stage_change_record(
+    *, contact: Contact, from_stage: str, to_stage: str, changed_by=None, rule: str = "",
+    reason: str = "", changed_at: datetime | None = None,
+) -> StageChange:
+    return StageChange.objects.create(
+        contact=contact, from_stage=from_stage, to_stage=to_stage,
+        changed_at=changed_at or timezone.now(), changed_by=changed_by, rule=rule, reason=reason[:500],
+    )
+
+
+@transaction.atomic
+def contact_set_stage(
+    *, contact: Contact, to_stage: str, changed_by=None, rule: str = "", reason: str = "",
+    changed_at: datetime | None = None,
+) -> StageChange | None:
+    """Move a contact to `to_stage` and record the transition; a no-op if already there.
+
+    Locks the contact row so that two concurrent transitions are serialised and each
+    records the stage it really came from.
+    """
+    locked = Contact.objects.select_for_update().get(pk=contact.pk)
+    if locked.lifecycle_stage == to_stage:
+        return None
+    change = stage_change_record(
+        contact=locked, from_stage=locked.lifecycle_stage, to_stage=to_stage,
+        changed_by=changed_by, rule=rule, reason=reason, changed_at=changed_at,
+    )
+    Contact.objects.filter(pk=locked.pk).update(lifecycle_stage=to_stage, updated_at=timezone.now())
+    contact.lifecycle_stage = to_stage
+    return change
+
+
+# --- outcomes -------------------------------------------------------------------------
+
+def outcome_record_imported(*, contact: Contact, converted: bool, occurred_at: datetime | None = None) -> Outcome:
+    kind = Outcome.Kind.CONVERTED if converted else Outcome.Kind.NOT_CONVERTED
+    outcome, _ = Outcome.objects.update_or_create(
+        contact=contact, source=Outcome.Source.IMPORT,
+        defaults={"kind": kind, "occurred_at": occurred_at or timezone.now()},
+    )
+    return outcome
+
+
+# --- activity types -------------------------------------------------------------------
+
+def activity_type_create(*, key: str, name: str, description: str = "") -> ActivityType:
+    return ActivityType.objects.create(key=key, name=name, description=description, is_system=False)
+
+
+# --- bulk activity ingest ---------------------------------------------------------------
+
+@dataclass
+class IngestEvent:
+    """One validated event (see leads.api.IngestEventSerializer)."""
+
+    index: int
+    type_key: str
+    occurred_at: datetime
+    source: str
+    external_id: str | None
+    properties: dict[str, Any]
+    email: str | None = None
+    contact_external_id: str | None = None
+    contact_id: int | None = None
+    contact_fields: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def dedupe_key(self) -> str:
+        if self.external_id:
+            return self.external_id
+        # No id from the source: the same event sent twice has the same fingerprint.
+        identity = [self.contact_id, self.contact_external_id, self.email, self.type_key,
+                    self.occurred_at.isoformat(), self.properties]
+        digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
+        return f"fp:{digest[:40]}"
+
+
+@dataclass
+class IngestOutcome:
+    index: int
+    status: str  # "created" | "duplicate" | "error"
+    activity_id: int | None = None
+    contact_id: int | None = None
+    errors: dict[str, Any] | None = None
+
+
+def activities_ingest(*, events: list[IngestEvent]) -> list[IngestOutcome]:
+    """Store a batch of validated events; each one is reported created or duplicate.
+
+    Unknown contacts are created from the event's email (or contact external id). The
+    insert uses ON CONFLICT DO NOTHING on (source, dedupe_key); rows this call inserted
+    carry its batch id, so "created" vs "duplicate" is exact even when two calls race.
+    """
+    outcomes: dict[int, IngestOutcome] = {}
+    contacts = _resolve_event_contacts(events, outcomes)
+    types = {t.key: t for t in ActivityType.objects.filter(key__in={e.type_key for e in events})}
+    batch = uuid.uuid4()
+    rows, seen = [], {}
+    for event in events:
+        if event.index in outcomes:
+            continue
+        activity_type = types.get(event.type_key)
+        if activity_type is None:
+            outcomes[event.index] = IngestOutcome(event.index, "error", errors={"type": [f"Unknown activity type '{event.type_key}'."]})
+            continue
+        key = (event.source, event.dedupe_key)
+        if key in seen:  # the same event twice in one request counts once
+            continue
+        seen[key] = event
+        rows.append(Activity(
+            contact=contacts[event.index], type=activity_type, occurred_at=event.occurred_at,
+            properties=event.properties, source=event.source, external_id=event.external_id,
+            dedupe_key=event.dedupe_key, ingest_batch=batch,
+        ))
+    with transaction.atomic():
+        Activity.objects.bulk_create(rows, ignore_conflicts=True, batch_size=500)
+        stored = _stored_activities(list(seen))
+    for event in events:
+        if event.index in outcomes:
+            continue
+        activity = stored[(event.source, event.dedupe_key)]
+        created = activity.ingest_batch == batch and seen[(event.source, event.dedupe_key)] is event
+        outcomes[event.index] = IngestOutcome(
+            event.index, "created" if created else "duplicate",
+            activity_id=activity.pk, contact_id=activity.contact_id,
+        )
+    return [outcomes[event.index] for event in events]
+
+
+def _stored_activities(keys: list[tuple[str, str]]) -> dict[tuple[str, str], Activity]:
+    stored = {}
+    by_source: dict[str, list[str]] = {}
+    for source, dedupe_key in keys:
+        by_source.setdefault(source, []).append(dedupe_key)
+    for source, dedupe_keys in by_source.items():
+        for activity in Activity.objects.filter(source=source, dedupe_key__in=dedupe_keys).only(
+            "id", "source", "dedupe_key", "ingest_batch", "contact_id"
+        ):
+            stored[(activity.source, activity.dedupe_key)] = activity
+    return stored
+
+
+def _resolve_event_contacts(events: list[IngestEvent], outcomes: dict[int, IngestOutcome]) -> dict[int, Contact]:
+    """Map each event to its contact in a few queries, creating unknown contacts."""
+    by_id = Contact.objects.in_bulk({e.contact_id for e in events if e.contact_id})
+    external_ids = {e.contact_external_id for e in events if e.contact_external_id}
+    by_external = {c.external_id: c for c in Contact.objects.filter(external_id__in=external_ids)}
+    emails = {e.email for e in events if e.email}
+    by_email = {c.email.lower(): c for c in contacts_by_email(emails)}
+    resolved = {}
+    for event in events:
+        contact = None
+        if event.contact_id:
+            contact = by_id.get(event.contact_id)
+            if contact is None:
+                outcomes[event.index] = IngestOutcome(event.index, "error", errors={"contact_id": ["No contact with this id."]})
+                continue
+        contact = contact or by_external.get(event.contact_external_id) or by_email.get(event.email)
+        if contact is None:
+            contact = contact_upsert(
+                email=event.email, external_id=event.contact_external_id, **event.contact_fields
+            ).contact
+            if contact.external_id:
+                by_external[contact.external_id] = contact
+            if contact.email:
+                by_email[contact.email] = contact
+        resolved[event.index] = contact
+    return resolved

@@ -1,0 +1,22 @@
+"""Celery tasks of the CRM core: thin wrappers that take ids and call services."""
+
+from celery import shared_task
+
+from .importing import import_job_fail, import_job_run_next_chunk
+
+
+@shared_task(bind=True, max_retries=3, acks_late=True)
+def import_job_run(self, job_id: int) -> None:
+    """Import one chunk, then queue the next: progress is visible between chunks and a
+    worker restart loses at most the chunk in flight, whose transaction rolls back.
+    Safe to run twice (the chunk service locks the job and resumes from stored progress).
+    """
+    try:
+        more = import_job_run_next_chunk(job_id=job_id)
+    except Exception as error:  # noqa: BLE001 - recorded on the job for the marketer to read
+        if self.request.retries < self.max_retries:
+            raise self.retry(exc=error, countdown=2 ** self.request.retries) from error
+        import_job_fail(job_id=job_id, error=f"{type(error).__name__}: {error}")
+        return
+    if more:
+        import_job_run.delay(job_id)
