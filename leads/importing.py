@@ -297,18 +297,27 @@ def import_job_set_mapping(*, job: ImportJob, mapping: dict) -> ImportJob:
     return job
 
 
+def import_job_prepare(*, job: ImportJob) -> bool:
+    """Validate the mapping, define its custom attributes and mark the job queued.
+
+    Returns False when the job had already left the mapping step (a double click).
+    """
+    job.mapping = mapping_validate(job.mapping, job.headers)
+    with transaction.atomic():
+        _ensure_attributes(job.mapping)
+        return bool(ImportJob.objects.filter(pk=job.pk, status=ImportJob.Status.MAPPING).update(
+            status=ImportJob.Status.QUEUED, mapping=job.mapping
+        ))
+
+
 def import_job_start(*, job: ImportJob) -> bool:
-    """Queue the job once; a second start (double click) does nothing."""
+    """Prepare the job and queue its Celery task after commit; a second start does nothing."""
     from .tasks import import_job_run
 
-    job.mapping = mapping_validate(job.mapping, job.headers)
-    _ensure_attributes(job.mapping)
-    started = ImportJob.objects.filter(pk=job.pk, status=ImportJob.Status.MAPPING).update(
-        status=ImportJob.Status.QUEUED, mapping=job.mapping
-    )
+    started = import_job_prepare(job=job)
     if started:
         transaction.on_commit(lambda: import_job_run.delay(job.pk))
-    return bool(started)
+    return started
 
 
 def _ensure_attributes(mapping: dict) -> None:

@@ -1,0 +1,44 @@
+# Two commands on a fresh machine with Python 3.11 and pip: `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+PORT ?= 8000
+SEED ?= 42
+TEST_VAR := $(CURDIR)/var/test
+
+.PHONY: install run test test-services lint bench-import clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py createcachetable
+	@echo "Demo users (role, login, password):"
+	$(BIN)/python manage.py create_demo_users
+	$(BIN)/python manage.py seed_demo --seed $(SEED)
+	@echo
+	@echo "  MQL CRM: http://127.0.0.1:$(PORT)/   (API docs: /api/docs/, admin: /admin/)"
+	@echo "  Database: $${DATABASE_URL:-SQLite at var/db.sqlite3}; broker: $${REDIS_URL:-filesystem queue in var/broker}"
+	@echo "  Mail goes to: var/sent-mail/ (file backend).  Ctrl-C stops the web server, worker and beat."
+	@echo
+	PORT=$(PORT) $(BIN)/honcho --procfile Procfile start
+
+# Every test. Runs on SQLite and the filesystem broker unless DATABASE_URL/REDIS_URL are set;
+# tests marked `worker` start real Celery worker processes either way.
+test: install
+	rm -rf $(TEST_VAR) && mkdir -p $(TEST_VAR)
+	VAR_DIR=$(TEST_VAR) $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/python manage.py makemigrations --check --dry-run
+
+clean:
+	rm -rf var .pytest_cache
