@@ -1,0 +1,56 @@
+import factory
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.utils import timezone
+
+from leads.models import Account, Activity, ActivityType, Contact
+
+
+class UserFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = get_user_model()
+        django_get_or_create = ["username"]
+        skip_postgeneration_save = True
+
+    username = factory.Sequence(lambda n: f"user{n}")
+    email = factory.LazyAttribute(lambda u: f"{u.username}@crm.example")
+    password = factory.django.Password("pass-for-tests-1")
+
+    @factory.post_generation
+    def roles(self, create, extracted, **kwargs):
+        for name in extracted or []:
+            self.groups.add(Group.objects.get(name=name))
+
+
+class AccountFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Account
+
+    name = factory.Sequence(lambda n: f"Company {n}")
+    domain = factory.Sequence(lambda n: f"company{n}.example")
+    industry = "Software"
+    employee_count = 250
+    country = "Germany"
+
+
+class ContactFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Contact
+
+    email = factory.Sequence(lambda n: f"person{n}@company.example")
+    first_name = factory.Sequence(lambda n: f"First{n}")
+    last_name = factory.Sequence(lambda n: f"Last{n}")
+    job_title = "Head of Marketing"
+    account = factory.SubFactory(AccountFactory)
+
+
+class ActivityFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Activity
+
+    contact = factory.SubFactory(ContactFactory)
+    type = factory.LazyFunction(lambda: ActivityType.objects.get(key="page_view"))
+    occurred_at = factory.LazyFunction(timezone.now)
+    source = "test"
+    external_id = factory.Sequence(lambda n: f"evt-{n}")
+    dedupe_key = factory.LazyAttribute(lambda a: a.external_id)
