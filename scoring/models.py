@@ -1,0 +1,281 @@
+"""Scoring models: versioned rule sets, per-contact engagement aggregates, stored scores.
+
+Time in scoring is counted in whole days (in settings.TIME_ZONE): an activity's age is
+today's date minus the date it happened. Look-back windows and decay half-lives work on
+that age, which is what lets per-contact daily aggregates stand in for the activities
+themselves (see scoring.engine).
+"""
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from leads.models import ActivityType, Contact
+
+GRADES = ["A", "B", "C", "D"]
+
+
+class ScoringModel(models.Model):
+    name = models.CharField(max_length=120, unique=True)
+    description = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ModelVersion(models.Model):
+    class Status(models.TextChoices):
+        DRAFT = "draft", "Draft"
+        ACTIVE = "active", "Active"
+        ARCHIVED = "archived", "Archived"
+
+    scoring_model = models.ForeignKey(ScoringModel, on_delete=models.CASCADE, related_name="versions")
+    number = models.PositiveIntegerField()
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.DRAFT)
+    note = models.CharField(max_length=300, blank=True)
+    based_on = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    fit_cap = models.IntegerField(default=60, help_text="Most fit points a contact can have.")
+    engagement_cap = models.IntegerField(default=100, help_text="Most engagement points a contact can have.")
+    grade_a_min = models.IntegerField(default=40, help_text="Fit points for grade A.")
+    grade_b_min = models.IntegerField(default=25, help_text="Fit points for grade B.")
+    grade_c_min = models.IntegerField(default=10, help_text="Fit points for grade C (below: D).")
+    mqa_threshold = models.IntegerField(default=150, help_text="Account score that makes a marketing-qualified account.")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    published_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    published_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-number"]
+        constraints = [
+            models.UniqueConstraint(fields=["scoring_model", "number"], name="version_number_unique"),
+            models.UniqueConstraint(fields=["status"], condition=Q(status="active"), name="one_active_version"),
+            models.UniqueConstraint(fields=["scoring_model"], condition=Q(status="draft"), name="one_draft_per_model"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.scoring_model} v{self.number} ({self.get_status_display()})"
+
+
+class FitRule(models.Model):
+    """Who the lead is: a test on a contact or account field, a custom attribute or the email."""
+
+    class Operator(models.TextChoices):
+        EQUALS = "equals", "equals"
+        ONE_OF = "one_of", "is one of"
+        CONTAINS = "contains", "contains"
+        STARTS_WITH = "starts_with", "starts with"
+        BETWEEN = "between", "is between"
+        IS_SET = "is_set", "is set"
+        IS_EMPTY = "is_empty", "is empty"
+        FREE_MAIL = "free_mail", "email is free-mail"
+        DOMAIN_IN = "domain_in", "email domain is one of"
+
+    version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="fit_rules")
+    name = models.CharField(max_length=120)
+    field = models.CharField(max_length=120, help_text="contact.job_title, account.industry, attribute.total_visits, email …")
+    operator = models.CharField(max_length=20, choices=Operator.choices)
+    value = models.JSONField(default=None, null=True, blank=True,
+                             help_text="A text, a list of texts (one of, domain in), or [min, max] (between).")
+    points = models.IntegerField(help_text="Negative points mark a negative signal.")
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class EngagementRule(models.Model):
+    """What the lead did: points per matching activity, capped, windowed or decaying."""
+
+    class PropertyOperator(models.TextChoices):
+        CONTAINS = "contains", "contains"
+        EQUALS = "equals", "equals"
+        STARTS_WITH = "starts_with", "starts with"
+
+    version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="engagement_rules")
+    name = models.CharField(max_length=120)
+    activity_type = models.ForeignKey(ActivityType, on_delete=models.PROTECT, related_name="+")
+    property_name = models.CharField(max_length=60, blank=True, help_text="Optional filter, e.g. url")
+    property_operator = models.CharField(max_length=20, choices=PropertyOperator.choices, blank=True)
+    property_value = models.CharField(max_length=200, blank=True)
+    points = models.IntegerField(help_text="Points per occurrence; negative for negative signals.")
+    cap = models.PositiveIntegerField(null=True, blank=True, help_text="Most points (in size) this rule gives.")
+    window_days = models.PositiveIntegerField(null=True, blank=True, help_text="Only the last N days count.")
+    half_life_days = models.PositiveIntegerField(null=True, blank=True, help_text="Points halve every N days.")
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(window_days__isnull=True) | Q(half_life_days__isnull=True),
+                name="engagement_window_or_decay",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class MqlLevel(models.Model):
+    version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="mql_levels")
+    name = models.CharField(max_length=40)
+    min_score = models.IntegerField()
+    min_fit_grade = models.CharField(max_length=1, choices=[(g, g) for g in GRADES], default="C")
+
+    class Meta:
+        ordering = ["-min_score"]
+        constraints = [models.UniqueConstraint(fields=["version", "name"], name="mql_level_name_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.name} (≥ {self.min_score}, fit ≥ {self.min_fit_grade})"
+
+
+class Matcher(models.Model):
+    """An activity filter that daily aggregates are kept for (a type, maybe a property test).
+
+    Every activity type has a matcher with no property test; rules with a property filter
+    add theirs. Adding a matcher backfills its aggregates once from that type's activities.
+    """
+
+    key = models.CharField(max_length=64, unique=True)
+    activity_type = models.ForeignKey(ActivityType, on_delete=models.CASCADE, related_name="+")
+    property_name = models.CharField(max_length=60, blank=True)
+    property_operator = models.CharField(max_length=20, blank=True)
+    property_value = models.CharField(max_length=200, blank=True)
+    backfilled = models.BooleanField(default=False)
+
+    def __str__(self) -> str:
+        test = f" where {self.property_name} {self.property_operator} {self.property_value}" if self.property_name else ""
+        return f"{self.activity_type.key}{test}"
+
+
+class DailyEngagement(models.Model):
+    """How many activities matching `matcher` a contact did on `day`: what engagement rules read."""
+
+    contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="+")
+    matcher = models.ForeignKey(Matcher, on_delete=models.CASCADE, related_name="+")
+    day = models.DateField()
+    count = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["contact", "matcher", "day"], name="daily_engagement_unique")]
+
+
+class ContactScore(models.Model):
+    contact = models.OneToOneField(Contact, on_delete=models.CASCADE, primary_key=True, related_name="score")
+    version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="+")
+    fit = models.DecimalField(max_digits=8, decimal_places=1, default=0)
+    engagement = models.DecimalField(max_digits=8, decimal_places=1, default=0)
+    total = models.DecimalField(max_digits=8, decimal_places=1, default=0, db_index=True)
+    fit_grade = models.CharField(max_length=1, default="D")
+    mql_level = models.CharField(max_length=40, blank=True)
+    explanation = models.JSONField(default=list)
+    as_of = models.DateField(help_text="The day the score was computed for (decay and windows).")
+    computed_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.contact_id}: {self.total} ({self.fit_grade})"
+
+
+class ScoreChange(models.Model):
+    contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="score_changes")
+    version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="+")
+    changed_at = models.DateTimeField()
+    old_total = models.DecimalField(max_digits=8, decimal_places=1)
+    new_total = models.DecimalField(max_digits=8, decimal_places=1)
+    delta = models.DecimalField(max_digits=8, decimal_places=1)
+    fit_grade = models.CharField(max_length=1)
+    reason = models.CharField(max_length=200)
+
+    class Meta:
+        ordering = ["-changed_at", "-id"]
+        indexes = [models.Index(fields=["contact", "changed_at"])]
+
+
+class MqlQualification(models.Model):
+    """A contact becoming an MQL: the score snapshot and the rules that fired, for the queue."""
+
+    contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="qualifications")
+    version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="+")
+    level = models.CharField(max_length=40)
+    total = models.DecimalField(max_digits=8, decimal_places=1)
+    fit = models.DecimalField(max_digits=8, decimal_places=1)
+    engagement = models.DecimalField(max_digits=8, decimal_places=1)
+    fit_grade = models.CharField(max_length=1)
+    explanation = models.JSONField(default=list)
+    top_reasons = models.JSONField(default=list)
+    qualified_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-qualified_at"]
+        indexes = [models.Index(fields=["contact", "qualified_at"])]
+
+
+class AccountScore(models.Model):
+    """Account-based marketing: its contacts' engagement rolled up, plus the account's fit."""
+
+    account = models.OneToOneField("leads.Account", on_delete=models.CASCADE, primary_key=True, related_name="score")
+    version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="+")
+    fit = models.DecimalField(max_digits=8, decimal_places=1, default=0)
+    engagement = models.DecimalField(max_digits=10, decimal_places=1, default=0)
+    total = models.DecimalField(max_digits=10, decimal_places=1, default=0, db_index=True)
+    engaged_contacts = models.PositiveIntegerField(default=0)
+    is_mqa = models.BooleanField(default=False)
+    computed_at = models.DateTimeField()
+
+
+class RescoreRun(models.Model):
+    """A full rescore split into chunks of contact ids that workers claim one by one.
+
+    Each chunk's score writes and its "done" mark commit together, so a chunk is never
+    counted twice; a chunk whose worker died is claimed again after CLAIM_TIMEOUT.
+    """
+
+    class Reason(models.TextChoices):
+        PUBLISH = "publish", "Model published"
+        REFRESH = "refresh", "Daily decay and window refresh"
+        MANUAL = "manual", "Manual rescore"
+
+    version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="rescore_runs")
+    reason = models.CharField(max_length=10, choices=Reason.choices)
+    as_of = models.DateField()
+    total_chunks = models.PositiveIntegerField(default=0)
+    done_chunks = models.PositiveIntegerField(default=0)
+    total_contacts = models.PositiveIntegerField(default=0)
+    changed_contacts = models.PositiveIntegerField(default=0)
+    started_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    @property
+    def percent_done(self) -> int:
+        return 100 if not self.total_chunks else int(100 * self.done_chunks / self.total_chunks)
+
+    @property
+    def is_finished(self) -> bool:
+        return self.finished_at is not None
+
+
+class RescoreChunk(models.Model):
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+
+    run = models.ForeignKey(RescoreRun, on_delete=models.CASCADE, related_name="chunks")
+    first_contact_id = models.BigIntegerField()
+    last_contact_id = models.BigIntegerField()
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    changed_contacts = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["first_contact_id"]
+        indexes = [models.Index(fields=["status", "claimed_at"])]

@@ -1,0 +1,92 @@
+"""Reads for scoring: the active rule set, contacts' profiles and engagement."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from datetime import date
+
+from django.utils import timezone
+
+from leads.models import Activity, Contact
+
+from .engine import EngagementRuleSpec, FitRuleSpec, LevelSpec, RuleSet, ScoreResult, evaluate, property_matches
+from .matchers import matcher_key
+from .models import DailyEngagement, ModelVersion
+
+PROFILE_CONTACT_FIELDS = [
+    "job_title", "seniority", "department", "country", "city", "lead_source", "utm_source",
+    "utm_medium", "utm_campaign", "lifecycle_stage", "email_consent_status",
+]
+PROFILE_ACCOUNT_FIELDS = ["name", "domain", "industry", "employee_count", "annual_revenue", "country"]
+
+
+def active_version() -> ModelVersion | None:
+    return ModelVersion.objects.filter(status=ModelVersion.Status.ACTIVE).select_related("scoring_model").first()
+
+
+def ruleset_for(version: ModelVersion) -> RuleSet:
+    fit_rules = tuple(
+        FitRuleSpec(r.id, r.name, r.field, r.operator, r.value, r.points) for r in version.fit_rules.all()
+    )
+    engagement_rules = tuple(
+        EngagementRuleSpec(
+            r.id, r.name,
+            matcher_key(r.activity_type.key, r.property_name, r.property_operator, r.property_value),
+            r.points, r.cap, r.window_days, r.half_life_days,
+        )
+        for r in version.engagement_rules.select_related("activity_type")
+    )
+    levels = tuple(LevelSpec(lv.name, lv.min_score, lv.min_fit_grade) for lv in version.mql_levels.all())
+    return RuleSet(
+        version_id=version.pk, version_label=f"{version.scoring_model.name} v{version.number}",
+        fit_rules=fit_rules, engagement_rules=engagement_rules, levels=levels,
+        fit_cap=version.fit_cap, engagement_cap=version.engagement_cap,
+        grade_a_min=version.grade_a_min, grade_b_min=version.grade_b_min, grade_c_min=version.grade_c_min,
+    )
+
+
+def scoring_profiles(contact_ids: Iterable[int]) -> dict[int, dict]:
+    """{contact id: {"email": …, "contact.job_title": …, "account.industry": …, "attribute.x": …}}"""
+    fields = ["id", "email", "attributes", "account_id", *PROFILE_CONTACT_FIELDS, *[f"account__{f}" for f in PROFILE_ACCOUNT_FIELDS]]
+    profiles = {}
+    for row in Contact.objects.filter(id__in=list(contact_ids)).values(*fields):
+        profile = {"email": row["email"], "account_id": row["account_id"]}
+        profile.update({f"contact.{f}": row[f] for f in PROFILE_CONTACT_FIELDS})
+        profile.update({f"account.{f}": row[f"account__{f}"] for f in PROFILE_ACCOUNT_FIELDS})
+        profile.update({f"attribute.{k}": v for k, v in (row["attributes"] or {}).items()})
+        profiles[row["id"]] = profile
+    return profiles
+
+
+def engagement_for(contact_ids: Iterable[int], matcher_keys: set[str]) -> dict[int, dict[str, dict[date, int]]]:
+    """The daily aggregates the rules read: {contact id: {matcher key: {day: count}}}."""
+    engagement: dict[int, dict[str, dict[date, int]]] = defaultdict(lambda: defaultdict(dict))
+    rows = DailyEngagement.objects.filter(contact_id__in=list(contact_ids), matcher__key__in=matcher_keys)
+    for contact_id, key, day, count in rows.values_list("contact_id", "matcher__key", "day", "count"):
+        engagement[contact_id][key][day] = count
+    return engagement
+
+
+def score_from_scratch(contact: Contact, rules: RuleSet, as_of: date, version: ModelVersion) -> ScoreResult:
+    """Score a contact from its full activity history, without the aggregates.
+
+    The reference the incrementally maintained score is checked against.
+    """
+    engagement: dict[str, dict[date, int]] = defaultdict(lambda: defaultdict(int))
+    rule_filters = {
+        matcher_key(r.activity_type.key, r.property_name, r.property_operator, r.property_value): r
+        for r in version.engagement_rules.select_related("activity_type")
+    }.items()
+    for activity in Activity.objects.filter(contact=contact).select_related("type"):
+        day = timezone.localdate(activity.occurred_at)
+        for key, rule in rule_filters:
+            if activity.type.key != rule.activity_type.key:
+                continue
+            if rule.property_name and not property_matches(
+                rule.property_operator, rule.property_value, activity.properties, rule.property_name
+            ):
+                continue
+            engagement[key][day] += 1
+    profile = scoring_profiles([contact.pk])[contact.pk]
+    return evaluate(rules, profile, engagement, as_of)

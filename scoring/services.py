@@ -1,0 +1,336 @@
+"""Writes for scoring: engagement aggregates, scores, MQL transitions, rescore runs."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from datetime import date, timedelta
+from decimal import Decimal
+
+from django.db import connection, transaction
+from django.db.models import Count, F, Max, Min, Q, Sum
+from django.utils import timezone
+
+from leads.models import Account, Activity, ActivityType, Contact, LifecycleStage
+from leads.services import contact_set_stage
+
+from .engine import ScoreResult, evaluate, property_matches
+from .matchers import matcher_key
+from .models import (
+    AccountScore,
+    ContactScore,
+    DailyEngagement,
+    EngagementRule,
+    Matcher,
+    ModelVersion,
+    MqlQualification,
+    RescoreChunk,
+    RescoreRun,
+    ScoreChange,
+)
+from .selectors import active_version, engagement_for, ruleset_for, scoring_profiles
+
+# Stages from which reaching an MQL level makes a contact an MQL. A recycled lead can
+# qualify again; contacts sales already owns (SQL and later) are never touched by scoring.
+QUALIFYING_STAGES = {LifecycleStage.SUBSCRIBER, LifecycleStage.LEAD, LifecycleStage.RECYCLED}
+RESCORE_CHUNK_SIZE = 2000
+CLAIM_TIMEOUT = timedelta(minutes=5)
+
+
+# --- engagement aggregates ------------------------------------------------------------------
+
+def matcher_for_type(activity_type: ActivityType) -> Matcher:
+    matcher, _ = Matcher.objects.get_or_create(
+        key=matcher_key(activity_type.key), defaults={"activity_type": activity_type, "backfilled": True}
+    )
+    return matcher
+
+
+def matcher_for_rule(rule: EngagementRule) -> Matcher:
+    key = matcher_key(rule.activity_type.key, rule.property_name, rule.property_operator, rule.property_value)
+    matcher, _ = Matcher.objects.get_or_create(key=key, defaults={
+        "activity_type": rule.activity_type, "property_name": rule.property_name,
+        "property_operator": rule.property_operator, "property_value": rule.property_value,
+        "backfilled": not rule.property_name,
+    })
+    return matcher
+
+
+def engagement_record(*, activities: Sequence[Activity]) -> None:
+    """Count newly stored activities into the daily aggregates, in the caller's transaction.
+
+    Called by the ingest service in the transaction that inserted the activities, so an
+    activity is counted exactly when it is stored. Holds a share lock on the matchers so
+    that a concurrent backfill of one of them (which takes an exclusive lock) sees either
+    all of this transaction or none of it.
+    """
+    if not activities:
+        return
+    type_ids = {a.type_id for a in activities}
+    for activity_type in ActivityType.objects.filter(id__in=type_ids):
+        matcher_for_type(activity_type)
+    matchers = list(Matcher.objects.filter(activity_type_id__in=type_ids))
+    _lock_shared(matchers)
+    by_type = defaultdict(list)
+    for matcher in matchers:
+        by_type[matcher.activity_type_id].append(matcher)
+    counts: dict[tuple[int, int, date], int] = defaultdict(int)
+    for activity in activities:
+        day = timezone.localdate(activity.occurred_at)
+        for matcher in by_type[activity.type_id]:
+            if matcher.property_name and not property_matches(
+                matcher.property_operator, matcher.property_value, activity.properties, matcher.property_name
+            ):
+                continue
+            counts[(activity.contact_id, matcher.pk, day)] += 1
+    _add_counts(counts)
+
+
+def _lock_shared(matchers: list[Matcher]) -> None:
+    if connection.vendor == "postgresql" and matchers:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT id FROM scoring_matcher WHERE id = ANY(%s) ORDER BY id FOR SHARE",
+                           [[m.pk for m in matchers]])
+
+
+def _add_counts(counts: dict[tuple[int, int, date], int]) -> None:
+    """Add to (contact, matcher, day) counters with one upsert per 500 rows."""
+    table = DailyEngagement._meta.db_table
+    rows = [(contact_id, matcher_id, day, n) for (contact_id, matcher_id, day), n in counts.items()]
+    with connection.cursor() as cursor:
+        for start in range(0, len(rows), 500):
+            batch = rows[start:start + 500]
+            placeholders = ", ".join(["(%s, %s, %s, %s)"] * len(batch))
+            cursor.execute(
+                f"INSERT INTO {table} (contact_id, matcher_id, day, count) VALUES {placeholders} "
+                f"ON CONFLICT (contact_id, matcher_id, day) DO UPDATE SET count = {table}.count + excluded.count",
+                [value for row in batch for value in row],
+            )
+
+
+@transaction.atomic
+def matcher_backfill(*, matcher_id: int) -> None:
+    """Build a filtered matcher's aggregates once, from its activity type's activities.
+
+    Takes an exclusive lock on the matcher: ingests wait until it commits and then add
+    their own counts on top, so no activity is counted twice or missed.
+    """
+    matcher = Matcher.objects.select_for_update().get(pk=matcher_id)
+    if matcher.backfilled:
+        return
+    DailyEngagement.objects.filter(matcher=matcher).delete()
+    counts: dict[tuple[int, int, date], int] = defaultdict(int)
+    activities = Activity.objects.filter(type_id=matcher.activity_type_id).values_list(
+        "contact_id", "occurred_at", "properties"
+    )
+    for contact_id, occurred_at, properties in activities.iterator(chunk_size=5000):
+        if property_matches(matcher.property_operator, matcher.property_value, properties, matcher.property_name):
+            counts[(contact_id, matcher.pk, timezone.localdate(occurred_at))] += 1
+    _add_counts(counts)
+    matcher.backfilled = True
+    matcher.save(update_fields=["backfilled"])
+
+
+def matchers_prepare(*, version: ModelVersion) -> None:
+    """Make sure every engagement rule of `version` has complete aggregates."""
+    for rule in version.engagement_rules.select_related("activity_type"):
+        matcher = matcher_for_rule(rule)
+        if not matcher.backfilled:
+            matcher_backfill(matcher_id=matcher.pk)
+
+
+# --- scores -----------------------------------------------------------------------------
+
+def contacts_rescore(
+    *, contact_ids: Iterable[int], reason: str, as_of: date | None = None, version: ModelVersion | None = None,
+) -> int:
+    """Recompute the scores of these contacts; returns how many changed.
+
+    Locks the contacts (in id order, so two workers never deadlock) before reading the
+    old scores, so a score change is recorded once even when two workers rescore the
+    same contact at the same moment. Contacts reaching an MQL level become MQLs.
+    """
+    version = version or active_version()
+    ids = sorted(set(contact_ids))
+    if version is None or not ids:
+        return 0
+    rules = ruleset_for(version)
+    as_of = as_of or timezone.localdate()
+    with transaction.atomic():
+        list(Contact.objects.select_for_update().filter(id__in=ids).order_by("id").values_list("id", flat=True))
+        profiles = scoring_profiles(ids)
+        engagement = engagement_for(ids, rules.matcher_keys)
+        stored = ContactScore.objects.in_bulk(ids)
+        now = timezone.now()
+        changed, touched_accounts = 0, set()
+        for contact_id, profile in profiles.items():
+            result = evaluate(rules, profile, engagement.get(contact_id, {}), as_of)
+            if _store_score(contact_id, result, stored.get(contact_id), version, as_of, now, reason):
+                changed += 1
+                touched_accounts.add(profile["account_id"])
+            if result.mql_level and profile["contact.lifecycle_stage"] in QUALIFYING_STAGES:
+                _qualify(contact_id, result, version, rules.version_label, now)
+        accounts_rescore(account_ids=touched_accounts - {None}, version=version)
+    return changed
+
+
+def _store_score(contact_id, result: ScoreResult, old: ContactScore | None, version, as_of, now, reason) -> bool:
+    explanation = [c.as_json() for c in result.contributions]
+    values = {"version": version, "fit": result.fit, "engagement": result.engagement, "total": result.total,
+              "fit_grade": result.fit_grade, "mql_level": result.mql_level, "explanation": explanation,
+              "as_of": as_of, "computed_at": now}
+    old_total = old.total if old else Decimal(0)
+    if old is not None and old.total == result.total and old.explanation == explanation \
+            and old.mql_level == result.mql_level and old.version_id == version.pk:
+        if old.as_of != as_of:
+            ContactScore.objects.filter(pk=contact_id).update(as_of=as_of, computed_at=now)
+        return False
+    ContactScore.objects.update_or_create(contact_id=contact_id, defaults=values)
+    if old is None or old_total != result.total:
+        ScoreChange.objects.create(
+            contact_id=contact_id, version=version, changed_at=now, old_total=old_total,
+            new_total=result.total, delta=result.total - old_total, fit_grade=result.fit_grade, reason=reason[:200],
+        )
+    return True
+
+
+def _qualify(contact_id: int, result: ScoreResult, version: ModelVersion, label: str, now) -> None:
+    contact = Contact(pk=contact_id)
+    reasons = [c.as_json() for c in result.top_reasons()]
+    change = contact_set_stage(
+        contact=contact, to_stage=LifecycleStage.MQL, rule=f"{label}: {result.mql_level}",
+        reason=f"Score {result.total} (fit {result.fit}, grade {result.fit_grade}; engagement {result.engagement})",
+        changed_at=now,
+    )
+    if change is None:
+        return
+    MqlQualification.objects.create(
+        contact_id=contact_id, version=version, level=result.mql_level, total=result.total, fit=result.fit,
+        engagement=result.engagement, fit_grade=result.fit_grade,
+        explanation=[c.as_json() for c in result.contributions], top_reasons=reasons, qualified_at=now,
+    )
+
+
+def accounts_rescore(*, account_ids: Iterable[int], version: ModelVersion) -> None:
+    """Roll contacts' engagement up to their accounts and add the account's own fit."""
+    ids = list(account_ids)
+    if not ids:
+        return
+    rules = ruleset_for(version)
+    account_rules = tuple(r for r in rules.fit_rules if r.field.startswith("account."))
+    account_only = type(rules)(**{**rules.__dict__, "fit_rules": account_rules, "engagement_rules": (), "levels": ()})
+    rollup = {
+        row["contact__account_id"]: row for row in ContactScore.objects.filter(contact__account_id__in=ids)
+        .values("contact__account_id")
+        .annotate(engagement_sum=Sum("engagement"), engaged=Count("pk", filter=Q(engagement__gt=0)))
+    }
+    now = timezone.now()
+    for account in Account.objects.filter(id__in=ids).values("id", "name", "domain", "industry",
+                                                               "employee_count", "annual_revenue", "country"):
+        profile = {f"account.{key}": value for key, value in account.items()}
+        fit = evaluate(account_only, profile, {}, timezone.localdate()).fit
+        row = rollup.get(account["id"], {})
+        engagement = row.get("engagement_sum") or Decimal(0)
+        AccountScore.objects.update_or_create(account_id=account["id"], defaults={
+            "version": version, "fit": fit, "engagement": engagement, "total": fit + engagement,
+            "engaged_contacts": row.get("engaged") or 0, "is_mqa": fit + engagement >= version.mqa_threshold,
+            "computed_at": now,
+        })
+
+
+# --- full rescores in chunks --------------------------------------------------------------
+
+def rescore_run_start(*, version: ModelVersion, reason: str, started_by=None,
+                      contacts=None, as_of: date | None = None) -> RescoreRun:
+    """Split the contacts into id-range chunks and queue one task per chunk after commit."""
+    from .tasks import rescore_chunk
+
+    contacts = Contact.objects.all() if contacts is None else contacts
+    ids = list(contacts.order_by("id").values_list("id", flat=True))
+    with transaction.atomic():
+        run = RescoreRun.objects.create(
+            version=version, reason=reason, started_by=started_by, as_of=as_of or timezone.localdate(),
+            total_contacts=len(ids),
+        )
+        chunks = RescoreChunk.objects.bulk_create([
+            RescoreChunk(run=run, first_contact_id=ids[start], last_contact_id=ids[min(start + RESCORE_CHUNK_SIZE, len(ids)) - 1])
+            for start in range(0, len(ids), RESCORE_CHUNK_SIZE)
+        ])
+        run.total_chunks = len(chunks)
+        if not chunks:
+            run.finished_at = timezone.now()
+        run.save(update_fields=["total_chunks", "finished_at"])
+        chunk_ids = list(run.chunks.values_list("id", flat=True))
+        transaction.on_commit(lambda: [rescore_chunk.delay(chunk_id) for chunk_id in chunk_ids])
+    return run
+
+
+def rescore_chunk_run(*, chunk_id: int) -> bool:
+    """Rescore one chunk if it is not done and not held by a live worker; True if it ran.
+
+    The claim is a conditional update; the scores, the chunk's "done" mark and the run's
+    progress commit in one transaction, so a chunk re-run after a crash is never counted
+    twice, and a chunk whose worker died is claimed again after CLAIM_TIMEOUT.
+    """
+    now = timezone.now()
+    claimable = Q(status=RescoreChunk.Status.PENDING) | Q(status=RescoreChunk.Status.RUNNING, claimed_at__lt=now - CLAIM_TIMEOUT)
+    claimed = RescoreChunk.objects.filter(claimable, pk=chunk_id).update(
+        status=RescoreChunk.Status.RUNNING, claimed_at=now, attempts=F("attempts") + 1
+    )
+    if not claimed:
+        return False
+    chunk = RescoreChunk.objects.select_related("run__version").get(pk=chunk_id)
+    run = chunk.run
+    ids = Contact.objects.filter(id__gte=chunk.first_contact_id, id__lte=chunk.last_contact_id).values_list("id", flat=True)
+    with transaction.atomic():
+        changed = contacts_rescore(contact_ids=list(ids), reason=f"rescore: {run.get_reason_display()}",
+                                   as_of=run.as_of, version=run.version)
+        done = RescoreChunk.objects.filter(pk=chunk_id, status=RescoreChunk.Status.RUNNING, claimed_at=now).update(
+            status=RescoreChunk.Status.DONE, changed_contacts=changed
+        )
+        if not done:  # another worker re-claimed it meanwhile: let its result stand alone
+            transaction.set_rollback(True)
+            return False
+        RescoreRun.objects.filter(pk=run.pk).update(
+            done_chunks=F("done_chunks") + 1, changed_contacts=F("changed_contacts") + changed
+        )
+        RescoreRun.objects.filter(pk=run.pk, done_chunks=F("total_chunks"), finished_at__isnull=True).update(
+            finished_at=timezone.now()
+        )
+    return True
+
+
+def rescore_runs_sweep() -> int:
+    """Re-queue chunks whose worker died (beat, every minute); returns how many."""
+    from .tasks import rescore_chunk
+
+    stale = timezone.now() - CLAIM_TIMEOUT
+    chunk_ids = list(RescoreChunk.objects.filter(
+        Q(status=RescoreChunk.Status.PENDING, run__created_at__lt=stale)
+        | Q(status=RescoreChunk.Status.RUNNING, claimed_at__lt=stale)
+    ).values_list("id", flat=True)[:1000])
+    for chunk_id in chunk_ids:
+        rescore_chunk.delay(chunk_id)
+    return len(chunk_ids)
+
+
+def rescore_run_to_end(*, run: RescoreRun, progress=None) -> RescoreRun:
+    """Run every chunk in this process (management commands and tests)."""
+    for chunk_id in run.chunks.filter(status=RescoreChunk.Status.PENDING).values_list("id", flat=True):
+        rescore_chunk_run(chunk_id=chunk_id)
+        if progress:
+            progress(RescoreRun.objects.get(pk=run.pk))
+    return RescoreRun.objects.get(pk=run.pk)
+
+
+def scores_refresh_start(*, as_of: date | None = None) -> RescoreRun | None:
+    """Daily: rescore contacts whose stored score is older than today and has engagement,
+    so look-back windows and decay stay true without waiting for new activity."""
+    version = active_version()
+    as_of = as_of or timezone.localdate()
+    if version is None:
+        return None
+    stale = Contact.objects.filter(score__as_of__lt=as_of).exclude(score__engagement=0)
+    if not stale.exists():
+        return None
+    return rescore_run_start(version=version, reason=RescoreRun.Reason.REFRESH, contacts=stale, as_of=as_of)

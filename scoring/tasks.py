@@ -1,0 +1,30 @@
+"""Celery tasks for scoring: thin, take ids, safe to run twice."""
+
+from celery import shared_task
+
+from . import services
+
+
+@shared_task(acks_late=True, max_retries=5, autoretry_for=(Exception,), retry_backoff=True)
+def score_contacts(contact_ids: list[int], reason: str = "new activity") -> int:
+    """Recompute these contacts' scores (after an ingest). Idempotent: the score is a
+    function of the stored aggregates, and a score change is recorded only when the
+    total really changes (under a row lock)."""
+    return services.contacts_rescore(contact_ids=contact_ids, reason=reason)
+
+
+@shared_task(acks_late=True, max_retries=5, autoretry_for=(Exception,), retry_backoff=True)
+def rescore_chunk(chunk_id: int) -> bool:
+    return services.rescore_chunk_run(chunk_id=chunk_id)
+
+
+@shared_task
+def rescore_sweep() -> int:
+    """Beat, every minute: re-queue rescore chunks whose worker died."""
+    return services.rescore_runs_sweep()
+
+
+@shared_task
+def scores_refresh() -> None:
+    """Beat, daily: apply decay and look-back windows to stored scores."""
+    services.scores_refresh_start()
