@@ -206,6 +206,11 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TIMEZONE = TIME_ZONE
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+# Full rescores: contacts per chunk, and how long a claimed chunk may go without
+# finishing before another worker takes it over (its first worker presumed dead).
+RESCORE_CHUNK_SIZE = int(os.environ.get("RESCORE_CHUNK_SIZE", 2000))
+RESCORE_CLAIM_TIMEOUT = int(os.environ.get("RESCORE_CLAIM_TIMEOUT", 300))
+
 CELERY_BEAT_SCHEDULE = {
     "rescore-sweep": {"task": "scoring.tasks.rescore_sweep", "schedule": 60.0},
     "scores-refresh": {"task": "scoring.tasks.scores_refresh", "schedule": 3600.0},

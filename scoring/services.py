@@ -7,8 +7,10 @@ from collections.abc import Iterable, Sequence
 from datetime import date, timedelta
 from decimal import Decimal
 
+from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Count, F, Max, Min, Q, Sum
+from django.db.models import Count, F, Q, Sum
+from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from leads.models import Account, Activity, ActivityType, Contact, LifecycleStage
@@ -33,8 +35,6 @@ from .selectors import active_version, engagement_for, ruleset_for, scoring_prof
 # Stages from which reaching an MQL level makes a contact an MQL. A recycled lead can
 # qualify again; contacts sales already owns (SQL and later) are never touched by scoring.
 QUALIFYING_STAGES = {LifecycleStage.SUBSCRIBER, LifecycleStage.LEAD, LifecycleStage.RECYCLED}
-RESCORE_CHUNK_SIZE = 2000
-CLAIM_TIMEOUT = timedelta(minutes=5)
 
 
 # --- engagement aggregates ------------------------------------------------------------------
@@ -119,16 +119,36 @@ def matcher_backfill(*, matcher_id: int) -> None:
     if matcher.backfilled:
         return
     DailyEngagement.objects.filter(matcher=matcher).delete()
-    counts: dict[tuple[int, int, date], int] = defaultdict(int)
-    activities = Activity.objects.filter(type_id=matcher.activity_type_id).values_list(
-        "contact_id", "occurred_at", "properties"
-    )
-    for contact_id, occurred_at, properties in activities.iterator(chunk_size=5000):
-        if property_matches(matcher.property_operator, matcher.property_value, properties, matcher.property_name):
-            counts[(contact_id, matcher.pk, timezone.localdate(occurred_at))] += 1
-    _add_counts(counts)
+    activities = Activity.objects.filter(type_id=matcher.activity_type_id)
+    if not matcher.property_name:  # a plain type count: let the database group it
+        grouped = activities.annotate(day=TruncDate("occurred_at")).values("contact_id", "day").annotate(n=Count("id"))
+        DailyEngagement.objects.bulk_create(
+            (DailyEngagement(contact_id=row["contact_id"], matcher=matcher, day=row["day"], count=row["n"])
+             for row in grouped.iterator(chunk_size=5000)),
+            batch_size=5000,
+        )
+    else:
+        counts: dict[tuple[int, int, date], int] = defaultdict(int)
+        rows = activities.values_list("contact_id", "occurred_at", "properties")
+        for contact_id, occurred_at, properties in rows.iterator(chunk_size=5000):
+            if property_matches(matcher.property_operator, matcher.property_value, properties, matcher.property_name):
+                counts[(contact_id, matcher.pk, timezone.localdate(occurred_at))] += 1
+        _add_counts(counts)
     matcher.backfilled = True
     matcher.save(update_fields=["backfilled"])
+
+
+def engagement_rebuild() -> None:
+    """Recompute every daily aggregate from the activities.
+
+    For bulk loads that bypass the ingest service (demo data, benchmarks); not meant to
+    run while events are being ingested.
+    """
+    for activity_type in ActivityType.objects.all():
+        matcher_for_type(activity_type)
+    Matcher.objects.update(backfilled=False)
+    for matcher_id in Matcher.objects.values_list("id", flat=True):
+        matcher_backfill(matcher_id=matcher_id)
 
 
 def matchers_prepare(*, version: ModelVersion) -> None:
@@ -253,8 +273,8 @@ def rescore_run_start(*, version: ModelVersion, reason: str, started_by=None,
             total_contacts=len(ids),
         )
         chunks = RescoreChunk.objects.bulk_create([
-            RescoreChunk(run=run, first_contact_id=ids[start], last_contact_id=ids[min(start + RESCORE_CHUNK_SIZE, len(ids)) - 1])
-            for start in range(0, len(ids), RESCORE_CHUNK_SIZE)
+            RescoreChunk(run=run, first_contact_id=ids[start], last_contact_id=ids[min(start + settings.RESCORE_CHUNK_SIZE, len(ids)) - 1])
+            for start in range(0, len(ids), settings.RESCORE_CHUNK_SIZE)
         ])
         run.total_chunks = len(chunks)
         if not chunks:
@@ -265,15 +285,19 @@ def rescore_run_start(*, version: ModelVersion, reason: str, started_by=None,
     return run
 
 
+def _claim_timeout() -> timedelta:
+    return timedelta(seconds=settings.RESCORE_CLAIM_TIMEOUT)
+
+
 def rescore_chunk_run(*, chunk_id: int) -> bool:
     """Rescore one chunk if it is not done and not held by a live worker; True if it ran.
 
     The claim is a conditional update; the scores, the chunk's "done" mark and the run's
     progress commit in one transaction, so a chunk re-run after a crash is never counted
-    twice, and a chunk whose worker died is claimed again after CLAIM_TIMEOUT.
+    twice, and a chunk whose worker died is claimed again after settings.RESCORE_CLAIM_TIMEOUT seconds.
     """
     now = timezone.now()
-    claimable = Q(status=RescoreChunk.Status.PENDING) | Q(status=RescoreChunk.Status.RUNNING, claimed_at__lt=now - CLAIM_TIMEOUT)
+    claimable = Q(status=RescoreChunk.Status.PENDING) | Q(status=RescoreChunk.Status.RUNNING, claimed_at__lt=now - _claim_timeout())
     claimed = RescoreChunk.objects.filter(claimable, pk=chunk_id).update(
         status=RescoreChunk.Status.RUNNING, claimed_at=now, attempts=F("attempts") + 1
     )
@@ -304,7 +328,7 @@ def rescore_runs_sweep() -> int:
     """Re-queue chunks whose worker died (beat, every minute); returns how many."""
     from .tasks import rescore_chunk
 
-    stale = timezone.now() - CLAIM_TIMEOUT
+    stale = timezone.now() - _claim_timeout()
     chunk_ids = list(RescoreChunk.objects.filter(
         Q(status=RescoreChunk.Status.PENDING, run__created_at__lt=stale)
         | Q(status=RescoreChunk.Status.RUNNING, claimed_at__lt=stale)

@@ -27,14 +27,15 @@ def test_database_url() -> str:
 
 
 class WorkerProcess:
-    def __init__(self, log_dir: Path, concurrency: int = 1):
+    def __init__(self, log_dir: Path, concurrency: int = 1, env: dict | None = None):
+        self.extra_env = env or {}
         self.name = f"test-{uuid.uuid4().hex[:8]}@%h"
         self.log_path = log_dir / f"worker-{uuid.uuid4().hex[:8]}.log"
         self.concurrency = concurrency
         self.process: subprocess.Popen | None = None
 
     def start(self, timeout: float = 60) -> "WorkerProcess":
-        env = {**os.environ, "DATABASE_URL": test_database_url(), "VAR_DIR": str(settings.VAR_DIR)}
+        env = {**os.environ, "DATABASE_URL": test_database_url(), "VAR_DIR": str(settings.VAR_DIR), **self.extra_env}
         command = [sys.executable, "-m", "celery", "--app", "config", "worker", "--loglevel", "INFO",
                    "--concurrency", str(self.concurrency), "--without-mingle", "--without-gossip",
                    "--hostname", self.name]
