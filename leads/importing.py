@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
@@ -32,10 +33,26 @@ from django.db.models import F
 from django.utils import timezone
 from django.utils.text import slugify
 
-from .models import ConsentStatus, CustomAttribute, ImportJob, ImportRejectedRow, LifecycleStage, Seniority
-from .services import CONTACT_FIELDS, account_upsert, contact_upsert, outcome_record_imported
+from .models import (
+    Account,
+    ConsentStatus,
+    Contact,
+    CustomAttribute,
+    ImportJob,
+    ImportRejectedRow,
+    LifecycleStage,
+    Seniority,
+)
+from .services import (
+    CONTACT_FIELDS,
+    ContactConflict,
+    account_upsert,
+    contact_upsert,
+    outcome_record_imported,
+)
 
 CHUNK_SIZE = 500
+MAX_EMPLOYEE_COUNT = 2_147_483_647  # the largest PositiveIntegerField value on every database
 TRUE_WORDS = {"1", "yes", "y", "true", "t", "x", "converted", "won"}
 FALSE_WORDS = {"0", "no", "n", "false", "f", "not converted", "lost"}
 
@@ -71,7 +88,11 @@ def mapping_validate(mapping: dict, headers: list[str]) -> dict:
         if column not in headers:
             problems.append(f'Column "{column}" is not in the file.')
             continue
-        spec = {"to": spec} if isinstance(spec, str) else dict(spec)
+        spec = {"to": spec} if isinstance(spec, str) else spec
+        if not isinstance(spec, dict) or not isinstance(spec.get("to", "ignore"), str):
+            problems.append(f'"{column}": give a target, e.g. "email" or {{"to": "email"}}.')
+            continue
+        spec = dict(spec)
         to = spec.get("to", "ignore")
         if to.startswith("contact."):
             if to[8:] not in CONTACT_TARGETS:
@@ -82,7 +103,9 @@ def mapping_validate(mapping: dict, headers: list[str]) -> dict:
         elif to not in SIMPLE_TARGETS:
             problems.append(f'"{column}": unknown target "{to}".')
         if to == "attribute":
-            spec["key"] = slugify(spec.get("key") or column).replace("-", "_")[:80]
+            spec["key"] = slugify(str(spec.get("key") or column)).replace("-", "_")[:80]
+            if not spec["key"]:
+                problems.append(f'"{column}": the attribute key needs letters or digits.')
             spec.setdefault("type", CustomAttribute.DataType.TEXT)
             if spec["type"] not in CustomAttribute.DataType.values:
                 problems.append(f'"{column}": attribute type must be one of {", ".join(CustomAttribute.DataType.values)}.')
@@ -140,16 +163,22 @@ def csv_headers(text: str) -> list[str]:
 
 
 def csv_rows(text: str, *, start: int = 0, limit: int | None = None):
-    """Yield (row_number, {header: value}) from row `start` (0-based, header excluded)."""
+    """Yield (row_number, {header: value}) for data rows, skipping the first `start` of them.
+
+    Blank lines are skipped and, like in csv_count_rows, not counted by `start` and
+    `limit`; row_number is still the row's place in the file (header excluded).
+    """
     reader = csv.reader(io.StringIO(text))
     headers = [h.strip() for h in next(reader, [])]
+    data_rows = 0
     for number, values in enumerate(reader, start=1):
-        if number <= start:
-            continue
-        if limit is not None and number > start + limit:
-            return
         if not any(value.strip() for value in values):
             continue
+        data_rows += 1
+        if data_rows <= start:
+            continue
+        if limit is not None and data_rows > start + limit:
+            return
         yield number, dict(zip(headers, values + [""] * (len(headers) - len(values)), strict=False))
 
 
@@ -227,21 +256,25 @@ def _parse_contact_field(name: str, raw: str):
         return _parse_choice(raw, LifecycleStage)
     if name == "email_consent_status":
         return _parse_choice(raw, ConsentStatus)
-    return raw[:200]
+    return raw[:Contact._meta.get_field(name).max_length]
 
 
 def _parse_account_field(name: str, raw: str):
     if name == "employee_count":
         number = parse_typed(raw, "number")
-        if number < 0:
-            raise ValueError("Employee count cannot be negative.")
+        if not 0 <= number <= MAX_EMPLOYEE_COUNT:
+            raise ValueError(f"Employee count must be between 0 and {MAX_EMPLOYEE_COUNT:,}.")
         return int(number)
     if name == "annual_revenue":
         try:
-            return Decimal(raw.replace(",", ""))
+            amount = Decimal(raw.replace(",", ""))
         except InvalidOperation:
             raise ValueError(f'"{raw}" is not a number.') from None
-    return raw[:255]
+        # The column holds 16 digits, 2 of them after the point.
+        if not amount.is_finite() or abs(amount) >= 10**14:
+            raise ValueError(f'"{raw}" is not an amount below 100,000,000,000,000.')
+        return amount.quantize(Decimal("0.01"))
+    return raw[:Account._meta.get_field(name).max_length]
 
 
 def _parse_choice(raw: str, choices) -> str:
@@ -268,6 +301,8 @@ def parse_typed(raw: str, data_type: str):
             number = float(raw.replace(",", ""))
         except ValueError:
             raise ValueError(f'"{raw}" is not a number.') from None
+        if not math.isfinite(number):  # "nan", "inf": not storable as JSON
+            raise ValueError(f'"{raw}" is not a number.')
         return int(number) if number.is_integer() else number
     if data_type == CustomAttribute.DataType.BOOLEAN:
         return parse_bool(raw)
@@ -342,18 +377,17 @@ def import_job_run_next_chunk(*, job_id: int) -> bool:
         if job.started_at is None:
             job.started_at = timezone.now()
         counts = {"created": 0, "updated": 0, "rejected": 0}
-        last_row = job.processed_rows
         for number, values in csv_rows(job.content, start=job.processed_rows, limit=CHUNK_SIZE):
             counts[_import_row(job, number, values)] += 1
-            last_row = number
-        last_row = max(last_row, min(job.processed_rows + CHUNK_SIZE, job.total_rows))
+        # processed_rows counts data rows (blank lines excluded), as total_rows does.
+        processed = job.processed_rows + sum(counts.values())
         ImportJob.objects.filter(pk=job.pk).update(
-            status=ImportJob.Status.RUNNING, started_at=job.started_at, processed_rows=last_row,
+            status=ImportJob.Status.RUNNING, started_at=job.started_at, processed_rows=processed,
             created_count=F("created_count") + counts["created"],
             updated_count=F("updated_count") + counts["updated"],
             rejected_count=F("rejected_count") + counts["rejected"],
         )
-        if last_row >= job.total_rows:
+        if processed >= job.total_rows or not any(counts.values()):
             ImportJob.objects.filter(pk=job.pk).update(
                 status=ImportJob.Status.DONE, finished_at=timezone.now(), processed_rows=job.total_rows
             )
@@ -376,10 +410,18 @@ def _import_row(job: ImportJob, number: int, values: dict[str, str]) -> str:
         return "rejected"
     try:
         with transaction.atomic():
-            account = account_upsert(**row.account) if row.account.get("name") or row.account.get("domain") else None
-            result = contact_upsert(account=account, attributes=row.attributes, changed_by=job.created_by, **row.contact)
+            has_account = row.account.get("name") or row.account.get("domain")
+            account = account_upsert(**row.account) if has_account else None
+            result = contact_upsert(
+                account=account, attributes=row.attributes, changed_by=job.created_by, **row.contact
+            )
             if row.outcome is not None:
                 outcome_record_imported(contact=result.contact, converted=row.outcome)
+    except ContactConflict as error:
+        ImportRejectedRow.objects.update_or_create(
+            job=job, row_number=number, defaults={"values": values, "errors": {"row": [str(error)]}}
+        )
+        return "rejected"
     except DatabaseError as error:
         # The row's savepoint is rolled back; the rest of the chunk goes on.
         ImportRejectedRow.objects.update_or_create(
@@ -401,11 +443,17 @@ def import_run_to_end(*, job_id: int, progress=None) -> ImportJob:
     return job
 
 
+def _spreadsheet_safe(value: str) -> str:
+    """Keep a cell from running as a formula when the file is opened in a spreadsheet."""
+    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
+
+
 def rejected_rows_csv(job: ImportJob) -> str:
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(["row", *job.headers, "errors"])
     for rejected in job.rejected_rows.all():
         reasons = "; ".join(f"{column}: {' '.join(messages)}" for column, messages in rejected.errors.items())
-        writer.writerow([rejected.row_number, *[rejected.values.get(h, "") for h in job.headers], reasons])
+        cells = [rejected.values.get(h, "") for h in job.headers]
+        writer.writerow([rejected.row_number, *map(_spreadsheet_safe, cells), _spreadsheet_safe(reasons)])
     return out.getvalue()

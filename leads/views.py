@@ -2,11 +2,14 @@
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.db.models import Count
+from django.db.models import Count, Q
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
+
+from scoring.selectors import contact_score_panel
 
 from . import importing, selectors, services
 from .decorators import role_required
@@ -41,9 +44,12 @@ def contact_detail(request, pk: int):
     contact = get_object_or_404(Contact.objects.select_related("account", "owner"), pk=pk)
     return render(request, "leads/contact_detail.html", {
         "contact": contact,
+        # A sorted list, not the dict: in a template `.items` would read a key named "items".
+        "attributes": sorted(contact.attributes.items()),
         "timeline": selectors.contact_timeline(contact),
         "stage_history": selectors.contact_stage_history(contact),
-        "outcomes": contact.outcomes.all(),
+        "outcomes": contact.outcomes.select_related("recorded_by"),
+        **contact_score_panel(contact),
     })
 
 
@@ -52,7 +58,7 @@ def account_list(request):
     accounts = Account.objects.annotate(contact_count=Count("contacts")).order_by("name", "id")
     query = request.GET.get("q", "").strip()
     if query:
-        accounts = accounts.filter(name__icontains=query) | accounts.filter(domain__icontains=query)
+        accounts = accounts.filter(Q(name__icontains=query) | Q(domain__icontains=query))
     page = Paginator(accounts, 50).get_page(request.GET.get("page"))
     return render(request, "leads/account_list.html", {"page": page, "q": query})
 
@@ -70,7 +76,7 @@ def activity_type_list(request):
     form = ActivityTypeForm(request.POST or None)
     if request.method == "POST":
         if not can_edit:
-            return HttpResponse("Only Marketing can add activity types.", status=403)
+            raise PermissionDenied("Only Marketing can add activity types.")
         if form.is_valid():
             data = form.cleaned_data
             services.activity_type_create(key=data["key"], name=data["name"], description=data["description"])
@@ -126,7 +132,12 @@ def _preview_rows(job: ImportJob, count: int = 5) -> list[dict]:
     preview = []
     for number, values in importing.csv_rows(job.content, limit=count):
         row = importing.row_convert(values, job.mapping) if job.mapping.get("columns") else None
-        preview.append({"number": number, "values": [values.get(h, "") for h in job.headers], "row": row})
+        preview.append({
+            "number": number, "values": [values.get(h, "") for h in job.headers], "row": row,
+            # Lists, not dicts: in a template `.items` would read a column or key named "items".
+            "errors": list(row.errors.items()) if row else [],
+            "attributes": list(row.attributes.items()) if row else [],
+        })
     return preview
 
 
@@ -145,7 +156,10 @@ def import_start(request, pk: int):
 @role_required(MARKETING)
 def import_detail(request, pk: int):
     job = get_object_or_404(ImportJob.objects.select_related("created_by"), pk=pk)
-    rejected = job.rejected_rows.all()[:20]
+    rejected = list(job.rejected_rows.all()[:20])
+    for row in rejected:
+        # A list, not the dict: in a template `errors.items` would read a column named "items".
+        row.reasons = list(row.errors.items())
     return render(request, "leads/import_detail.html", {"job": job, "rejected": rejected})
 
 

@@ -5,14 +5,23 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 from datetime import date
+from decimal import Decimal
 
 from django.utils import timezone
 
 from leads.models import Activity, Contact
 
-from .engine import EngagementRuleSpec, FitRuleSpec, LevelSpec, RuleSet, ScoreResult, evaluate, property_matches
+from .engine import (
+    EngagementRuleSpec,
+    FitRuleSpec,
+    LevelSpec,
+    RuleSet,
+    ScoreResult,
+    evaluate,
+    property_matches,
+)
 from .matchers import matcher_key
-from .models import DailyEngagement, ModelVersion
+from .models import ContactScore, DailyEngagement, ModelVersion
 
 PROFILE_CONTACT_FIELDS = [
     "job_title", "seniority", "department", "country", "city", "lead_source", "utm_source",
@@ -90,3 +99,61 @@ def score_from_scratch(contact: Contact, rules: RuleSet, as_of: date, version: M
             engagement[key][day] += 1
     profile = scoring_profiles([contact.pk])[contact.pk]
     return evaluate(rules, profile, engagement, as_of)
+
+
+# --- previewing a draft ----------------------------------------------------------------------
+
+PREVIEW_CHUNK = 2000
+
+
+def preview_version(version: ModelVersion, *, examples: int = 5) -> dict:
+    """What publishing `version` would do, against the scores stored now.
+
+    New MQLs: contacts in a stage scoring may qualify who reach a level under the draft
+    but have none now; drops: contacts with a level now who would have none.
+    """
+    from .services import QUALIFYING_STAGES
+
+    rules = ruleset_for(version)
+    as_of = timezone.localdate()
+    summary = {"contacts": 0, "changed": 0, "new_mqls": 0, "drops": 0, "new_examples": [], "drop_examples": []}
+    ids = list(Contact.objects.order_by("id").values_list("id", flat=True))
+    for start in range(0, len(ids), PREVIEW_CHUNK):
+        chunk = ids[start:start + PREVIEW_CHUNK]
+        profiles = scoring_profiles(chunk)
+        engagement = engagement_for(chunk, rules.matcher_keys)
+        current = {row[0]: row[1:] for row in ContactScore.objects.filter(contact_id__in=chunk)
+                   .values_list("contact_id", "total", "mql_level")}
+        for contact_id, profile in profiles.items():
+            result = evaluate(rules, profile, engagement.get(contact_id, {}), as_of)
+            old_total, old_level = current.get(contact_id, (Decimal(0), ""))
+            summary["contacts"] += 1
+            summary["changed"] += old_total != result.total
+            example = {"contact_id": contact_id, "old_total": old_total, "new_total": result.total,
+                       "old_level": old_level, "new_level": result.mql_level}
+            if result.mql_level and not old_level and profile["contact.lifecycle_stage"] in QUALIFYING_STAGES:
+                summary["new_mqls"] += 1
+                _keep_example(summary["new_examples"], example, examples)
+            elif old_level and not result.mql_level:
+                summary["drops"] += 1
+                _keep_example(summary["drop_examples"], example, examples)
+    _attach_contacts(summary["new_examples"] + summary["drop_examples"])
+    return summary
+
+
+def _keep_example(examples: list, example: dict, limit: int) -> None:
+    if len(examples) < limit:
+        examples.append(example)
+
+
+def _attach_contacts(examples: list[dict]) -> None:
+    contacts = Contact.objects.select_related("account").in_bulk([e["contact_id"] for e in examples])
+    for example in examples:
+        example["contact"] = contacts.get(example["contact_id"])
+
+
+def contact_score_panel(contact: Contact) -> dict:
+    """What the contact page shows of scoring: the score, its explanation and history."""
+    score = ContactScore.objects.filter(contact=contact).select_related("version__scoring_model").first()
+    changes = list(contact.score_changes.order_by("-changed_at", "-id")[:200])
+    return {"score": score, "score_changes": changes}

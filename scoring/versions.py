@@ -8,7 +8,7 @@ from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from .models import EngagementRule, FitRule, MqlLevel, ModelVersion, RescoreRun, ScoringModel
+from .models import EngagementRule, FitRule, ModelVersion, MqlLevel, RescoreRun, ScoringModel
 
 VERSION_FIELDS = ["fit_cap", "engagement_cap", "grade_a_min", "grade_b_min", "grade_c_min", "mqa_threshold"]
 FIT_FIELDS = ["name", "field", "operator", "value", "points"]
@@ -122,3 +122,28 @@ def version_diff(old: ModelVersion, new: ModelVersion) -> list[RuleDiff]:
         if getattr(old, field) != getattr(new, field):
             diffs.append(RuleDiff("setting", "changed", field.replace("_", " "), str(getattr(old, field)), str(getattr(new, field))))
     return sorted(diffs, key=lambda d: (d.kind, d.change, d.name))
+
+
+# --- editing a draft ------------------------------------------------------------------------
+
+def _require_draft(version: ModelVersion) -> None:
+    if version.status != ModelVersion.Status.DRAFT:
+        raise VersionError("Only a draft can be edited; create a draft from the active version first.")
+
+
+def rule_save(*, version: ModelVersion, form) -> None:
+    """Save a bound, valid rule/level form (fit rule, engagement rule or MQL level) on a draft."""
+    _require_draft(version)
+    rule = form.save(commit=False)
+    rule.version = version
+    rule.save()
+
+
+def rule_delete(*, version: ModelVersion, rule) -> None:
+    _require_draft(version)
+    rule.delete()
+
+
+def version_settings_save(*, version: ModelVersion, form) -> None:
+    _require_draft(version)
+    form.save()

@@ -5,8 +5,7 @@ maintains the daily aggregates; random rule sets are then evaluated on those agg
 and, independently, on the contact's raw activities, at a random day.
 """
 
-from datetime import datetime, timedelta
-from datetime import timezone as dt_timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -20,7 +19,7 @@ from scoring.services import contacts_rescore, matchers_prepare
 
 TYPES = ["page_view", "email_click", "demo_request", "content_download"]
 URLS = ["/pricing", "/blog/a", "/pricing/enterprise", "/product", "/PRICING"]
-BASE = datetime(2026, 6, 1, 12, tzinfo=dt_timezone.utc)
+BASE = datetime(2026, 6, 1, 12, tzinfo=UTC)
 
 events = st.lists(
     st.tuples(st.sampled_from(TYPES), st.integers(0, 120), st.integers(0, 23), st.sampled_from(URLS),

@@ -1,0 +1,116 @@
+from django import forms
+from django.core.exceptions import ValidationError
+
+from leads.models import CustomAttribute
+
+from .models import EngagementRule, FitRule, ModelVersion, MqlLevel
+from .selectors import PROFILE_ACCOUNT_FIELDS, PROFILE_CONTACT_FIELDS
+
+LIST_OPERATORS = {"one_of", "contains", "starts_with", "domain_in"}
+NO_VALUE_OPERATORS = {"is_set", "is_empty", "free_mail"}
+
+
+def fit_field_choices() -> list[tuple[str, str]]:
+    return [
+        ("email", "Email address"),
+        *[(f"contact.{f}", f"Contact: {f.replace('_', ' ')}") for f in PROFILE_CONTACT_FIELDS],
+        *[(f"account.{f}", f"Account: {f.replace('_', ' ')}") for f in PROFILE_ACCOUNT_FIELDS],
+        *[(f"attribute.{a.key}", f"Attribute: {a.label}") for a in CustomAttribute.objects.order_by("label")],
+    ]
+
+
+class FitRuleForm(forms.ModelForm):
+    """The value is typed as text: comma-separated for lists, "min, max" for ranges."""
+
+    value_text = forms.CharField(
+        required=False, label="Value",
+        help_text="One of / contains / starts with / domains: comma-separated. Between: min, max (leave a side empty for open).",
+    )
+
+    class Meta:
+        model = FitRule
+        fields = ["name", "field", "operator", "points"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["field"] = forms.ChoiceField(choices=fit_field_choices())
+        if self.instance.pk and self.instance.value is not None:
+            value = self.instance.value
+            self.fields["value_text"].initial = ", ".join(map(str, value)) if isinstance(value, list) else value
+
+    def clean(self):
+        data = super().clean()
+        operator, text = data.get("operator"), (data.get("value_text") or "").strip()
+        if operator in NO_VALUE_OPERATORS:
+            self.instance.value = None
+        elif not text:
+            self.add_error("value_text", "This operator needs a value.")
+        elif operator == "between":
+            self.instance.value = self._range(text)
+        elif operator in LIST_OPERATORS:
+            self.instance.value = [part.strip() for part in text.split(",") if part.strip()]
+        else:
+            self.instance.value = text
+        return data
+
+    def _range(self, text: str):
+        parts = [part.strip() for part in text.split(",")]
+        if len(parts) != 2:
+            self.add_error("value_text", 'Write a range as "min, max", e.g. "200, 5000" or "1000," for at least 1000.')
+            return None
+        try:
+            bounds = [float(p) if p else None for p in parts]
+        except ValueError:
+            self.add_error("value_text", "Both ends of the range must be numbers.")
+            return None
+        if bounds == [None, None] or (None not in bounds and bounds[0] > bounds[1]):
+            self.add_error("value_text", "Give at least one end, and the minimum no larger than the maximum.")
+        return [int(b) if b is not None and b.is_integer() else b for b in bounds]
+
+
+class EngagementRuleForm(forms.ModelForm):
+    class Meta:
+        model = EngagementRule
+        fields = ["name", "activity_type", "property_name", "property_operator", "property_value", "points",
+                  "cap", "window_days", "half_life_days"]
+
+    def clean(self):
+        data = super().clean()
+        if data.get("window_days") and data.get("half_life_days"):
+            raise ValidationError("Choose a look-back window or a decay half-life, not both.")
+        if data.get("points") == 0:
+            self.add_error("points", "A rule must give or take points.")
+        has_filter = [bool(data.get(f)) for f in ("property_name", "property_operator", "property_value")]
+        if any(has_filter) and not all(has_filter):
+            raise ValidationError("A property filter needs a property name, an operator and a value.")
+        return data
+
+
+class MqlLevelForm(forms.ModelForm):
+    class Meta:
+        model = MqlLevel
+        fields = ["name", "min_score", "min_fit_grade"]
+
+    def __init__(self, *args, version: ModelVersion, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.version = version
+
+    def clean_name(self):
+        name = self.cleaned_data["name"].strip().lower()
+        clash = self.version.mql_levels.filter(name=name).exclude(pk=self.instance.pk)
+        if clash.exists():
+            raise ValidationError("This model already has a level with this name.")
+        return name
+
+
+class VersionSettingsForm(forms.ModelForm):
+    class Meta:
+        model = ModelVersion
+        fields = ["note", "fit_cap", "engagement_cap", "grade_a_min", "grade_b_min", "grade_c_min", "mqa_threshold"]
+
+    def clean(self):
+        data = super().clean()
+        grades = [data.get("grade_a_min"), data.get("grade_b_min"), data.get("grade_c_min")]
+        if None not in grades and not grades[0] > grades[1] > grades[2]:
+            raise ValidationError("Grade thresholds must fall: A above B above C.")
+        return data

@@ -1,0 +1,48 @@
+"""Server-drawn SVG charts: no JavaScript library to ship, and they print."""
+
+from django import template
+from django.utils.html import escape, format_html
+from django.utils.safestring import mark_safe
+
+register = template.Library()
+
+WIDTH, HEIGHT, PAD = 640, 180, 32
+
+
+@register.simple_tag
+def score_history_chart(changes) -> str:
+    """A step line of the total score over time, one point per recorded change."""
+    points = [(c.changed_at, float(c.new_total), c.reason) for c in sorted(changes, key=lambda c: c.changed_at)]
+    if not points:
+        return ""
+    start, end = points[0][0], points[-1][0]
+    span = max((end - start).total_seconds(), 1)
+    low, high = min(0.0, *(p[1] for p in points)), max(10.0, *(p[1] for p in points))
+
+    def x(when) -> float:
+        return PAD + (WIDTH - 2 * PAD) * (when - start).total_seconds() / span
+
+    def y(value) -> float:
+        return HEIGHT - PAD - (HEIGHT - 2 * PAD) * (value - low) / (high - low)
+
+    path, previous = [], None
+    for when, value, _ in points:
+        if previous is not None:
+            path.append(f"L{x(when):.1f},{y(previous):.1f}")
+        path.append(f"{'M' if previous is None else 'L'}{x(when):.1f},{y(value):.1f}")
+        previous = value
+    dots = "".join(
+        f'<circle cx="{x(when):.1f}" cy="{y(value):.1f}" r="3"><title>{escape(f"{when:%Y-%m-%d %H:%M}: {value:g} ({reason})")}</title></circle>'
+        for when, value, reason in points
+    )
+    axis = (
+        f'<line x1="{PAD}" y1="{y(0):.1f}" x2="{WIDTH - PAD}" y2="{y(0):.1f}" class="axis"/>'
+        f'<text x="4" y="{y(high) + 4:.1f}">{high:g}</text><text x="4" y="{y(low) + 4:.1f}">{low:g}</text>'
+        f'<text x="{PAD}" y="{HEIGHT - 8}">{start:%d %b %Y}</text>'
+        f'<text x="{WIDTH - PAD}" y="{HEIGHT - 8}" text-anchor="end">{end:%d %b %Y}</text>'
+    )
+    return format_html(
+        '<svg class="chart" viewBox="0 0 {} {}" role="img" aria-label="Score history: {} changes, now {}">'
+        '{}<path d="{}" class="line"/>{}</svg>',
+        WIDTH, HEIGHT, len(points), f"{points[-1][1]:g}", mark_safe(axis), " ".join(path), mark_safe(dots),
+    )

@@ -1,0 +1,32 @@
+from django.urls import path, register_converter
+
+from . import views
+
+
+class RuleKindConverter:
+    regex = "fit|engagement|level"
+
+    def to_python(self, value: str) -> str:
+        return value
+
+    def to_url(self, value: str) -> str:
+        return value
+
+
+register_converter(RuleKindConverter, "rulekind")
+
+app_name = "scoring"
+urlpatterns = [
+    path("", views.model_overview, name="overview"),
+    path("models/<int:model_pk>/draft/", views.draft_create, name="draft_create"),
+    path("versions/<int:pk>/", views.version_detail, name="version_detail"),
+    path("versions/<int:pk>/settings/", views.version_settings, name="version_settings"),
+    path("versions/<int:pk>/<rulekind:kind>/new/", views.rule_edit, name="rule_new"),
+    path("versions/<int:pk>/<rulekind:kind>/<int:rule_pk>/", views.rule_edit, name="rule_edit"),
+    path("versions/<int:pk>/<rulekind:kind>/<int:rule_pk>/delete/", views.rule_delete, name="rule_delete"),
+    path("versions/<int:pk>/preview/", views.version_preview, name="version_preview"),
+    path("versions/<int:pk>/publish/", views.version_publish, name="version_publish"),
+    path("compare/", views.version_compare, name="version_compare"),
+    path("runs/<int:pk>/", views.run_detail, name="run_detail"),
+    path("runs/<int:pk>/progress/", views.run_progress, name="run_progress"),
+]

@@ -1,0 +1,133 @@
+"""The marketer's scoring pages: edit a draft, preview, publish, watch the rescore."""
+
+from decimal import Decimal
+
+import pytest
+from django.urls import reverse
+
+from leads.services import account_upsert, contact_upsert
+from scoring.models import ContactScore, FitRule, ModelVersion, RescoreRun
+from scoring.selectors import active_version
+from scoring.services import contacts_rescore, rescore_run_to_end
+
+
+@pytest.fixture
+def active(db):
+    return active_version()
+
+
+@pytest.fixture
+def draft(marketer_client, active):
+    response = marketer_client.post(reverse("scoring:draft_create", args=[active.scoring_model.pk]))
+    draft = ModelVersion.objects.get(status=ModelVersion.Status.DRAFT)
+    assert response["Location"] == reverse("scoring:version_detail", args=[draft.pk])
+    return draft
+
+
+def _vp_at_software_company(email="vp@soft.example"):
+    account = account_upsert(name="Soft", domain="soft.example", industry="Software", employee_count=900)
+    return contact_upsert(email=email, job_title="VP Marketing", seniority="vp", account=account).contact
+
+
+def test_a_draft_copies_every_rule_of_the_active_version(draft, active):
+    assert draft.fit_rules.count() == active.fit_rules.count() > 0
+    assert draft.engagement_rules.count() == active.engagement_rules.count() > 0
+    assert list(draft.mql_levels.values_list("name", flat=True)) == list(active.mql_levels.values_list("name", flat=True))
+
+
+def test_a_marketer_adds_a_fit_rule_to_the_draft(marketer_client, draft):
+    url = reverse("scoring:rule_new", args=[draft.pk, "fit"])
+    response = marketer_client.post(url, {"name": "Germany", "field": "contact.country", "operator": "one_of",
+                                          "value_text": "Germany, Austria", "points": "7"})
+
+    assert response.status_code == 302
+    rule = draft.fit_rules.get(name="Germany")
+    assert (rule.value, rule.points) == (["Germany", "Austria"], 7)
+    page = marketer_client.get(reverse("scoring:version_detail", args=[draft.pk])).content.decode()
+    assert "Germany" in page and "added" in page  # shown in the diff against the active version
+
+
+def test_a_bad_range_is_explained_and_nothing_is_saved(marketer_client, draft):
+    before = draft.fit_rules.count()
+    response = marketer_client.post(reverse("scoring:rule_new", args=[draft.pk, "fit"]), {
+        "name": "Size", "field": "account.employee_count", "operator": "between", "value_text": "5000, 10",
+        "points": "5"})
+
+    assert response.status_code == 200
+    assert "minimum no larger than the maximum" in response.content.decode()
+    assert draft.fit_rules.count() == before
+
+
+def test_an_engagement_rule_cannot_have_both_a_window_and_a_half_life(marketer_client, draft):
+    response = marketer_client.post(reverse("scoring:rule_new", args=[draft.pk, "engagement"]), {
+        "name": "Both", "activity_type": 1, "points": "5", "window_days": "7", "half_life_days": "30"})
+
+    assert "not both" in response.content.decode()
+    assert not draft.engagement_rules.filter(name="Both").exists()
+
+
+def test_the_active_version_cannot_be_edited(marketer_client, active):
+    rule = active.fit_rules.first()
+    response = marketer_client.post(reverse("scoring:rule_edit", args=[active.pk, "fit", rule.pk]), {
+        "name": "Hacked", "field": rule.field, "operator": "is_set", "value_text": "", "points": "99"})
+
+    assert response.status_code == 302
+    rule.refresh_from_db()
+    assert rule.name != "Hacked" and rule.points != 99
+
+
+def test_preview_counts_the_new_mqls_a_draft_would_make(marketer_client, draft):
+    contact = _vp_at_software_company()
+    contacts_rescore(contact_ids=[contact.pk], reason="test")
+    assert ContactScore.objects.get(contact=contact).mql_level == ""
+    draft.mql_levels.update(min_score=40)
+
+    response = marketer_client.get(reverse("scoring:version_preview", args=[draft.pk]))
+
+    page = response.content.decode()
+    assert response.context["preview"]["new_mqls"] == 1
+    assert "vp@soft.example" in page or str(contact) in page
+
+
+def test_publishing_makes_the_draft_active_and_rescores_everyone(marketer_client, draft, active,
+                                                                django_capture_on_commit_callbacks):
+    contact = _vp_at_software_company()
+    FitRule.objects.filter(version=draft, name="Executive seniority").update(points=33)
+
+    with django_capture_on_commit_callbacks(execute=False):
+        response = marketer_client.post(reverse("scoring:version_publish", args=[draft.pk]))
+
+    run = RescoreRun.objects.get()
+    assert response["Location"] == reverse("scoring:run_detail", args=[run.pk])
+    draft.refresh_from_db()
+    active.refresh_from_db()
+    assert (draft.status, active.status) == ("active", "archived")
+    run = rescore_run_to_end(run=run)
+    assert run.is_finished and run.percent_done == 100
+    score = ContactScore.objects.get(contact=contact)
+    assert {"rule": "Executive seniority", "points": "33.0"}.items() <= next(
+        c for c in score.explanation if c["rule"] == "Executive seniority").items()
+    page = marketer_client.get(reverse("scoring:run_detail", args=[run.pk])).content.decode()
+    assert "Finished" in page
+
+
+def test_the_contact_page_explains_the_score_and_the_parts_add_up(rep_client):
+    contact = _vp_at_software_company()
+    contacts_rescore(contact_ids=[contact.pk], reason="test")
+
+    response = rep_client.get(reverse("leads:contact_detail", args=[contact.pk]))
+
+    score = response.context["score"]
+    assert sum(Decimal(part["points"]) for part in score.explanation) == score.total
+    page = response.content.decode()
+    assert "Executive seniority" in page and "<svg" in page
+
+
+def test_sales_reps_cannot_open_the_scoring_pages(rep_client, active):
+    assert rep_client.get(reverse("scoring:overview")).status_code == 403
+    assert rep_client.post(reverse("scoring:draft_create", args=[active.scoring_model.pk])).status_code == 403
+    assert not ModelVersion.objects.filter(status="draft").exists()
+
+
+def test_an_unknown_rule_kind_is_a_404(marketer_client, draft):
+    assert marketer_client.get(f"/scoring/versions/{draft.pk}/bogus/new/").status_code == 404
