@@ -1,6 +1,15 @@
 from django.contrib import admin
 
-from .models import Account, Activity, ActivityType, Contact, CustomAttribute, ImportJob, Outcome, StageChange
+from .models import (
+    Account,
+    Activity,
+    ActivityType,
+    Contact,
+    CustomAttribute,
+    ImportJob,
+    Outcome,
+    StageChange,
+)
 
 
 @admin.register(Account)

@@ -66,7 +66,10 @@ class ContactViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
         serializer = ContactInput(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = dict(serializer.validated_data)
-        result = services.contact_upsert(changed_by=request.user, **data)
+        try:
+            result = services.contact_upsert(changed_by=request.user, **data)
+        except services.ContactConflict as error:
+            raise ValidationError({"email": [str(error)]}) from error
         code = status.HTTP_201_CREATED if result.created else status.HTTP_200_OK
         return Response(ContactOutput(result.contact).data, status=code)
 

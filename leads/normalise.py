@@ -17,7 +17,10 @@ def normalise_email(email: str | None) -> str | None:
 
 
 def normalise_domain(value: str | None) -> str | None:
-    """'https://WWW.Acme.com/about' -> 'acme.com'; '' -> None."""
+    """'https://WWW.Acme.com/about' -> 'acme.com'; '' or no host in it -> None.
+
+    Idempotent: a stored domain normalises to itself, so looking it up again matches.
+    """
     value = (value or "").strip().lower()
     if not value:
         return None
@@ -25,8 +28,14 @@ def normalise_domain(value: str | None) -> str | None:
         value = value.rsplit("@", 1)[1]
     if "//" not in value:
         value = "//" + value
-    host = urlsplit(value).hostname or ""
-    host = re.sub(r"^www\d*\.", "", host).strip(".")
+    try:
+        host = urlsplit(value).hostname or ""
+    except ValueError:  # e.g. "http://[oops": there is no host to find
+        return None
+    # Every leading "www." and stray dot or space, not just the first, or a second pass differs.
+    host = re.sub(r"^(?:www\d*\.|[.\s])+|[.\s]+$", "", host)
+    if ":" in host:  # an IPv6 literal, not a company's domain
+        return None
     return host or None
 
 

@@ -5,7 +5,16 @@ from datetime import timedelta
 from django.utils import timezone
 from rest_framework import serializers
 
-from .models import Account, Activity, ActivityType, Contact, ConsentStatus, CustomAttribute, LifecycleStage, Seniority
+from .models import (
+    Account,
+    Activity,
+    ActivityType,
+    ConsentStatus,
+    Contact,
+    CustomAttribute,
+    LifecycleStage,
+    Seniority,
+)
 from .normalise import normalise_domain, normalise_email
 from .selectors import contacts_by_email
 from .services import IngestEvent
@@ -26,6 +35,8 @@ class AccountInput(serializers.ModelSerializer):
 
     def validate_domain(self, value):
         domain = normalise_domain(value)
+        if value and not domain:
+            raise serializers.ValidationError("Enter a domain such as acme.com.")
         clash = Account.objects.filter(domain=domain) if domain else Account.objects.none()
         if self.instance is not None:
             clash = clash.exclude(pk=self.instance.pk)

@@ -60,6 +60,10 @@ def _find_account(*, name: str, domain: str | None) -> Account | None:
 
 # --- contacts -------------------------------------------------------------------------
 
+class ContactConflict(ValueError):
+    """The email and the external id given belong to two different contacts."""
+
+
 @dataclass
 class UpsertResult:
     contact: Contact
@@ -78,22 +82,31 @@ def contact_upsert(
 ) -> UpsertResult:
     """Create a contact, or update the one that already has this external id or email.
 
-    Matching order: external id, then email (case-insensitive). Empty values never
-    overwrite stored ones, so a sparse update cannot erase data. Attributes are merged.
-    A race with another insert of the same key is caught and turned into an update.
+    Matching order: external id, then email (case-insensitive); ContactConflict when the
+    two name different contacts. Empty values never overwrite stored ones, so a sparse
+    update cannot erase data. Attributes are merged. A race with another insert of the
+    same key is caught and turned into an update.
     """
     email = normalise_email(email)
     external_id = (external_id or "").strip() or None
     if not email and not external_id:
         raise ValueError("A contact needs an email or an external id.")
-    values = {key: value for key, value in fields.items() if key in CONTACT_FIELDS and value not in (None, "")}
+    values = {
+        key: value for key, value in fields.items()
+        if key in CONTACT_FIELDS and value not in (None, "")
+    }
+    attributes = {
+        key: value for key, value in (attributes or {}).items() if value not in (None, "")
+    }
     contact = _find_contact(email=email, external_id=external_id)
     if contact is None:
         try:
             with transaction.atomic():
+                # Created straight in its stage: one "created" transition, not lead → stage.
                 contact = Contact.objects.create(
                     email=email, external_id=external_id, account=account,
                     attributes=attributes or {}, **values,
+                    **({"lifecycle_stage": lifecycle_stage} if lifecycle_stage else {}),
                 )
                 stage_change_record(
                     contact=contact, from_stage="", to_stage=contact.lifecycle_stage,
@@ -104,8 +117,6 @@ def contact_upsert(
             if contact is None:
                 raise
         else:
-            if lifecycle_stage and lifecycle_stage != contact.lifecycle_stage:
-                contact_set_stage(contact=contact, to_stage=lifecycle_stage, changed_by=changed_by, rule="created")
             return UpsertResult(contact=contact, created=True)
     _update_contact(contact, email=email, external_id=external_id, account=account,
                     attributes=attributes, values=values)
@@ -134,13 +145,13 @@ def contact_update(*, contact: Contact, changed_by=None, **fields: Any) -> Conta
 
 
 def _find_contact(*, email: str | None, external_id: str | None) -> Contact | None:
-    if external_id:
-        contact = Contact.objects.filter(external_id=external_id).first()
-        if contact:
-            return contact
-    if email:
-        return contacts_by_email([email]).first()
-    return None
+    by_external_id = (
+        Contact.objects.filter(external_id=external_id).first() if external_id else None
+    )
+    by_email = contacts_by_email([email]).first() if email else None
+    if by_external_id and by_email and by_external_id.pk != by_email.pk:
+        raise ContactConflict("Another contact already has this email; its external id differs.")
+    return by_external_id or by_email
 
 
 def _update_contact(contact, *, email, external_id, account, attributes, values) -> None:
@@ -268,17 +279,22 @@ def activities_ingest(*, events: list[IngestEvent]) -> list[IngestOutcome]:
     carry its batch id, so "created" vs "duplicate" is exact even when two calls race.
     """
     outcomes: dict[int, IngestOutcome] = {}
-    contacts = _resolve_event_contacts(events, outcomes)
     types = {t.key: t for t in ActivityType.objects.filter(key__in={e.type_key for e in events})}
+    for event in events:
+        if event.type_key not in types:
+            outcomes[event.index] = IngestOutcome(
+                event.index, "error", errors={"type": [f"Unknown activity type '{event.type_key}'."]}
+            )
+    # Types are checked first so that a rejected event never creates a contact.
+    contacts = _resolve_event_contacts(
+        [event for event in events if event.index not in outcomes], outcomes
+    )
     batch = uuid.uuid4()
     rows, seen = [], {}
     for event in events:
         if event.index in outcomes:
             continue
-        activity_type = types.get(event.type_key)
-        if activity_type is None:
-            outcomes[event.index] = IngestOutcome(event.index, "error", errors={"type": [f"Unknown activity type '{event.type_key}'."]})
-            continue
+        activity_type = types[event.type_key]
         key = (event.source, event.dedupe_key)
         if key in seen:  # the same event twice in one request counts once
             continue
@@ -291,6 +307,8 @@ def activities_ingest(*, events: list[IngestEvent]) -> list[IngestOutcome]:
     with transaction.atomic():
         Activity.objects.bulk_create(rows, ignore_conflicts=True, batch_size=500)
         stored = _stored_activities(list(seen))
+        created_rows = [row for row in rows if stored[(row.source, row.dedupe_key)].ingest_batch == batch]
+        _after_activities_stored(created_rows)
     for event in events:
         if event.index in outcomes:
             continue
@@ -301,6 +319,19 @@ def activities_ingest(*, events: list[IngestEvent]) -> list[IngestOutcome]:
             activity_id=activity.pk, contact_id=activity.contact_id,
         )
     return [outcomes[event.index] for event in events]
+
+
+def _after_activities_stored(activities: list[Activity]) -> None:
+    """Count new activities into scoring's aggregates in this transaction, and queue the
+    affected contacts' rescore for after it commits (the score follows the data)."""
+    from scoring.services import engagement_record
+    from scoring.tasks import score_contacts
+
+    if not activities:
+        return
+    engagement_record(activities=activities)
+    contact_ids = sorted({activity.contact_id for activity in activities})
+    transaction.on_commit(lambda: score_contacts.delay(contact_ids))
 
 
 def _stored_activities(keys: list[tuple[str, str]]) -> dict[tuple[str, str], Activity]:
