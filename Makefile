@@ -23,6 +23,7 @@ run: install
 	@echo "Demo users (role, login, password):"
 	$(BIN)/python manage.py create_demo_users
 	$(BIN)/python manage.py seed_demo --seed $(SEED)
+	$(BIN)/python manage.py rescore_all --if-unscored
 	@echo
 	@echo "  MQL CRM: http://127.0.0.1:$(PORT)/   (API docs: /api/docs/, admin: /admin/)"
 	@echo "  Database: $${DATABASE_URL:-SQLite at var/db.sqlite3}; broker: $${REDIS_URL:-filesystem queue in var/broker}"

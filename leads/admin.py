@@ -80,9 +80,26 @@ class CustomAttributeAdmin(admin.ModelAdmin):
 
 @admin.register(ImportJob)
 class ImportJobAdmin(admin.ModelAdmin):
-    list_display = ["id", "filename", "status", "total_rows", "created_count", "updated_count",
-                    "rejected_count", "created_by", "created_at"]
+    list_display = [
+        "id",
+        "filename",
+        "status",
+        "total_rows",
+        "created_count",
+        "updated_count",
+        "rejected_count",
+        "created_by",
+        "created_at",
+    ]
     list_filter = ["status"]
     exclude = ["content"]
-    readonly_fields = ["headers", "total_rows", "processed_rows", "created_count", "updated_count",
-                       "rejected_count", "started_at", "finished_at"]
+    readonly_fields = [
+        "headers",
+        "total_rows",
+        "processed_rows",
+        "created_count",
+        "updated_count",
+        "rejected_count",
+        "started_at",
+        "finished_at",
+    ]

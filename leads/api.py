@@ -1,6 +1,7 @@
 """REST API for integrations: accounts, contacts, activities, bulk event ingest."""
 
 from django.conf import settings
+from django.db import IntegrityError, transaction
 from django.db.models import Count
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import mixins, status, viewsets
@@ -40,7 +41,11 @@ class AccountViewSet(viewsets.ModelViewSet):
     def create(self, request, *args, **kwargs):
         serializer = AccountInput(data=request.data)
         serializer.is_valid(raise_exception=True)
-        account = serializer.save()
+        try:
+            with transaction.atomic():
+                account = serializer.save()
+        except IntegrityError:  # another request created this domain after our check
+            raise ValidationError({"domain": ["Another account already has this domain."]}) from None
         return Response(AccountOutput(account).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=AccountInput, responses={200: AccountOutput})
@@ -59,8 +64,13 @@ class ContactViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
 
     @extend_schema(
         request=ContactInput,
-        responses={201: ContactOutput, 200: OpenApiResponse(ContactOutput, description="An existing contact "
-                   "with this email or external id was updated instead of duplicated.")},
+        responses={
+            201: ContactOutput,
+            200: OpenApiResponse(
+                ContactOutput,
+                description="An existing contact with this email or external id was updated instead of duplicated.",
+            ),
+        },
     )
     def create(self, request):
         serializer = ContactInput(data=request.data)
@@ -104,8 +114,12 @@ class ActivityViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
 
     @extend_schema(
         request=IngestEventInput,
-        responses={201: IngestResultOutput, 200: OpenApiResponse(IngestResultOutput,
-                   description="Duplicate: this event was already stored; nothing changed.")},
+        responses={
+            201: IngestResultOutput,
+            200: OpenApiResponse(
+                IngestResultOutput, description="Duplicate: this event was already stored; nothing changed."
+            ),
+        },
     )
     def create(self, request):
         serializer = IngestEventInput(data=request.data)
@@ -127,9 +141,12 @@ class BulkIngestView(APIView):
 
     @extend_schema(
         request=BulkIngestInput,
-        responses={200: BulkIngestOutput, 400: OpenApiResponse(description="Malformed JSON, not a list, or too many events.")},
+        responses={
+            200: BulkIngestOutput,
+            400: OpenApiResponse(description="Malformed JSON, not a list, or too many events."),
+        },
         description="Send up to 1,000 events. Each is reported `created`, `duplicate` or `error` "
-                    "(with field messages). Unknown contacts are created from the event's email.",
+        "(with field messages). Unknown contacts are created from the event's email.",
     )
     def post(self, request):
         raw_events = self._events_from(request.data)
@@ -137,7 +154,9 @@ class BulkIngestView(APIView):
         for index, raw in enumerate(raw_events):
             serializer = IngestEventInput(data=raw if isinstance(raw, dict) else {})
             if not isinstance(raw, dict):
-                outcomes[index] = services.IngestOutcome(index, "error", errors={"event": ["Each event must be a JSON object."]})
+                outcomes[index] = services.IngestOutcome(
+                    index, "error", errors={"event": ["Each event must be a JSON object."]}
+                )
             elif serializer.is_valid():
                 events.append(serializer.to_event(index))
             else:

@@ -6,7 +6,9 @@ from .models import ActivityType, CustomAttribute, LifecycleStage
 
 
 class ContactSearchForm(forms.Form):
-    q = forms.CharField(required=False, label="Search", widget=forms.TextInput(attrs={"placeholder": "Name, email or company"}))
+    q = forms.CharField(
+        required=False, label="Search", widget=forms.TextInput(attrs={"placeholder": "Name, email or company"})
+    )
     stage = forms.ChoiceField(required=False, choices=[("", "Any stage"), *LifecycleStage.choices])
 
 
@@ -33,7 +35,8 @@ class ImportMappingForm(forms.Form):
     """One target (and, for attributes, a key and type) per column of the file."""
 
     null_values = forms.CharField(
-        required=False, label="Treat these values as empty",
+        required=False,
+        label="Treat these values as empty",
         help_text='Comma-separated, e.g. "Select, N/A".',
     )
 
@@ -44,8 +47,12 @@ class ImportMappingForm(forms.Form):
         self.fields["null_values"].initial = ", ".join(mapping.get("null_values", []))
         for index, header in enumerate(headers):
             spec = columns.get(header, {"to": "ignore"})
-            self.fields[f"to_{index}"] = forms.ChoiceField(choices=target_choices(), initial=spec.get("to"), label=header)
-            self.fields[f"key_{index}"] = forms.CharField(required=False, initial=spec.get("key", ""), label="Attribute key")
+            self.fields[f"to_{index}"] = forms.ChoiceField(
+                choices=target_choices(), initial=spec.get("to"), label=header
+            )
+            self.fields[f"key_{index}"] = forms.CharField(
+                required=False, initial=spec.get("key", ""), label="Attribute key"
+            )
             self.fields[f"type_{index}"] = forms.ChoiceField(
                 choices=CustomAttribute.DataType.choices, initial=spec.get("type", "text"), label="Type"
             )

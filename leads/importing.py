@@ -108,7 +108,9 @@ def mapping_validate(mapping: dict, headers: list[str]) -> dict:
                 problems.append(f'"{column}": the attribute key needs letters or digits.')
             spec.setdefault("type", CustomAttribute.DataType.TEXT)
             if spec["type"] not in CustomAttribute.DataType.values:
-                problems.append(f'"{column}": attribute type must be one of {", ".join(CustomAttribute.DataType.values)}.')
+                problems.append(
+                    f'"{column}": attribute type must be one of {", ".join(CustomAttribute.DataType.values)}.'
+                )
         columns[column] = spec
     targets = [spec["to"] for spec in columns.values()]
     if "external_id" not in targets and "email" not in targets:
@@ -131,15 +133,24 @@ def _attribute_type_conflicts(columns: dict) -> list[str]:
     existing = dict(CustomAttribute.objects.filter(key__in=wanted).values_list("key", "data_type"))
     return [
         f'Custom attribute "{key}" already exists as {existing[key]}, not {kind}.'
-        for key, kind in wanted.items() if key in existing and existing[key] != kind
+        for key, kind in wanted.items()
+        if key in existing and existing[key] != kind
     ]
 
 
 def mapping_guess(headers: list[str]) -> dict:
     """A first mapping for the form: columns whose names match a field go there."""
-    aliases = {"email address": "email", "e-mail": "email", "id": "external_id",
-               "external id": "external_id", "company": "account.name", "company name": "account.name",
-               "website": "account.domain", "domain": "account.domain", "title": "contact.job_title"}
+    aliases = {
+        "email address": "email",
+        "e-mail": "email",
+        "id": "external_id",
+        "external id": "external_id",
+        "company": "account.name",
+        "company name": "account.name",
+        "website": "account.domain",
+        "domain": "account.domain",
+        "title": "contact.job_title",
+    }
     fields = {name.replace("_", " "): f"contact.{name}" for name in CONTACT_TARGETS}
     fields |= {"email": "email", "industry": "account.industry", "employees": "account.employee_count"}
     columns = {}
@@ -196,6 +207,7 @@ def decode_upload(raw: bytes) -> str:
 
 
 # --- row conversion ---------------------------------------------------------------------
+
 
 @dataclass
 class ConvertedRow:
@@ -256,7 +268,7 @@ def _parse_contact_field(name: str, raw: str):
         return _parse_choice(raw, LifecycleStage)
     if name == "email_consent_status":
         return _parse_choice(raw, ConsentStatus)
-    return raw[:Contact._meta.get_field(name).max_length]
+    return raw[: Contact._meta.get_field(name).max_length]
 
 
 def _parse_account_field(name: str, raw: str):
@@ -274,7 +286,7 @@ def _parse_account_field(name: str, raw: str):
         if not amount.is_finite() or abs(amount) >= 10**14:
             raise ValueError(f'"{raw}" is not an amount below 100,000,000,000,000.')
         return amount.quantize(Decimal("0.01"))
-    return raw[:Account._meta.get_field(name).max_length]
+    return raw[: Account._meta.get_field(name).max_length]
 
 
 def _parse_choice(raw: str, choices) -> str:
@@ -318,11 +330,16 @@ def parse_typed(raw: str, data_type: str):
 
 # --- running a job ------------------------------------------------------------------------
 
+
 def import_job_create(*, filename: str, content: str, created_by=None) -> ImportJob:
     headers = csv_headers(content)
     return ImportJob.objects.create(
-        filename=filename[:255], content=content, headers=headers, created_by=created_by,
-        total_rows=csv_count_rows(content), mapping=mapping_guess(headers),
+        filename=filename[:255],
+        content=content,
+        headers=headers,
+        created_by=created_by,
+        total_rows=csv_count_rows(content),
+        mapping=mapping_guess(headers),
     )
 
 
@@ -340,9 +357,11 @@ def import_job_prepare(*, job: ImportJob) -> bool:
     job.mapping = mapping_validate(job.mapping, job.headers)
     with transaction.atomic():
         _ensure_attributes(job.mapping)
-        return bool(ImportJob.objects.filter(pk=job.pk, status=ImportJob.Status.MAPPING).update(
-            status=ImportJob.Status.QUEUED, mapping=job.mapping
-        ))
+        return bool(
+            ImportJob.objects.filter(pk=job.pk, status=ImportJob.Status.MAPPING).update(
+                status=ImportJob.Status.QUEUED, mapping=job.mapping
+            )
+        )
 
 
 def import_job_start(*, job: ImportJob) -> bool:
@@ -382,7 +401,9 @@ def import_job_run_next_chunk(*, job_id: int) -> bool:
         # processed_rows counts data rows (blank lines excluded), as total_rows does.
         processed = job.processed_rows + sum(counts.values())
         ImportJob.objects.filter(pk=job.pk).update(
-            status=ImportJob.Status.RUNNING, started_at=job.started_at, processed_rows=processed,
+            status=ImportJob.Status.RUNNING,
+            started_at=job.started_at,
+            processed_rows=processed,
             created_count=F("created_count") + counts["created"],
             updated_count=F("updated_count") + counts["updated"],
             rejected_count=F("rejected_count") + counts["rejected"],
@@ -425,7 +446,8 @@ def _import_row(job: ImportJob, number: int, values: dict[str, str]) -> str:
     except DatabaseError as error:
         # The row's savepoint is rolled back; the rest of the chunk goes on.
         ImportRejectedRow.objects.update_or_create(
-            job=job, row_number=number,
+            job=job,
+            row_number=number,
             defaults={"values": values, "errors": {"row": [f"The database refused this row: {error}"[:500]]}},
         )
         return "rejected"

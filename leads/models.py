@@ -46,7 +46,10 @@ class Account(models.Model):
     annual_revenue = models.DecimalField(max_digits=16, decimal_places=2, null=True, blank=True)
     country = models.CharField(max_length=80, blank=True)
     owner = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
         related_name="owned_accounts",
     )
     created_at = models.DateTimeField(auto_now_add=True)
@@ -98,25 +101,22 @@ class Contact(models.Model):
     phone = models.CharField(max_length=50, blank=True)
     country = models.CharField(max_length=80, blank=True)
     city = models.CharField(max_length=120, blank=True)
-    account = models.ForeignKey(
-        Account, null=True, blank=True, on_delete=models.SET_NULL, related_name="contacts"
-    )
+    account = models.ForeignKey(Account, null=True, blank=True, on_delete=models.SET_NULL, related_name="contacts")
     lead_source = models.CharField(max_length=120, blank=True)
     utm_source = models.CharField(max_length=120, blank=True)
     utm_medium = models.CharField(max_length=120, blank=True)
     utm_campaign = models.CharField(max_length=200, blank=True)
     utm_term = models.CharField(max_length=200, blank=True)
     utm_content = models.CharField(max_length=200, blank=True)
-    lifecycle_stage = models.CharField(
-        max_length=20, choices=LifecycleStage.choices, default=LifecycleStage.LEAD
-    )
+    lifecycle_stage = models.CharField(max_length=20, choices=LifecycleStage.choices, default=LifecycleStage.LEAD)
     owner = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
         related_name="owned_contacts",
     )
-    email_consent_status = models.CharField(
-        max_length=20, choices=ConsentStatus.choices, default=ConsentStatus.UNKNOWN
-    )
+    email_consent_status = models.CharField(max_length=20, choices=ConsentStatus.choices, default=ConsentStatus.UNKNOWN)
     email_consent_at = models.DateTimeField(null=True, blank=True)
     email_consent_source = models.CharField(max_length=200, blank=True)
     attributes = models.JSONField(default=dict, blank=True)
@@ -127,9 +127,7 @@ class Contact(models.Model):
     class Meta:
         ordering = ["-created_at"]
         constraints = [
-            models.UniqueConstraint(
-                Lower("email"), condition=Q(email__isnull=False), name="contact_email_ci_unique"
-            ),
+            models.UniqueConstraint(Lower("email"), condition=Q(email__isnull=False), name="contact_email_ci_unique"),
         ]
         indexes = [
             models.Index(fields=["lifecycle_stage"]),
@@ -139,12 +137,12 @@ class Contact(models.Model):
     def __str__(self) -> str:
         return self.full_name or self.email or self.external_id or f"Contact #{self.pk}"
 
+    def get_absolute_url(self) -> str:
+        return reverse("leads:contact_detail", args=[self.pk])
+
     @property
     def full_name(self) -> str:
         return f"{self.first_name} {self.last_name}".strip()
-
-    def get_absolute_url(self) -> str:
-        return reverse("leads:contact_detail", args=[self.pk])
 
 
 class ActivityType(models.Model):
@@ -197,7 +195,10 @@ class StageChange(models.Model):
     to_stage = models.CharField(max_length=20, choices=LifecycleStage.choices)
     changed_at = models.DateTimeField()
     changed_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
         related_name="+",
     )
     rule = models.CharField(max_length=200, blank=True, help_text="The rule or process that made the change.")
@@ -312,3 +313,6 @@ class ImportRejectedRow(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["job", "row_number"], name="import_rejected_row_unique"),
         ]
+
+    def __str__(self) -> str:
+        return f"Import #{self.job_id} row {self.row_number}"

@@ -21,8 +21,10 @@ def contact_search(queryset: QuerySet[Contact], text: str) -> QuerySet[Contact]:
     """Contacts whose name, email or company contains every word of `text`."""
     for word in text.split():
         queryset = queryset.filter(
-            Q(first_name__icontains=word) | Q(last_name__icontains=word)
-            | Q(email__icontains=word) | Q(account__name__icontains=word)
+            Q(first_name__icontains=word)
+            | Q(last_name__icontains=word)
+            | Q(email__icontains=word)
+            | Q(account__name__icontains=word)
         )
     return queryset
 

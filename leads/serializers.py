@@ -23,8 +23,18 @@ from .services import IngestEvent
 class AccountOutput(serializers.ModelSerializer):
     class Meta:
         model = Account
-        fields = ["id", "name", "domain", "industry", "employee_count", "annual_revenue", "country",
-                  "owner", "created_at", "updated_at"]
+        fields = [
+            "id",
+            "name",
+            "domain",
+            "industry",
+            "employee_count",
+            "annual_revenue",
+            "country",
+            "owner",
+            "created_at",
+            "updated_at",
+        ]
 
 
 class AccountInput(serializers.ModelSerializer):
@@ -50,11 +60,35 @@ class ContactOutput(serializers.ModelSerializer):
 
     class Meta:
         model = Contact
-        fields = ["id", "email", "first_name", "last_name", "job_title", "seniority", "department",
-                  "phone", "country", "city", "account", "account_name", "lead_source", "utm_source",
-                  "utm_medium", "utm_campaign", "utm_term", "utm_content", "lifecycle_stage", "owner",
-                  "email_consent_status", "email_consent_at", "email_consent_source", "attributes",
-                  "external_id", "created_at", "updated_at"]
+        fields = [
+            "id",
+            "email",
+            "first_name",
+            "last_name",
+            "job_title",
+            "seniority",
+            "department",
+            "phone",
+            "country",
+            "city",
+            "account",
+            "account_name",
+            "lead_source",
+            "utm_source",
+            "utm_medium",
+            "utm_campaign",
+            "utm_term",
+            "utm_content",
+            "lifecycle_stage",
+            "owner",
+            "email_consent_status",
+            "email_consent_at",
+            "email_consent_source",
+            "attributes",
+            "external_id",
+            "created_at",
+            "updated_at",
+        ]
 
 
 def validate_attributes(value: dict) -> dict:
@@ -159,13 +193,18 @@ class IngestContactFields(serializers.Serializer):
 class IngestEventInput(serializers.Serializer):
     type = serializers.SlugField(max_length=60, help_text="An activity type key, e.g. page_view.")
     occurred_at = serializers.DateTimeField()
-    email = serializers.EmailField(required=False, allow_blank=True, max_length=254,
-                                   help_text="Identifies the contact; an unknown email creates one.")
+    email = serializers.EmailField(
+        required=False,
+        allow_blank=True,
+        max_length=254,
+        help_text="Identifies the contact; an unknown email creates one.",
+    )
     contact_external_id = serializers.CharField(required=False, allow_blank=True, max_length=200)
     contact_id = serializers.IntegerField(required=False, min_value=1)
     source = serializers.SlugField(required=False, default="api", max_length=60)
-    external_id = serializers.CharField(required=False, allow_blank=True, max_length=200,
-                                        help_text="The source's event id; a re-sent id counts once.")
+    external_id = serializers.CharField(
+        required=False, allow_blank=True, max_length=200, help_text="The source's event id; a re-sent id counts once."
+    )
     properties = serializers.DictField(required=False, default=dict)
     contact = IngestContactFields(required=False, help_text="Fields for a contact this event creates.")
 
@@ -184,10 +223,16 @@ class IngestEventInput(serializers.Serializer):
     def to_event(self, index: int) -> IngestEvent:
         data = self.validated_data
         return IngestEvent(
-            index=index, type_key=data["type"], occurred_at=data["occurred_at"], source=data["source"],
-            external_id=data.get("external_id") or None, properties=data["properties"],
-            email=normalise_email(data.get("email")), contact_external_id=data.get("contact_external_id") or None,
-            contact_id=data.get("contact_id"), contact_fields=data.get("contact", {}),
+            index=index,
+            type_key=data["type"],
+            occurred_at=data["occurred_at"],
+            source=data["source"],
+            external_id=data.get("external_id") or None,
+            properties=data["properties"],
+            email=normalise_email(data.get("email")),
+            contact_external_id=data.get("contact_external_id") or None,
+            contact_id=data.get("contact_id"),
+            contact_fields=data.get("contact", {}),
         )
 
 

@@ -27,6 +27,7 @@ ACCOUNT_FIELDS = frozenset("name domain industry employee_count annual_revenue c
 
 # --- accounts -------------------------------------------------------------------------
 
+
 def account_upsert(*, name: str = "", domain: str | None = None, **fields: Any) -> Account:
     """Find the account by normalised domain (else by name, case-insensitively) and update it.
 
@@ -60,6 +61,7 @@ def _find_account(*, name: str, domain: str | None) -> Account | None:
 
 # --- contacts -------------------------------------------------------------------------
 
+
 class ContactConflict(ValueError):
     """The email and the external id given belong to two different contacts."""
 
@@ -91,26 +93,27 @@ def contact_upsert(
     external_id = (external_id or "").strip() or None
     if not email and not external_id:
         raise ValueError("A contact needs an email or an external id.")
-    values = {
-        key: value for key, value in fields.items()
-        if key in CONTACT_FIELDS and value not in (None, "")
-    }
-    attributes = {
-        key: value for key, value in (attributes or {}).items() if value not in (None, "")
-    }
+    values = {key: value for key, value in fields.items() if key in CONTACT_FIELDS and value not in (None, "")}
+    attributes = {key: value for key, value in (attributes or {}).items() if value not in (None, "")}
     contact = _find_contact(email=email, external_id=external_id)
     if contact is None:
         try:
             with transaction.atomic():
                 # Created straight in its stage: one "created" transition, not lead → stage.
                 contact = Contact.objects.create(
-                    email=email, external_id=external_id, account=account,
-                    attributes=attributes or {}, **values,
+                    email=email,
+                    external_id=external_id,
+                    account=account,
+                    attributes=attributes or {},
+                    **values,
                     **({"lifecycle_stage": lifecycle_stage} if lifecycle_stage else {}),
                 )
                 stage_change_record(
-                    contact=contact, from_stage="", to_stage=contact.lifecycle_stage,
-                    changed_by=changed_by, rule="created",
+                    contact=contact,
+                    from_stage="",
+                    to_stage=contact.lifecycle_stage,
+                    changed_by=changed_by,
+                    rule="created",
                 )
         except IntegrityError:
             contact = _find_contact(email=email, external_id=external_id)
@@ -118,8 +121,9 @@ def contact_upsert(
                 raise
         else:
             return UpsertResult(contact=contact, created=True)
-    _update_contact(contact, email=email, external_id=external_id, account=account,
-                    attributes=attributes, values=values)
+    _update_contact(
+        contact, email=email, external_id=external_id, account=account, attributes=attributes, values=values
+    )
     if lifecycle_stage and lifecycle_stage != contact.lifecycle_stage:
         contact_set_stage(contact=contact, to_stage=lifecycle_stage, changed_by=changed_by, rule="update")
     return UpsertResult(contact=contact, created=False)
@@ -145,9 +149,7 @@ def contact_update(*, contact: Contact, changed_by=None, **fields: Any) -> Conta
 
 
 def _find_contact(*, email: str | None, external_id: str | None) -> Contact | None:
-    by_external_id = (
-        Contact.objects.filter(external_id=external_id).first() if external_id else None
-    )
+    by_external_id = Contact.objects.filter(external_id=external_id).first() if external_id else None
     by_email = contacts_by_email([email]).first() if email else None
     if by_external_id and by_email and by_external_id.pk != by_email.pk:
         raise ContactConflict("Another contact already has this email; its external id differs.")
@@ -185,19 +187,36 @@ def _assign(instance, values: dict[str, Any]) -> list[str]:
 
 # --- lifecycle ------------------------------------------------------------------------
 
+
 def stage_change_record(
-    *, contact: Contact, from_stage: str, to_stage: str, changed_by=None, rule: str = "",
-    reason: str = "", changed_at: datetime | None = None,
+    *,
+    contact: Contact,
+    from_stage: str,
+    to_stage: str,
+    changed_by=None,
+    rule: str = "",
+    reason: str = "",
+    changed_at: datetime | None = None,
 ) -> StageChange:
     return StageChange.objects.create(
-        contact=contact, from_stage=from_stage, to_stage=to_stage,
-        changed_at=changed_at or timezone.now(), changed_by=changed_by, rule=rule, reason=reason[:500],
+        contact=contact,
+        from_stage=from_stage,
+        to_stage=to_stage,
+        changed_at=changed_at or timezone.now(),
+        changed_by=changed_by,
+        rule=rule,
+        reason=reason[:500],
     )
 
 
 @transaction.atomic
 def contact_set_stage(
-    *, contact: Contact, to_stage: str, changed_by=None, rule: str = "", reason: str = "",
+    *,
+    contact: Contact,
+    to_stage: str,
+    changed_by=None,
+    rule: str = "",
+    reason: str = "",
     changed_at: datetime | None = None,
 ) -> StageChange | None:
     """Move a contact to `to_stage` and record the transition; a no-op if already there.
@@ -209,8 +228,13 @@ def contact_set_stage(
     if locked.lifecycle_stage == to_stage:
         return None
     change = stage_change_record(
-        contact=locked, from_stage=locked.lifecycle_stage, to_stage=to_stage,
-        changed_by=changed_by, rule=rule, reason=reason, changed_at=changed_at,
+        contact=locked,
+        from_stage=locked.lifecycle_stage,
+        to_stage=to_stage,
+        changed_by=changed_by,
+        rule=rule,
+        reason=reason,
+        changed_at=changed_at,
     )
     Contact.objects.filter(pk=locked.pk).update(lifecycle_stage=to_stage, updated_at=timezone.now())
     contact.lifecycle_stage = to_stage
@@ -219,10 +243,12 @@ def contact_set_stage(
 
 # --- outcomes -------------------------------------------------------------------------
 
+
 def outcome_record_imported(*, contact: Contact, converted: bool, occurred_at: datetime | None = None) -> Outcome:
     kind = Outcome.Kind.CONVERTED if converted else Outcome.Kind.NOT_CONVERTED
     outcome, _ = Outcome.objects.update_or_create(
-        contact=contact, source=Outcome.Source.IMPORT,
+        contact=contact,
+        source=Outcome.Source.IMPORT,
         defaults={"kind": kind, "occurred_at": occurred_at or timezone.now()},
     )
     return outcome
@@ -230,11 +256,13 @@ def outcome_record_imported(*, contact: Contact, converted: bool, occurred_at: d
 
 # --- activity types -------------------------------------------------------------------
 
+
 def activity_type_create(*, key: str, name: str, description: str = "") -> ActivityType:
     return ActivityType.objects.create(key=key, name=name, description=description, is_system=False)
 
 
 # --- bulk activity ingest ---------------------------------------------------------------
+
 
 @dataclass
 class IngestEvent:
@@ -256,8 +284,14 @@ class IngestEvent:
         if self.external_id:
             return self.external_id
         # No id from the source: the same event sent twice has the same fingerprint.
-        identity = [self.contact_id, self.contact_external_id, self.email, self.type_key,
-                    self.occurred_at.isoformat(), self.properties]
+        identity = [
+            self.contact_id,
+            self.contact_external_id,
+            self.email,
+            self.type_key,
+            self.occurred_at.isoformat(),
+            self.properties,
+        ]
         digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
         return f"fp:{digest[:40]}"
 
@@ -286,9 +320,7 @@ def activities_ingest(*, events: list[IngestEvent]) -> list[IngestOutcome]:
                 event.index, "error", errors={"type": [f"Unknown activity type '{event.type_key}'."]}
             )
     # Types are checked first so that a rejected event never creates a contact.
-    contacts = _resolve_event_contacts(
-        [event for event in events if event.index not in outcomes], outcomes
-    )
+    contacts = _resolve_event_contacts([event for event in events if event.index not in outcomes], outcomes)
     batch = uuid.uuid4()
     rows, seen = [], {}
     for event in events:
@@ -299,11 +331,18 @@ def activities_ingest(*, events: list[IngestEvent]) -> list[IngestOutcome]:
         if key in seen:  # the same event twice in one request counts once
             continue
         seen[key] = event
-        rows.append(Activity(
-            contact=contacts[event.index], type=activity_type, occurred_at=event.occurred_at,
-            properties=event.properties, source=event.source, external_id=event.external_id,
-            dedupe_key=event.dedupe_key, ingest_batch=batch,
-        ))
+        rows.append(
+            Activity(
+                contact=contacts[event.index],
+                type=activity_type,
+                occurred_at=event.occurred_at,
+                properties=event.properties,
+                source=event.source,
+                external_id=event.external_id,
+                dedupe_key=event.dedupe_key,
+                ingest_batch=batch,
+            )
+        )
     with transaction.atomic():
         Activity.objects.bulk_create(rows, ignore_conflicts=True, batch_size=500)
         stored = _stored_activities(list(seen))
@@ -315,8 +354,10 @@ def activities_ingest(*, events: list[IngestEvent]) -> list[IngestOutcome]:
         activity = stored[(event.source, event.dedupe_key)]
         created = activity.ingest_batch == batch and seen[(event.source, event.dedupe_key)] is event
         outcomes[event.index] = IngestOutcome(
-            event.index, "created" if created else "duplicate",
-            activity_id=activity.pk, contact_id=activity.contact_id,
+            event.index,
+            "created" if created else "duplicate",
+            activity_id=activity.pk,
+            contact_id=activity.contact_id,
         )
     return [outcomes[event.index] for event in events]
 
@@ -360,7 +401,9 @@ def _resolve_event_contacts(events: list[IngestEvent], outcomes: dict[int, Inges
         if event.contact_id:
             contact = by_id.get(event.contact_id)
             if contact is None:
-                outcomes[event.index] = IngestOutcome(event.index, "error", errors={"contact_id": ["No contact with this id."]})
+                outcomes[event.index] = IngestOutcome(
+                    event.index, "error", errors={"contact_id": ["No contact with this id."]}
+                )
                 continue
         contact = contact or by_external.get(event.contact_external_id) or by_email.get(event.email)
         if contact is None:

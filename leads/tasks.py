@@ -15,7 +15,7 @@ def import_job_run(self, job_id: int) -> None:
         more = import_job_run_next_chunk(job_id=job_id)
     except Exception as error:  # noqa: BLE001 - recorded on the job for the marketer to read
         if self.request.retries < self.max_retries:
-            raise self.retry(exc=error, countdown=2 ** self.request.retries) from error
+            raise self.retry(exc=error, countdown=2**self.request.retries) from error
         import_job_fail(job_id=job_id, error=f"{type(error).__name__}: {error}")
         return
     if more:

@@ -42,15 +42,19 @@ def contact_list(request):
 @role_required(*ANY_ROLE)
 def contact_detail(request, pk: int):
     contact = get_object_or_404(Contact.objects.select_related("account", "owner"), pk=pk)
-    return render(request, "leads/contact_detail.html", {
-        "contact": contact,
-        # A sorted list, not the dict: in a template `.items` would read a key named "items".
-        "attributes": sorted(contact.attributes.items()),
-        "timeline": selectors.contact_timeline(contact),
-        "stage_history": selectors.contact_stage_history(contact),
-        "outcomes": contact.outcomes.select_related("recorded_by"),
-        **contact_score_panel(contact),
-    })
+    return render(
+        request,
+        "leads/contact_detail.html",
+        {
+            "contact": contact,
+            # A sorted list, not the dict: in a template `.items` would read a key named "items".
+            "attributes": sorted(contact.attributes.items()),
+            "timeline": selectors.contact_timeline(contact),
+            "stage_history": selectors.contact_stage_history(contact),
+            "outcomes": contact.outcomes.select_related("recorded_by"),
+            **contact_score_panel(contact),
+        },
+    )
 
 
 @role_required(*ANY_ROLE)
@@ -87,6 +91,7 @@ def activity_type_list(request):
 
 
 # --- CSV import --------------------------------------------------------------------------
+
 
 @role_required(MARKETING)
 def import_list(request):
@@ -132,12 +137,16 @@ def _preview_rows(job: ImportJob, count: int = 5) -> list[dict]:
     preview = []
     for number, values in importing.csv_rows(job.content, limit=count):
         row = importing.row_convert(values, job.mapping) if job.mapping.get("columns") else None
-        preview.append({
-            "number": number, "values": [values.get(h, "") for h in job.headers], "row": row,
-            # Lists, not dicts: in a template `.items` would read a column or key named "items".
-            "errors": list(row.errors.items()) if row else [],
-            "attributes": list(row.attributes.items()) if row else [],
-        })
+        preview.append(
+            {
+                "number": number,
+                "values": [values.get(h, "") for h in job.headers],
+                "row": row,
+                # Lists, not dicts: in a template `.items` would read a column or key named "items".
+                "errors": list(row.errors.items()) if row else [],
+                "attributes": list(row.attributes.items()) if row else [],
+            }
+        )
     return preview
 
 

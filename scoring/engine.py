@@ -82,8 +82,13 @@ class Contribution:
     rule_id: int | None = None
 
     def as_json(self) -> dict:
-        return {"kind": self.kind, "rule": self.rule, "rule_id": self.rule_id,
-                "facts": self.facts, "points": str(self.points)}
+        return {
+            "kind": self.kind,
+            "rule": self.rule,
+            "rule_id": self.rule_id,
+            "facts": self.facts,
+            "points": str(self.points),
+        }
 
 
 @dataclass
@@ -111,7 +116,8 @@ def evaluate(rules: RuleSet, profile: Mapping[str, Any], engagement: Engagement,
     fit_parts = [part for rule in rules.fit_rules if (part := _fit_contribution(rule, profile))]
     fit = _capped_sum(fit_parts, rules.fit_cap, "Fit cap")
     engagement_parts = [
-        part for rule in rules.engagement_rules
+        part
+        for rule in rules.engagement_rules
         if (part := _engagement_contribution(rule, engagement.get(rule.matcher_key, {}), as_of))
     ]
     engaged = _capped_sum(engagement_parts, rules.engagement_cap, "Engagement cap")
@@ -119,8 +125,11 @@ def evaluate(rules: RuleSet, profile: Mapping[str, Any], engagement: Engagement,
     engagement_total = sum((p.points for p in engaged), Decimal(0))
     grade = fit_grade(rules, fit_total)
     return ScoreResult(
-        fit=fit_total, engagement=engagement_total, fit_grade=grade,
-        mql_level=mql_level(rules, fit_total + engagement_total, grade), contributions=fit + engaged,
+        fit=fit_total,
+        engagement=engagement_total,
+        fit_grade=grade,
+        mql_level=mql_level(rules, fit_total + engagement_total, grade),
+        contributions=fit + engaged,
     )
 
 
@@ -151,6 +160,7 @@ def _capped_sum(parts: list[Contribution], cap: int, label: str) -> list[Contrib
 
 
 # --- engagement --------------------------------------------------------------------------
+
 
 def decay_weight(age_days: int, half_life_days: int) -> Decimal:
     return Decimal(0.5 ** (age_days / half_life_days)).quantize(WEIGHT_PLACES)
@@ -183,6 +193,7 @@ def _engagement_contribution(rule: EngagementRuleSpec, days: Mapping[date, int],
 
 
 # --- fit ---------------------------------------------------------------------------------
+
 
 def _fit_contribution(rule: FitRuleSpec, profile: Mapping[str, Any]) -> Contribution | None:
     actual = profile.get(rule.field)

@@ -23,8 +23,10 @@ class FitRuleForm(forms.ModelForm):
     """The value is typed as text: comma-separated for lists, "min, max" for ranges."""
 
     value_text = forms.CharField(
-        required=False, label="Value",
-        help_text="One of / contains / starts with / domains: comma-separated. Between: min, max (leave a side empty for open).",
+        required=False,
+        label="Value",
+        help_text="One of / contains / starts with / domains: comma-separated. "
+        "Between: min, max (leave a side empty for open).",
     )
 
     class Meta:
@@ -71,8 +73,17 @@ class FitRuleForm(forms.ModelForm):
 class EngagementRuleForm(forms.ModelForm):
     class Meta:
         model = EngagementRule
-        fields = ["name", "activity_type", "property_name", "property_operator", "property_value", "points",
-                  "cap", "window_days", "half_life_days"]
+        fields = [
+            "name",
+            "activity_type",
+            "property_name",
+            "property_operator",
+            "property_value",
+            "points",
+            "cap",
+            "window_days",
+            "half_life_days",
+        ]
 
     def clean(self):
         data = super().clean()

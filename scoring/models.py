@@ -40,10 +40,16 @@ class ModelVersion(models.Model):
     grade_a_min = models.IntegerField(default=40, help_text="Fit points for grade A.")
     grade_b_min = models.IntegerField(default=25, help_text="Fit points for grade B.")
     grade_c_min = models.IntegerField(default=10, help_text="Fit points for grade C (below: D).")
-    mqa_threshold = models.IntegerField(default=150, help_text="Account score that makes a marketing-qualified account.")
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    mqa_threshold = models.IntegerField(
+        default=150, help_text="Account score that makes a marketing-qualified account."
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
-    published_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    published_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     published_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
@@ -74,10 +80,16 @@ class FitRule(models.Model):
 
     version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="fit_rules")
     name = models.CharField(max_length=120)
-    field = models.CharField(max_length=120, help_text="contact.job_title, account.industry, attribute.total_visits, email …")
+    field = models.CharField(
+        max_length=120, help_text="contact.job_title, account.industry, attribute.total_visits, email …"
+    )
     operator = models.CharField(max_length=20, choices=Operator.choices)
-    value = models.JSONField(default=None, null=True, blank=True,
-                             help_text="A text, a list of texts (one of, domain in), or [min, max] (between).")
+    value = models.JSONField(
+        default=None,
+        null=True,
+        blank=True,
+        help_text="A text, a list of texts (one of, domain in), or [min, max] (between).",
+    )
     points = models.IntegerField(help_text="Negative points mark a negative signal.")
 
     class Meta:
@@ -148,7 +160,9 @@ class Matcher(models.Model):
     backfilled = models.BooleanField(default=False)
 
     def __str__(self) -> str:
-        test = f" where {self.property_name} {self.property_operator} {self.property_value}" if self.property_name else ""
+        test = (
+            f" where {self.property_name} {self.property_operator} {self.property_value}" if self.property_name else ""
+        )
         return f"{self.activity_type.key}{test}"
 
 
@@ -162,6 +176,9 @@ class DailyEngagement(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["contact", "matcher", "day"], name="daily_engagement_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.contact_id} {self.matcher_id} {self.day}: {self.count}"
 
 
 class ContactScore(models.Model):
@@ -194,6 +211,9 @@ class ScoreChange(models.Model):
         ordering = ["-changed_at", "-id"]
         indexes = [models.Index(fields=["contact", "changed_at"])]
 
+    def __str__(self) -> str:
+        return f"{self.contact_id}: {self.old_total} → {self.new_total} ({self.reason})"
+
 
 class MqlQualification(models.Model):
     """A contact becoming an MQL: the score snapshot and the rules that fired, for the queue."""
@@ -213,6 +233,9 @@ class MqlQualification(models.Model):
         ordering = ["-qualified_at"]
         indexes = [models.Index(fields=["contact", "qualified_at"])]
 
+    def __str__(self) -> str:
+        return f"{self.contact_id} qualified {self.level} at {self.total}"
+
 
 class AccountScore(models.Model):
     """Account-based marketing: its contacts' engagement rolled up, plus the account's fit."""
@@ -225,6 +248,9 @@ class AccountScore(models.Model):
     engaged_contacts = models.PositiveIntegerField(default=0)
     is_mqa = models.BooleanField(default=False)
     computed_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.account_id}: {self.total}"
 
 
 class RescoreRun(models.Model):
@@ -246,12 +272,17 @@ class RescoreRun(models.Model):
     done_chunks = models.PositiveIntegerField(default=0)
     total_contacts = models.PositiveIntegerField(default=0)
     changed_contacts = models.PositiveIntegerField(default=0)
-    started_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    started_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"Rescore #{self.pk} ({self.get_reason_display()})"
 
     @property
     def percent_done(self) -> int:
@@ -279,3 +310,6 @@ class RescoreChunk(models.Model):
     class Meta:
         ordering = ["first_contact_id"]
         indexes = [models.Index(fields=["status", "claimed_at"])]
+
+    def __str__(self) -> str:
+        return f"Chunk {self.first_contact_id}–{self.last_contact_id} of run {self.run_id}"

@@ -24,8 +24,17 @@ from .matchers import matcher_key
 from .models import ContactScore, DailyEngagement, ModelVersion
 
 PROFILE_CONTACT_FIELDS = [
-    "job_title", "seniority", "department", "country", "city", "lead_source", "utm_source",
-    "utm_medium", "utm_campaign", "lifecycle_stage", "email_consent_status",
+    "job_title",
+    "seniority",
+    "department",
+    "country",
+    "city",
+    "lead_source",
+    "utm_source",
+    "utm_medium",
+    "utm_campaign",
+    "lifecycle_stage",
+    "email_consent_status",
 ]
 PROFILE_ACCOUNT_FIELDS = ["name", "domain", "industry", "employee_count", "annual_revenue", "country"]
 
@@ -40,24 +49,41 @@ def ruleset_for(version: ModelVersion) -> RuleSet:
     )
     engagement_rules = tuple(
         EngagementRuleSpec(
-            r.id, r.name,
+            r.id,
+            r.name,
             matcher_key(r.activity_type.key, r.property_name, r.property_operator, r.property_value),
-            r.points, r.cap, r.window_days, r.half_life_days,
+            r.points,
+            r.cap,
+            r.window_days,
+            r.half_life_days,
         )
         for r in version.engagement_rules.select_related("activity_type")
     )
     levels = tuple(LevelSpec(lv.name, lv.min_score, lv.min_fit_grade) for lv in version.mql_levels.all())
     return RuleSet(
-        version_id=version.pk, version_label=f"{version.scoring_model.name} v{version.number}",
-        fit_rules=fit_rules, engagement_rules=engagement_rules, levels=levels,
-        fit_cap=version.fit_cap, engagement_cap=version.engagement_cap,
-        grade_a_min=version.grade_a_min, grade_b_min=version.grade_b_min, grade_c_min=version.grade_c_min,
+        version_id=version.pk,
+        version_label=f"{version.scoring_model.name} v{version.number}",
+        fit_rules=fit_rules,
+        engagement_rules=engagement_rules,
+        levels=levels,
+        fit_cap=version.fit_cap,
+        engagement_cap=version.engagement_cap,
+        grade_a_min=version.grade_a_min,
+        grade_b_min=version.grade_b_min,
+        grade_c_min=version.grade_c_min,
     )
 
 
 def scoring_profiles(contact_ids: Iterable[int]) -> dict[int, dict]:
     """{contact id: {"email": …, "contact.job_title": …, "account.industry": …, "attribute.x": …}}"""
-    fields = ["id", "email", "attributes", "account_id", *PROFILE_CONTACT_FIELDS, *[f"account__{f}" for f in PROFILE_ACCOUNT_FIELDS]]
+    fields = [
+        "id",
+        "email",
+        "attributes",
+        "account_id",
+        *PROFILE_CONTACT_FIELDS,
+        *[f"account__{f}" for f in PROFILE_ACCOUNT_FIELDS],
+    ]
     profiles = {}
     for row in Contact.objects.filter(id__in=list(contact_ids)).values(*fields):
         profile = {"email": row["email"], "account_id": row["account_id"]}
@@ -119,18 +145,25 @@ def preview_version(version: ModelVersion, *, examples: int = 5) -> dict:
     summary = {"contacts": 0, "changed": 0, "new_mqls": 0, "drops": 0, "new_examples": [], "drop_examples": []}
     ids = list(Contact.objects.order_by("id").values_list("id", flat=True))
     for start in range(0, len(ids), PREVIEW_CHUNK):
-        chunk = ids[start:start + PREVIEW_CHUNK]
+        chunk = ids[start : start + PREVIEW_CHUNK]
         profiles = scoring_profiles(chunk)
         engagement = engagement_for(chunk, rules.matcher_keys)
-        current = {row[0]: row[1:] for row in ContactScore.objects.filter(contact_id__in=chunk)
-                   .values_list("contact_id", "total", "mql_level")}
+        current = {
+            row[0]: row[1:]
+            for row in ContactScore.objects.filter(contact_id__in=chunk).values_list("contact_id", "total", "mql_level")
+        }
         for contact_id, profile in profiles.items():
             result = evaluate(rules, profile, engagement.get(contact_id, {}), as_of)
             old_total, old_level = current.get(contact_id, (Decimal(0), ""))
             summary["contacts"] += 1
             summary["changed"] += old_total != result.total
-            example = {"contact_id": contact_id, "old_total": old_total, "new_total": result.total,
-                       "old_level": old_level, "new_level": result.mql_level}
+            example = {
+                "contact_id": contact_id,
+                "old_total": old_total,
+                "new_total": result.total,
+                "old_level": old_level,
+                "new_level": result.mql_level,
+            }
             if result.mql_level and not old_level and profile["contact.lifecycle_stage"] in QUALIFYING_STAGES:
                 summary["new_mqls"] += 1
                 _keep_example(summary["new_examples"], example, examples)

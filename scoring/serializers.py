@@ -17,8 +17,18 @@ class ContactScoreOutput(serializers.ModelSerializer):
 
     class Meta:
         model = ContactScore
-        fields = ["contact", "version", "total", "fit", "engagement", "fit_grade", "mql_level", "as_of",
-                  "computed_at", "explanation"]
+        fields = [
+            "contact",
+            "version",
+            "total",
+            "fit",
+            "engagement",
+            "fit_grade",
+            "mql_level",
+            "as_of",
+            "computed_at",
+            "explanation",
+        ]
 
 
 class ScoreChangeOutput(serializers.ModelSerializer):

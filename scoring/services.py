@@ -39,6 +39,7 @@ QUALIFYING_STAGES = {LifecycleStage.SUBSCRIBER, LifecycleStage.LEAD, LifecycleSt
 
 # --- engagement aggregates ------------------------------------------------------------------
 
+
 def matcher_for_type(activity_type: ActivityType) -> Matcher:
     matcher, _ = Matcher.objects.get_or_create(
         key=matcher_key(activity_type.key), defaults={"activity_type": activity_type, "backfilled": True}
@@ -48,11 +49,16 @@ def matcher_for_type(activity_type: ActivityType) -> Matcher:
 
 def matcher_for_rule(rule: EngagementRule) -> Matcher:
     key = matcher_key(rule.activity_type.key, rule.property_name, rule.property_operator, rule.property_value)
-    matcher, _ = Matcher.objects.get_or_create(key=key, defaults={
-        "activity_type": rule.activity_type, "property_name": rule.property_name,
-        "property_operator": rule.property_operator, "property_value": rule.property_value,
-        "backfilled": not rule.property_name,
-    })
+    matcher, _ = Matcher.objects.get_or_create(
+        key=key,
+        defaults={
+            "activity_type": rule.activity_type,
+            "property_name": rule.property_name,
+            "property_operator": rule.property_operator,
+            "property_value": rule.property_value,
+            "backfilled": not rule.property_name,
+        },
+    )
     return matcher
 
 
@@ -89,8 +95,9 @@ def engagement_record(*, activities: Sequence[Activity]) -> None:
 def _lock_shared(matchers: list[Matcher]) -> None:
     if connection.vendor == "postgresql" and matchers:
         with connection.cursor() as cursor:
-            cursor.execute("SELECT id FROM scoring_matcher WHERE id = ANY(%s) ORDER BY id FOR SHARE",
-                           [[m.pk for m in matchers]])
+            cursor.execute(
+                "SELECT id FROM scoring_matcher WHERE id = ANY(%s) ORDER BY id FOR SHARE", [[m.pk for m in matchers]]
+            )
 
 
 def _add_counts(counts: dict[tuple[int, int, date], int]) -> None:
@@ -99,7 +106,7 @@ def _add_counts(counts: dict[tuple[int, int, date], int]) -> None:
     rows = [(contact_id, matcher_id, day, n) for (contact_id, matcher_id, day), n in counts.items()]
     with connection.cursor() as cursor:
         for start in range(0, len(rows), 500):
-            batch = rows[start:start + 500]
+            batch = rows[start : start + 500]
             placeholders = ", ".join(["(%s, %s, %s, %s)"] * len(batch))
             cursor.execute(
                 f"INSERT INTO {table} (contact_id, matcher_id, day, count) VALUES {placeholders} "
@@ -123,8 +130,10 @@ def matcher_backfill(*, matcher_id: int) -> None:
     if not matcher.property_name:  # a plain type count: let the database group it
         grouped = activities.annotate(day=TruncDate("occurred_at")).values("contact_id", "day").annotate(n=Count("id"))
         DailyEngagement.objects.bulk_create(
-            (DailyEngagement(contact_id=row["contact_id"], matcher=matcher, day=row["day"], count=row["n"])
-             for row in grouped.iterator(chunk_size=5000)),
+            (
+                DailyEngagement(contact_id=row["contact_id"], matcher=matcher, day=row["day"], count=row["n"])
+                for row in grouped.iterator(chunk_size=5000)
+            ),
             batch_size=5000,
         )
     else:
@@ -161,8 +170,13 @@ def matchers_prepare(*, version: ModelVersion) -> None:
 
 # --- scores -----------------------------------------------------------------------------
 
+
 def contacts_rescore(
-    *, contact_ids: Iterable[int], reason: str, as_of: date | None = None, version: ModelVersion | None = None,
+    *,
+    contact_ids: Iterable[int],
+    reason: str,
+    as_of: date | None = None,
+    version: ModelVersion | None = None,
 ) -> int:
     """Recompute the scores of these contacts; returns how many changed.
 
@@ -181,53 +195,105 @@ def contacts_rescore(
         profiles = scoring_profiles(ids)
         engagement = engagement_for(ids, rules.matcher_keys)
         stored = ContactScore.objects.in_bulk(ids)
-        now = timezone.now()
-        changed, touched_accounts = 0, set()
+        writes = _ScoreWrites(version=version, as_of=as_of, now=timezone.now(), reason=reason)
         for contact_id, profile in profiles.items():
             result = evaluate(rules, profile, engagement.get(contact_id, {}), as_of)
-            if _store_score(contact_id, result, stored.get(contact_id), version, as_of, now, reason):
-                changed += 1
-                touched_accounts.add(profile["account_id"])
+            if writes.add(contact_id, result, stored.get(contact_id)):
+                writes.accounts.add(profile["account_id"])
             if result.mql_level and profile["contact.lifecycle_stage"] in QUALIFYING_STAGES:
-                _qualify(contact_id, result, version, rules.version_label, now)
-        accounts_rescore(account_ids=touched_accounts - {None}, version=version)
-    return changed
+                _qualify(contact_id, result, version, rules.version_label, writes.now)
+        writes.save()
+        accounts_rescore(account_ids=writes.accounts - {None}, version=version)
+    return writes.changed
 
 
-def _store_score(contact_id, result: ScoreResult, old: ContactScore | None, version, as_of, now, reason) -> bool:
-    explanation = [c.as_json() for c in result.contributions]
-    values = {"version": version, "fit": result.fit, "engagement": result.engagement, "total": result.total,
-              "fit_grade": result.fit_grade, "mql_level": result.mql_level, "explanation": explanation,
-              "as_of": as_of, "computed_at": now}
-    old_total = old.total if old else Decimal(0)
-    if old is not None and old.total == result.total and old.explanation == explanation \
-            and old.mql_level == result.mql_level and old.version_id == version.pk:
-        if old.as_of != as_of:
-            ContactScore.objects.filter(pk=contact_id).update(as_of=as_of, computed_at=now)
-        return False
-    ContactScore.objects.update_or_create(contact_id=contact_id, defaults=values)
-    if old is None or old_total != result.total:
-        ScoreChange.objects.create(
-            contact_id=contact_id, version=version, changed_at=now, old_total=old_total,
-            new_total=result.total, delta=result.total - old_total, fit_grade=result.fit_grade, reason=reason[:200],
+class _ScoreWrites:
+    """Collects a batch's score writes so they reach the database in a few statements."""
+
+    FIELDS = ["version", "fit", "engagement", "total", "fit_grade", "mql_level", "explanation", "as_of", "computed_at"]
+
+    def __init__(self, *, version, as_of, now, reason):
+        self.version, self.as_of, self.now, self.reason = version, as_of, now, reason[:200]
+        self.created, self.updated, self.changes, self.only_dated = [], [], [], []
+        self.accounts: set = set()
+
+    @property
+    def changed(self) -> int:
+        return len(self.created) + len(self.updated)
+
+    def add(self, contact_id: int, result: ScoreResult, old: ContactScore | None) -> bool:
+        """Queue the write for one contact; False when its score did not change."""
+        explanation = [c.as_json() for c in result.contributions]
+        unchanged = old is not None and (old.total, old.explanation, old.mql_level, old.version_id) == (
+            result.total,
+            explanation,
+            result.mql_level,
+            self.version.pk,
         )
-    return True
+        if unchanged:
+            if old.as_of != self.as_of:
+                self.only_dated.append(contact_id)
+            return False
+        row = ContactScore(
+            contact_id=contact_id,
+            version=self.version,
+            fit=result.fit,
+            engagement=result.engagement,
+            total=result.total,
+            fit_grade=result.fit_grade,
+            mql_level=result.mql_level,
+            explanation=explanation,
+            as_of=self.as_of,
+            computed_at=self.now,
+        )
+        (self.created if old is None else self.updated).append(row)
+        old_total = old.total if old else Decimal(0)
+        if old is None or old_total != result.total:
+            self.changes.append(
+                ScoreChange(
+                    contact_id=contact_id,
+                    version=self.version,
+                    changed_at=self.now,
+                    old_total=old_total,
+                    new_total=result.total,
+                    delta=result.total - old_total,
+                    fit_grade=result.fit_grade,
+                    reason=self.reason,
+                )
+            )
+        return True
+
+    def save(self) -> None:
+        ContactScore.objects.bulk_create(self.created, batch_size=1000)
+        ContactScore.objects.bulk_update(self.updated, self.FIELDS, batch_size=500)
+        if self.only_dated:
+            ContactScore.objects.filter(pk__in=self.only_dated).update(as_of=self.as_of, computed_at=self.now)
+        ScoreChange.objects.bulk_create(self.changes, batch_size=1000)
 
 
 def _qualify(contact_id: int, result: ScoreResult, version: ModelVersion, label: str, now) -> None:
     contact = Contact(pk=contact_id)
     reasons = [c.as_json() for c in result.top_reasons()]
     change = contact_set_stage(
-        contact=contact, to_stage=LifecycleStage.MQL, rule=f"{label}: {result.mql_level}",
+        contact=contact,
+        to_stage=LifecycleStage.MQL,
+        rule=f"{label}: {result.mql_level}",
         reason=f"Score {result.total} (fit {result.fit}, grade {result.fit_grade}; engagement {result.engagement})",
         changed_at=now,
     )
     if change is None:
         return
     MqlQualification.objects.create(
-        contact_id=contact_id, version=version, level=result.mql_level, total=result.total, fit=result.fit,
-        engagement=result.engagement, fit_grade=result.fit_grade,
-        explanation=[c.as_json() for c in result.contributions], top_reasons=reasons, qualified_at=now,
+        contact_id=contact_id,
+        version=version,
+        level=result.mql_level,
+        total=result.total,
+        fit=result.fit,
+        engagement=result.engagement,
+        fit_grade=result.fit_grade,
+        explanation=[c.as_json() for c in result.contributions],
+        top_reasons=reasons,
+        qualified_at=now,
     )
 
 
@@ -240,28 +306,39 @@ def accounts_rescore(*, account_ids: Iterable[int], version: ModelVersion) -> No
     account_rules = tuple(r for r in rules.fit_rules if r.field.startswith("account."))
     account_only = type(rules)(**{**rules.__dict__, "fit_rules": account_rules, "engagement_rules": (), "levels": ()})
     rollup = {
-        row["contact__account_id"]: row for row in ContactScore.objects.filter(contact__account_id__in=ids)
+        row["contact__account_id"]: row
+        for row in ContactScore.objects.filter(contact__account_id__in=ids)
         .values("contact__account_id")
         .annotate(engagement_sum=Sum("engagement"), engaged=Count("pk", filter=Q(engagement__gt=0)))
     }
     now = timezone.now()
-    for account in Account.objects.filter(id__in=ids).values("id", "name", "domain", "industry",
-                                                               "employee_count", "annual_revenue", "country"):
+    for account in Account.objects.filter(id__in=ids).values(
+        "id", "name", "domain", "industry", "employee_count", "annual_revenue", "country"
+    ):
         profile = {f"account.{key}": value for key, value in account.items()}
         fit = evaluate(account_only, profile, {}, timezone.localdate()).fit
         row = rollup.get(account["id"], {})
         engagement = row.get("engagement_sum") or Decimal(0)
-        AccountScore.objects.update_or_create(account_id=account["id"], defaults={
-            "version": version, "fit": fit, "engagement": engagement, "total": fit + engagement,
-            "engaged_contacts": row.get("engaged") or 0, "is_mqa": fit + engagement >= version.mqa_threshold,
-            "computed_at": now,
-        })
+        AccountScore.objects.update_or_create(
+            account_id=account["id"],
+            defaults={
+                "version": version,
+                "fit": fit,
+                "engagement": engagement,
+                "total": fit + engagement,
+                "engaged_contacts": row.get("engaged") or 0,
+                "is_mqa": fit + engagement >= version.mqa_threshold,
+                "computed_at": now,
+            },
+        )
 
 
 # --- full rescores in chunks --------------------------------------------------------------
 
-def rescore_run_start(*, version: ModelVersion, reason: str, started_by=None,
-                      contacts=None, as_of: date | None = None) -> RescoreRun:
+
+def rescore_run_start(
+    *, version: ModelVersion, reason: str, started_by=None, contacts=None, as_of: date | None = None
+) -> RescoreRun:
     """Split the contacts into id-range chunks and queue one task per chunk after commit."""
     from .tasks import rescore_chunk
 
@@ -269,13 +346,22 @@ def rescore_run_start(*, version: ModelVersion, reason: str, started_by=None,
     ids = list(contacts.order_by("id").values_list("id", flat=True))
     with transaction.atomic():
         run = RescoreRun.objects.create(
-            version=version, reason=reason, started_by=started_by, as_of=as_of or timezone.localdate(),
+            version=version,
+            reason=reason,
+            started_by=started_by,
+            as_of=as_of or timezone.localdate(),
             total_contacts=len(ids),
         )
-        chunks = RescoreChunk.objects.bulk_create([
-            RescoreChunk(run=run, first_contact_id=ids[start], last_contact_id=ids[min(start + settings.RESCORE_CHUNK_SIZE, len(ids)) - 1])
-            for start in range(0, len(ids), settings.RESCORE_CHUNK_SIZE)
-        ])
+        chunks = RescoreChunk.objects.bulk_create(
+            [
+                RescoreChunk(
+                    run=run,
+                    first_contact_id=ids[start],
+                    last_contact_id=ids[min(start + settings.RESCORE_CHUNK_SIZE, len(ids)) - 1],
+                )
+                for start in range(0, len(ids), settings.RESCORE_CHUNK_SIZE)
+            ]
+        )
         run.total_chunks = len(chunks)
         if not chunks:
             run.finished_at = timezone.now()
@@ -297,7 +383,9 @@ def rescore_chunk_run(*, chunk_id: int) -> bool:
     twice, and a chunk whose worker died is claimed again after settings.RESCORE_CLAIM_TIMEOUT seconds.
     """
     now = timezone.now()
-    claimable = Q(status=RescoreChunk.Status.PENDING) | Q(status=RescoreChunk.Status.RUNNING, claimed_at__lt=now - _claim_timeout())
+    claimable = Q(status=RescoreChunk.Status.PENDING) | Q(
+        status=RescoreChunk.Status.RUNNING, claimed_at__lt=now - _claim_timeout()
+    )
     claimed = RescoreChunk.objects.filter(claimable, pk=chunk_id).update(
         status=RescoreChunk.Status.RUNNING, claimed_at=now, attempts=F("attempts") + 1
     )
@@ -305,10 +393,13 @@ def rescore_chunk_run(*, chunk_id: int) -> bool:
         return False
     chunk = RescoreChunk.objects.select_related("run__version").get(pk=chunk_id)
     run = chunk.run
-    ids = Contact.objects.filter(id__gte=chunk.first_contact_id, id__lte=chunk.last_contact_id).values_list("id", flat=True)
+    ids = Contact.objects.filter(id__gte=chunk.first_contact_id, id__lte=chunk.last_contact_id).values_list(
+        "id", flat=True
+    )
     with transaction.atomic():
-        changed = contacts_rescore(contact_ids=list(ids), reason=f"rescore: {run.get_reason_display()}",
-                                   as_of=run.as_of, version=run.version)
+        changed = contacts_rescore(
+            contact_ids=list(ids), reason=f"rescore: {run.get_reason_display()}", as_of=run.as_of, version=run.version
+        )
         done = RescoreChunk.objects.filter(pk=chunk_id, status=RescoreChunk.Status.RUNNING, claimed_at=now).update(
             status=RescoreChunk.Status.DONE, changed_contacts=changed
         )
@@ -329,10 +420,12 @@ def rescore_runs_sweep() -> int:
     from .tasks import rescore_chunk
 
     stale = timezone.now() - _claim_timeout()
-    chunk_ids = list(RescoreChunk.objects.filter(
-        Q(status=RescoreChunk.Status.PENDING, run__created_at__lt=stale)
-        | Q(status=RescoreChunk.Status.RUNNING, claimed_at__lt=stale)
-    ).values_list("id", flat=True)[:1000])
+    chunk_ids = list(
+        RescoreChunk.objects.filter(
+            Q(status=RescoreChunk.Status.PENDING, run__created_at__lt=stale)
+            | Q(status=RescoreChunk.Status.RUNNING, claimed_at__lt=stale)
+        ).values_list("id", flat=True)[:1000]
+    )
     for chunk_id in chunk_ids:
         rescore_chunk.delay(chunk_id)
     return len(chunk_ids)

@@ -12,8 +12,17 @@ from .models import EngagementRule, FitRule, ModelVersion, MqlLevel, RescoreRun,
 
 VERSION_FIELDS = ["fit_cap", "engagement_cap", "grade_a_min", "grade_b_min", "grade_c_min", "mqa_threshold"]
 FIT_FIELDS = ["name", "field", "operator", "value", "points"]
-ENGAGEMENT_FIELDS = ["name", "activity_type_id", "property_name", "property_operator", "property_value",
-                     "points", "cap", "window_days", "half_life_days"]
+ENGAGEMENT_FIELDS = [
+    "name",
+    "activity_type_id",
+    "property_name",
+    "property_operator",
+    "property_value",
+    "points",
+    "cap",
+    "window_days",
+    "half_life_days",
+]
 
 
 class VersionError(ValueError):
@@ -30,25 +39,36 @@ def draft_get_or_create(*, scoring_model: ScoringModel, user=None) -> ModelVersi
 
 
 @transaction.atomic
-def version_copy(*, source: ModelVersion | None, scoring_model: ScoringModel, user=None, note: str = "") -> ModelVersion:
+def version_copy(
+    *, source: ModelVersion | None, scoring_model: ScoringModel, user=None, note: str = ""
+) -> ModelVersion:
     number = (scoring_model.versions.aggregate(n=Max("number"))["n"] or 0) + 1
     values = {field: getattr(source, field) for field in VERSION_FIELDS} if source else {}
     draft = ModelVersion.objects.create(
-        scoring_model=scoring_model, number=number, status=ModelVersion.Status.DRAFT, based_on=source,
-        created_by=user, note=note or (f"Copied from v{source.number}" if source else ""), **values,
+        scoring_model=scoring_model,
+        number=number,
+        status=ModelVersion.Status.DRAFT,
+        based_on=source,
+        created_by=user,
+        note=note or (f"Copied from v{source.number}" if source else ""),
+        **values,
     )
     if source:
-        FitRule.objects.bulk_create([
-            FitRule(version=draft, **{f: getattr(r, f) for f in FIT_FIELDS}) for r in source.fit_rules.all()
-        ])
-        EngagementRule.objects.bulk_create([
-            EngagementRule(version=draft, **{f: getattr(r, f) for f in ENGAGEMENT_FIELDS})
-            for r in source.engagement_rules.all()
-        ])
-        MqlLevel.objects.bulk_create([
-            MqlLevel(version=draft, name=lv.name, min_score=lv.min_score, min_fit_grade=lv.min_fit_grade)
-            for lv in source.mql_levels.all()
-        ])
+        FitRule.objects.bulk_create(
+            [FitRule(version=draft, **{f: getattr(r, f) for f in FIT_FIELDS}) for r in source.fit_rules.all()]
+        )
+        EngagementRule.objects.bulk_create(
+            [
+                EngagementRule(version=draft, **{f: getattr(r, f) for f in ENGAGEMENT_FIELDS})
+                for r in source.engagement_rules.all()
+            ]
+        )
+        MqlLevel.objects.bulk_create(
+            [
+                MqlLevel(version=draft, name=lv.name, min_score=lv.min_score, min_fit_grade=lv.min_fit_grade)
+                for lv in source.mql_levels.all()
+            ]
+        )
     return draft
 
 
@@ -74,6 +94,7 @@ def version_publish(*, draft: ModelVersion, user=None) -> RescoreRun:
 
 
 # --- comparing ------------------------------------------------------------------------------
+
 
 @dataclass
 class RuleDiff:
@@ -108,23 +129,40 @@ def version_diff(old: ModelVersion, new: ModelVersion) -> list[RuleDiff]:
     diffs = []
     for kind, describe, old_rules, new_rules in (
         ("fit", _describe_fit, old.fit_rules.all(), new.fit_rules.all()),
-        ("engagement", _describe_engagement, old.engagement_rules.select_related("activity_type"),
-         new.engagement_rules.select_related("activity_type")),
-        ("level", lambda lv: f"score ≥ {lv.min_score}, fit ≥ {lv.min_fit_grade}", old.mql_levels.all(), new.mql_levels.all()),
+        (
+            "engagement",
+            _describe_engagement,
+            old.engagement_rules.select_related("activity_type"),
+            new.engagement_rules.select_related("activity_type"),
+        ),
+        (
+            "level",
+            lambda lv: f"score ≥ {lv.min_score}, fit ≥ {lv.min_fit_grade}",
+            old.mql_levels.all(),
+            new.mql_levels.all(),
+        ),
     ):
         before = {r.name: describe(r) for r in old_rules}
         after = {r.name: describe(r) for r in new_rules}
         diffs += [RuleDiff(kind, "removed", name, before[name]) for name in before.keys() - after.keys()]
         diffs += [RuleDiff(kind, "added", name, after=after[name]) for name in after.keys() - before.keys()]
-        diffs += [RuleDiff(kind, "changed", name, before[name], after[name])
-                  for name in before.keys() & after.keys() if before[name] != after[name]]
+        diffs += [
+            RuleDiff(kind, "changed", name, before[name], after[name])
+            for name in before.keys() & after.keys()
+            if before[name] != after[name]
+        ]
     for field in VERSION_FIELDS:
         if getattr(old, field) != getattr(new, field):
-            diffs.append(RuleDiff("setting", "changed", field.replace("_", " "), str(getattr(old, field)), str(getattr(new, field))))
+            diffs.append(
+                RuleDiff(
+                    "setting", "changed", field.replace("_", " "), str(getattr(old, field)), str(getattr(new, field))
+                )
+            )
     return sorted(diffs, key=lambda d: (d.kind, d.change, d.name))
 
 
 # --- editing a draft ------------------------------------------------------------------------
+
 
 def _require_draft(version: ModelVersion) -> None:
     if version.status != ModelVersion.Status.DRAFT:

@@ -22,12 +22,16 @@ RULE_KINDS = {
 @role_required(MARKETING)
 def model_overview(request):
     scoring_model = ScoringModel.objects.order_by("id").first()
-    return render(request, "scoring/overview.html", {
-        "scoring_model": scoring_model,
-        "versions": scoring_model.versions.select_related("published_by") if scoring_model else [],
-        "draft": scoring_model.versions.filter(status=ModelVersion.Status.DRAFT).first() if scoring_model else None,
-        "runs": RescoreRun.objects.select_related("version")[:5],
-    })
+    return render(
+        request,
+        "scoring/overview.html",
+        {
+            "scoring_model": scoring_model,
+            "versions": scoring_model.versions.select_related("published_by") if scoring_model else [],
+            "draft": scoring_model.versions.filter(status=ModelVersion.Status.DRAFT).first() if scoring_model else None,
+            "runs": RescoreRun.objects.select_related("version")[:5],
+        },
+    )
 
 
 @require_POST
@@ -44,13 +48,20 @@ def version_detail(request, pk: int):
     is_draft = version.status == ModelVersion.Status.DRAFT
     settings_form = VersionSettingsForm(instance=version) if is_draft else None
     others = version.scoring_model.versions.exclude(pk=version.pk)
-    return render(request, "scoring/version_detail.html", {
-        "version": version, "is_draft": is_draft, "settings_form": settings_form, "others": others,
-        "fit_rules": version.fit_rules.all(),
-        "engagement_rules": version.engagement_rules.select_related("activity_type"),
-        "levels": version.mql_levels.all(),
-        "diff": versions.version_diff(version.based_on, version) if version.based_on else None,
-    })
+    return render(
+        request,
+        "scoring/version_detail.html",
+        {
+            "version": version,
+            "is_draft": is_draft,
+            "settings_form": settings_form,
+            "others": others,
+            "fit_rules": version.fit_rules.all(),
+            "engagement_rules": version.engagement_rules.select_related("activity_type"),
+            "levels": version.mql_levels.all(),
+            "diff": versions.version_diff(version.based_on, version) if version.based_on else None,
+        },
+    )
 
 
 @role_required(MARKETING)
@@ -109,9 +120,15 @@ def version_settings(request, pk: int):
 def version_preview(request, pk: int):
     version = get_object_or_404(ModelVersion.objects.select_related("scoring_model"), pk=pk)
     matchers_prepare(version=version)  # new property filters need their aggregates first
-    return render(request, "scoring/preview.html", {
-        "version": version, "preview": selectors.preview_version(version), "active": selectors.active_version(),
-    })
+    return render(
+        request,
+        "scoring/preview.html",
+        {
+            "version": version,
+            "preview": selectors.preview_version(version),
+            "active": selectors.active_version(),
+        },
+    )
 
 
 @require_POST

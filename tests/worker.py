@@ -36,12 +36,26 @@ class WorkerProcess:
 
     def start(self, timeout: float = 60) -> "WorkerProcess":
         env = {**os.environ, "DATABASE_URL": test_database_url(), "VAR_DIR": str(settings.VAR_DIR), **self.extra_env}
-        command = [sys.executable, "-m", "celery", "--app", "config", "worker", "--loglevel", "INFO",
-                   "--concurrency", str(self.concurrency), "--without-mingle", "--without-gossip",
-                   "--hostname", self.name]
+        command = [
+            sys.executable,
+            "-m",
+            "celery",
+            "--app",
+            "config",
+            "worker",
+            "--loglevel",
+            "INFO",
+            "--concurrency",
+            str(self.concurrency),
+            "--without-mingle",
+            "--without-gossip",
+            "--hostname",
+            self.name,
+        ]
         self.log = self.log_path.open("wb")
-        self.process = subprocess.Popen(command, env=env, stdout=self.log, stderr=subprocess.STDOUT,
-                                        cwd=settings.BASE_DIR, start_new_session=True)
+        self.process = subprocess.Popen(
+            command, env=env, stdout=self.log, stderr=subprocess.STDOUT, cwd=settings.BASE_DIR, start_new_session=True
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

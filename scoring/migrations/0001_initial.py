@@ -6,234 +6,470 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('leads', '0002_seed_activity_types_and_roles'),
+        ("leads", "0002_seed_activity_types_and_roles"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='ScoringModel',
+            name="ScoringModel",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=120, unique=True)),
-                ('description', models.TextField(blank=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("name", models.CharField(max_length=120, unique=True)),
+                ("description", models.TextField(blank=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
             ],
         ),
         migrations.CreateModel(
-            name='Matcher',
+            name="Matcher",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('key', models.CharField(max_length=64, unique=True)),
-                ('property_name', models.CharField(blank=True, max_length=60)),
-                ('property_operator', models.CharField(blank=True, max_length=20)),
-                ('property_value', models.CharField(blank=True, max_length=200)),
-                ('backfilled', models.BooleanField(default=False)),
-                ('activity_type', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='leads.activitytype')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("key", models.CharField(max_length=64, unique=True)),
+                ("property_name", models.CharField(blank=True, max_length=60)),
+                ("property_operator", models.CharField(blank=True, max_length=20)),
+                ("property_value", models.CharField(blank=True, max_length=200)),
+                ("backfilled", models.BooleanField(default=False)),
+                (
+                    "activity_type",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="+", to="leads.activitytype"
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='ModelVersion',
+            name="ModelVersion",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('number', models.PositiveIntegerField()),
-                ('status', models.CharField(choices=[('draft', 'Draft'), ('active', 'Active'), ('archived', 'Archived')], default='draft', max_length=10)),
-                ('note', models.CharField(blank=True, max_length=300)),
-                ('fit_cap', models.IntegerField(default=60, help_text='Most fit points a contact can have.')),
-                ('engagement_cap', models.IntegerField(default=100, help_text='Most engagement points a contact can have.')),
-                ('grade_a_min', models.IntegerField(default=40, help_text='Fit points for grade A.')),
-                ('grade_b_min', models.IntegerField(default=25, help_text='Fit points for grade B.')),
-                ('grade_c_min', models.IntegerField(default=10, help_text='Fit points for grade C (below: D).')),
-                ('mqa_threshold', models.IntegerField(default=150, help_text='Account score that makes a marketing-qualified account.')),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('published_at', models.DateTimeField(blank=True, null=True)),
-                ('based_on', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='scoring.modelversion')),
-                ('created_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('published_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('scoring_model', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='versions', to='scoring.scoringmodel')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("number", models.PositiveIntegerField()),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[("draft", "Draft"), ("active", "Active"), ("archived", "Archived")],
+                        default="draft",
+                        max_length=10,
+                    ),
+                ),
+                ("note", models.CharField(blank=True, max_length=300)),
+                ("fit_cap", models.IntegerField(default=60, help_text="Most fit points a contact can have.")),
+                (
+                    "engagement_cap",
+                    models.IntegerField(default=100, help_text="Most engagement points a contact can have."),
+                ),
+                ("grade_a_min", models.IntegerField(default=40, help_text="Fit points for grade A.")),
+                ("grade_b_min", models.IntegerField(default=25, help_text="Fit points for grade B.")),
+                ("grade_c_min", models.IntegerField(default=10, help_text="Fit points for grade C (below: D).")),
+                (
+                    "mqa_threshold",
+                    models.IntegerField(
+                        default=150, help_text="Account score that makes a marketing-qualified account."
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("published_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "based_on",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="scoring.modelversion",
+                    ),
+                ),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "published_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "scoring_model",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="versions", to="scoring.scoringmodel"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-number'],
+                "ordering": ["-number"],
             },
         ),
         migrations.CreateModel(
-            name='FitRule',
+            name="FitRule",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=120)),
-                ('field', models.CharField(help_text='contact.job_title, account.industry, attribute.total_visits, email …', max_length=120)),
-                ('operator', models.CharField(choices=[('equals', 'equals'), ('one_of', 'is one of'), ('contains', 'contains'), ('starts_with', 'starts with'), ('between', 'is between'), ('is_set', 'is set'), ('is_empty', 'is empty'), ('free_mail', 'email is free-mail'), ('domain_in', 'email domain is one of')], max_length=20)),
-                ('value', models.JSONField(blank=True, default=None, help_text='A text, a list of texts (one of, domain in), or [min, max] (between).', null=True)),
-                ('points', models.IntegerField(help_text='Negative points mark a negative signal.')),
-                ('version', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='fit_rules', to='scoring.modelversion')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("name", models.CharField(max_length=120)),
+                (
+                    "field",
+                    models.CharField(
+                        help_text="contact.job_title, account.industry, attribute.total_visits, email …", max_length=120
+                    ),
+                ),
+                (
+                    "operator",
+                    models.CharField(
+                        choices=[
+                            ("equals", "equals"),
+                            ("one_of", "is one of"),
+                            ("contains", "contains"),
+                            ("starts_with", "starts with"),
+                            ("between", "is between"),
+                            ("is_set", "is set"),
+                            ("is_empty", "is empty"),
+                            ("free_mail", "email is free-mail"),
+                            ("domain_in", "email domain is one of"),
+                        ],
+                        max_length=20,
+                    ),
+                ),
+                (
+                    "value",
+                    models.JSONField(
+                        blank=True,
+                        default=None,
+                        help_text="A text, a list of texts (one of, domain in), or [min, max] (between).",
+                        null=True,
+                    ),
+                ),
+                ("points", models.IntegerField(help_text="Negative points mark a negative signal.")),
+                (
+                    "version",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="fit_rules", to="scoring.modelversion"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['id'],
+                "ordering": ["id"],
             },
         ),
         migrations.CreateModel(
-            name='ContactScore',
+            name="ContactScore",
             fields=[
-                ('contact', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, primary_key=True, related_name='score', serialize=False, to='leads.contact')),
-                ('fit', models.DecimalField(decimal_places=1, default=0, max_digits=8)),
-                ('engagement', models.DecimalField(decimal_places=1, default=0, max_digits=8)),
-                ('total', models.DecimalField(db_index=True, decimal_places=1, default=0, max_digits=8)),
-                ('fit_grade', models.CharField(default='D', max_length=1)),
-                ('mql_level', models.CharField(blank=True, max_length=40)),
-                ('explanation', models.JSONField(default=list)),
-                ('as_of', models.DateField(help_text='The day the score was computed for (decay and windows).')),
-                ('computed_at', models.DateTimeField()),
-                ('version', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to='scoring.modelversion')),
+                (
+                    "contact",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        primary_key=True,
+                        related_name="score",
+                        serialize=False,
+                        to="leads.contact",
+                    ),
+                ),
+                ("fit", models.DecimalField(decimal_places=1, default=0, max_digits=8)),
+                ("engagement", models.DecimalField(decimal_places=1, default=0, max_digits=8)),
+                ("total", models.DecimalField(db_index=True, decimal_places=1, default=0, max_digits=8)),
+                ("fit_grade", models.CharField(default="D", max_length=1)),
+                ("mql_level", models.CharField(blank=True, max_length=40)),
+                ("explanation", models.JSONField(default=list)),
+                ("as_of", models.DateField(help_text="The day the score was computed for (decay and windows).")),
+                ("computed_at", models.DateTimeField()),
+                (
+                    "version",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="+", to="scoring.modelversion"
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='AccountScore',
+            name="AccountScore",
             fields=[
-                ('account', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, primary_key=True, related_name='score', serialize=False, to='leads.account')),
-                ('fit', models.DecimalField(decimal_places=1, default=0, max_digits=8)),
-                ('engagement', models.DecimalField(decimal_places=1, default=0, max_digits=10)),
-                ('total', models.DecimalField(db_index=True, decimal_places=1, default=0, max_digits=10)),
-                ('engaged_contacts', models.PositiveIntegerField(default=0)),
-                ('is_mqa', models.BooleanField(default=False)),
-                ('computed_at', models.DateTimeField()),
-                ('version', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to='scoring.modelversion')),
+                (
+                    "account",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        primary_key=True,
+                        related_name="score",
+                        serialize=False,
+                        to="leads.account",
+                    ),
+                ),
+                ("fit", models.DecimalField(decimal_places=1, default=0, max_digits=8)),
+                ("engagement", models.DecimalField(decimal_places=1, default=0, max_digits=10)),
+                ("total", models.DecimalField(db_index=True, decimal_places=1, default=0, max_digits=10)),
+                ("engaged_contacts", models.PositiveIntegerField(default=0)),
+                ("is_mqa", models.BooleanField(default=False)),
+                ("computed_at", models.DateTimeField()),
+                (
+                    "version",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="+", to="scoring.modelversion"
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='RescoreRun',
+            name="RescoreRun",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('reason', models.CharField(choices=[('publish', 'Model published'), ('refresh', 'Daily decay and window refresh'), ('manual', 'Manual rescore')], max_length=10)),
-                ('as_of', models.DateField()),
-                ('total_chunks', models.PositiveIntegerField(default=0)),
-                ('done_chunks', models.PositiveIntegerField(default=0)),
-                ('total_contacts', models.PositiveIntegerField(default=0)),
-                ('changed_contacts', models.PositiveIntegerField(default=0)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('started_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('version', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='rescore_runs', to='scoring.modelversion')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "reason",
+                    models.CharField(
+                        choices=[
+                            ("publish", "Model published"),
+                            ("refresh", "Daily decay and window refresh"),
+                            ("manual", "Manual rescore"),
+                        ],
+                        max_length=10,
+                    ),
+                ),
+                ("as_of", models.DateField()),
+                ("total_chunks", models.PositiveIntegerField(default=0)),
+                ("done_chunks", models.PositiveIntegerField(default=0)),
+                ("total_contacts", models.PositiveIntegerField(default=0)),
+                ("changed_contacts", models.PositiveIntegerField(default=0)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "started_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "version",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="rescore_runs",
+                        to="scoring.modelversion",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at'],
+                "ordering": ["-created_at"],
             },
         ),
         migrations.CreateModel(
-            name='DailyEngagement',
+            name="DailyEngagement",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('day', models.DateField()),
-                ('count', models.PositiveIntegerField(default=0)),
-                ('contact', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='leads.contact')),
-                ('matcher', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='scoring.matcher')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("day", models.DateField()),
+                ("count", models.PositiveIntegerField(default=0)),
+                (
+                    "contact",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="+", to="leads.contact"
+                    ),
+                ),
+                (
+                    "matcher",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="+", to="scoring.matcher"
+                    ),
+                ),
             ],
             options={
-                'constraints': [models.UniqueConstraint(fields=('contact', 'matcher', 'day'), name='daily_engagement_unique')],
+                "constraints": [
+                    models.UniqueConstraint(fields=("contact", "matcher", "day"), name="daily_engagement_unique")
+                ],
             },
         ),
         migrations.CreateModel(
-            name='EngagementRule',
+            name="EngagementRule",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=120)),
-                ('property_name', models.CharField(blank=True, help_text='Optional filter, e.g. url', max_length=60)),
-                ('property_operator', models.CharField(blank=True, choices=[('contains', 'contains'), ('equals', 'equals'), ('starts_with', 'starts with')], max_length=20)),
-                ('property_value', models.CharField(blank=True, max_length=200)),
-                ('points', models.IntegerField(help_text='Points per occurrence; negative for negative signals.')),
-                ('cap', models.PositiveIntegerField(blank=True, help_text='Most points (in size) this rule gives.', null=True)),
-                ('window_days', models.PositiveIntegerField(blank=True, help_text='Only the last N days count.', null=True)),
-                ('half_life_days', models.PositiveIntegerField(blank=True, help_text='Points halve every N days.', null=True)),
-                ('activity_type', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to='leads.activitytype')),
-                ('version', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='engagement_rules', to='scoring.modelversion')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("name", models.CharField(max_length=120)),
+                ("property_name", models.CharField(blank=True, help_text="Optional filter, e.g. url", max_length=60)),
+                (
+                    "property_operator",
+                    models.CharField(
+                        blank=True,
+                        choices=[("contains", "contains"), ("equals", "equals"), ("starts_with", "starts with")],
+                        max_length=20,
+                    ),
+                ),
+                ("property_value", models.CharField(blank=True, max_length=200)),
+                ("points", models.IntegerField(help_text="Points per occurrence; negative for negative signals.")),
+                (
+                    "cap",
+                    models.PositiveIntegerField(
+                        blank=True, help_text="Most points (in size) this rule gives.", null=True
+                    ),
+                ),
+                (
+                    "window_days",
+                    models.PositiveIntegerField(blank=True, help_text="Only the last N days count.", null=True),
+                ),
+                (
+                    "half_life_days",
+                    models.PositiveIntegerField(blank=True, help_text="Points halve every N days.", null=True),
+                ),
+                (
+                    "activity_type",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="+", to="leads.activitytype"
+                    ),
+                ),
+                (
+                    "version",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="engagement_rules",
+                        to="scoring.modelversion",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['id'],
-                'constraints': [models.CheckConstraint(condition=models.Q(('window_days__isnull', True), ('half_life_days__isnull', True), _connector='OR'), name='engagement_window_or_decay')],
+                "ordering": ["id"],
+                "constraints": [
+                    models.CheckConstraint(
+                        condition=models.Q(
+                            ("window_days__isnull", True), ("half_life_days__isnull", True), _connector="OR"
+                        ),
+                        name="engagement_window_or_decay",
+                    )
+                ],
             },
         ),
         migrations.CreateModel(
-            name='MqlLevel',
+            name="MqlLevel",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=40)),
-                ('min_score', models.IntegerField()),
-                ('min_fit_grade', models.CharField(choices=[('A', 'A'), ('B', 'B'), ('C', 'C'), ('D', 'D')], default='C', max_length=1)),
-                ('version', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='mql_levels', to='scoring.modelversion')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("name", models.CharField(max_length=40)),
+                ("min_score", models.IntegerField()),
+                (
+                    "min_fit_grade",
+                    models.CharField(
+                        choices=[("A", "A"), ("B", "B"), ("C", "C"), ("D", "D")], default="C", max_length=1
+                    ),
+                ),
+                (
+                    "version",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="mql_levels",
+                        to="scoring.modelversion",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-min_score'],
-                'constraints': [models.UniqueConstraint(fields=('version', 'name'), name='mql_level_name_unique')],
+                "ordering": ["-min_score"],
+                "constraints": [models.UniqueConstraint(fields=("version", "name"), name="mql_level_name_unique")],
             },
         ),
         migrations.CreateModel(
-            name='MqlQualification',
+            name="MqlQualification",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('level', models.CharField(max_length=40)),
-                ('total', models.DecimalField(decimal_places=1, max_digits=8)),
-                ('fit', models.DecimalField(decimal_places=1, max_digits=8)),
-                ('engagement', models.DecimalField(decimal_places=1, max_digits=8)),
-                ('fit_grade', models.CharField(max_length=1)),
-                ('explanation', models.JSONField(default=list)),
-                ('top_reasons', models.JSONField(default=list)),
-                ('qualified_at', models.DateTimeField()),
-                ('contact', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='qualifications', to='leads.contact')),
-                ('version', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to='scoring.modelversion')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("level", models.CharField(max_length=40)),
+                ("total", models.DecimalField(decimal_places=1, max_digits=8)),
+                ("fit", models.DecimalField(decimal_places=1, max_digits=8)),
+                ("engagement", models.DecimalField(decimal_places=1, max_digits=8)),
+                ("fit_grade", models.CharField(max_length=1)),
+                ("explanation", models.JSONField(default=list)),
+                ("top_reasons", models.JSONField(default=list)),
+                ("qualified_at", models.DateTimeField()),
+                (
+                    "contact",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="qualifications", to="leads.contact"
+                    ),
+                ),
+                (
+                    "version",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="+", to="scoring.modelversion"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-qualified_at'],
-                'indexes': [models.Index(fields=['contact', 'qualified_at'], name='scoring_mql_contact_463808_idx')],
+                "ordering": ["-qualified_at"],
+                "indexes": [models.Index(fields=["contact", "qualified_at"], name="scoring_mql_contact_463808_idx")],
             },
         ),
         migrations.CreateModel(
-            name='RescoreChunk',
+            name="RescoreChunk",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('first_contact_id', models.BigIntegerField()),
-                ('last_contact_id', models.BigIntegerField()),
-                ('status', models.CharField(choices=[('pending', 'Pending'), ('running', 'Running'), ('done', 'Done')], default='pending', max_length=10)),
-                ('claimed_at', models.DateTimeField(blank=True, null=True)),
-                ('attempts', models.PositiveIntegerField(default=0)),
-                ('changed_contacts', models.PositiveIntegerField(default=0)),
-                ('run', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='chunks', to='scoring.rescorerun')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("first_contact_id", models.BigIntegerField()),
+                ("last_contact_id", models.BigIntegerField()),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[("pending", "Pending"), ("running", "Running"), ("done", "Done")],
+                        default="pending",
+                        max_length=10,
+                    ),
+                ),
+                ("claimed_at", models.DateTimeField(blank=True, null=True)),
+                ("attempts", models.PositiveIntegerField(default=0)),
+                ("changed_contacts", models.PositiveIntegerField(default=0)),
+                (
+                    "run",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="chunks", to="scoring.rescorerun"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['first_contact_id'],
-                'indexes': [models.Index(fields=['status', 'claimed_at'], name='scoring_res_status_d37edb_idx')],
+                "ordering": ["first_contact_id"],
+                "indexes": [models.Index(fields=["status", "claimed_at"], name="scoring_res_status_d37edb_idx")],
             },
         ),
         migrations.CreateModel(
-            name='ScoreChange',
+            name="ScoreChange",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('changed_at', models.DateTimeField()),
-                ('old_total', models.DecimalField(decimal_places=1, max_digits=8)),
-                ('new_total', models.DecimalField(decimal_places=1, max_digits=8)),
-                ('delta', models.DecimalField(decimal_places=1, max_digits=8)),
-                ('fit_grade', models.CharField(max_length=1)),
-                ('reason', models.CharField(max_length=200)),
-                ('contact', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='score_changes', to='leads.contact')),
-                ('version', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to='scoring.modelversion')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("changed_at", models.DateTimeField()),
+                ("old_total", models.DecimalField(decimal_places=1, max_digits=8)),
+                ("new_total", models.DecimalField(decimal_places=1, max_digits=8)),
+                ("delta", models.DecimalField(decimal_places=1, max_digits=8)),
+                ("fit_grade", models.CharField(max_length=1)),
+                ("reason", models.CharField(max_length=200)),
+                (
+                    "contact",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="score_changes", to="leads.contact"
+                    ),
+                ),
+                (
+                    "version",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="+", to="scoring.modelversion"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-changed_at', '-id'],
-                'indexes': [models.Index(fields=['contact', 'changed_at'], name='scoring_sco_contact_3157b1_idx')],
+                "ordering": ["-changed_at", "-id"],
+                "indexes": [models.Index(fields=["contact", "changed_at"], name="scoring_sco_contact_3157b1_idx")],
             },
         ),
         migrations.AddConstraint(
-            model_name='modelversion',
-            constraint=models.UniqueConstraint(fields=('scoring_model', 'number'), name='version_number_unique'),
+            model_name="modelversion",
+            constraint=models.UniqueConstraint(fields=("scoring_model", "number"), name="version_number_unique"),
         ),
         migrations.AddConstraint(
-            model_name='modelversion',
-            constraint=models.UniqueConstraint(condition=models.Q(('status', 'active')), fields=('status',), name='one_active_version'),
+            model_name="modelversion",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("status", "active")), fields=("status",), name="one_active_version"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='modelversion',
-            constraint=models.UniqueConstraint(condition=models.Q(('status', 'draft')), fields=('scoring_model',), name='one_draft_per_model'),
+            model_name="modelversion",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("status", "draft")), fields=("scoring_model",), name="one_draft_per_model"
+            ),
         ),
     ]

@@ -16,10 +16,20 @@ FIT_RULES = [
     ("Executive seniority", "contact.seniority", "one_of", ["c_level", "vp", "owner"], 20),
     ("Director seniority", "contact.seniority", "equals", "director", 15),
     ("Manager seniority", "contact.seniority", "equals", "manager", 8),
-    ("Decision-maker title", "contact.job_title", "contains",
-     ["chief", "vp", "vice president", "head of", "director", "founder"], 10),
-    ("Ideal-profile industry", "account.industry", "one_of",
-     ["Software", "SaaS", "Financial Services", "Information Technology", "Technology"], 12),
+    (
+        "Decision-maker title",
+        "contact.job_title",
+        "contains",
+        ["chief", "vp", "vice president", "head of", "director", "founder"],
+        10,
+    ),
+    (
+        "Ideal-profile industry",
+        "account.industry",
+        "one_of",
+        ["Software", "SaaS", "Financial Services", "Information Technology", "Technology"],
+        12,
+    ),
     ("Ideal company size (200–5,000)", "account.employee_count", "between", [200, 5000], 10),
     ("Mid-size company (50–199)", "account.employee_count", "between", [50, 199], 5),
     ("Student or intern", "contact.job_title", "contains", ["student", "intern"], -25),
@@ -57,8 +67,8 @@ def seed(apps, schema_editor):
     model = ScoringModel.objects.create(
         name="Default B2B model",
         description="Fit by seniority, title, industry and company size; engagement from demo requests, "
-                    "trials, webinars, pricing visits, content and email; negatives for students, "
-                    "free-mail, competitors, unsubscribes and hard bounces.",
+        "trials, webinars, pricing visits, content and email; negatives for students, "
+        "free-mail, competitors, unsubscribes and hard bounces.",
     )
     version = ModelVersion.objects.create(scoring_model=model, number=1, status="active", note="Shipped default")
     for name, field, operator, value, points in FIT_RULES:
@@ -68,13 +78,26 @@ def seed(apps, schema_editor):
     for name, type_key, test, points, cap, window, half_life in ENGAGEMENT_RULES:
         prop, op, value = test or ("", "", "")
         version.engagement_rules.create(
-            name=name, activity_type=types[type_key], property_name=prop, property_operator=op,
-            property_value=value, points=points, cap=cap, window_days=window, half_life_days=half_life,
+            name=name,
+            activity_type=types[type_key],
+            property_name=prop,
+            property_operator=op,
+            property_value=value,
+            points=points,
+            cap=cap,
+            window_days=window,
+            half_life_days=half_life,
         )
-        Matcher.objects.get_or_create(key=matcher_key(type_key, prop, op, value), defaults={
-            "activity_type": types[type_key], "property_name": prop, "property_operator": op,
-            "property_value": value, "backfilled": not (prop and has_activities),
-        })
+        Matcher.objects.get_or_create(
+            key=matcher_key(type_key, prop, op, value),
+            defaults={
+                "activity_type": types[type_key],
+                "property_name": prop,
+                "property_operator": op,
+                "property_value": value,
+                "backfilled": not (prop and has_activities),
+            },
+        )
     for name, min_score, grade in LEVELS:
         version.mql_levels.create(name=name, min_score=min_score, min_fit_grade=grade)
 

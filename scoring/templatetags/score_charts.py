@@ -32,7 +32,8 @@ def score_history_chart(changes) -> str:
         path.append(f"{'M' if previous is None else 'L'}{x(when):.1f},{y(value):.1f}")
         previous = value
     dots = "".join(
-        f'<circle cx="{x(when):.1f}" cy="{y(value):.1f}" r="3"><title>{escape(f"{when:%Y-%m-%d %H:%M}: {value:g} ({reason})")}</title></circle>'
+        f'<circle cx="{x(when):.1f}" cy="{y(value):.1f}" r="3">'
+        f"<title>{escape(f'{when:%Y-%m-%d %H:%M}: {value:g} ({reason})')}</title></circle>"
         for when, value, reason in points
     )
     axis = (
@@ -44,5 +45,11 @@ def score_history_chart(changes) -> str:
     return format_html(
         '<svg class="chart" viewBox="0 0 {} {}" role="img" aria-label="Score history: {} changes, now {}">'
         '{}<path d="{}" class="line"/>{}</svg>',
-        WIDTH, HEIGHT, len(points), f"{points[-1][1]:g}", mark_safe(axis), " ".join(path), mark_safe(dots),
+        WIDTH,
+        HEIGHT,
+        len(points),
+        f"{points[-1][1]:g}",
+        mark_safe(axis),
+        " ".join(path),
+        mark_safe(dots),
     )

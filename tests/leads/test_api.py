@@ -20,6 +20,7 @@ def _emails(response) -> set[str]:
 
 # --- authentication and roles --------------------------------------------------------------
 
+
 @pytest.mark.parametrize("url", [CONTACTS, ACCOUNTS, "/api/activities/", "/api/activity-types/"])
 def test_it_requires_a_login(api, url):
     response = api.get(url)
@@ -77,6 +78,7 @@ def test_it_rejects_a_wrong_token(db):
 
 # --- contacts: list ------------------------------------------------------------------------
 
+
 def test_it_filters_contacts_by_lifecycle_stage(rep_api):
     ContactFactory(email="lead@acme.example", lifecycle_stage="lead")
     ContactFactory(email="mql@acme.example", lifecycle_stage="mql")
@@ -120,6 +122,7 @@ def test_it_pages_the_contact_list(rep_api):
 
 # --- contacts: create and update -----------------------------------------------------------
 
+
 def test_it_creates_a_contact(marketer_api):
     response = marketer_api.post(
         CONTACTS,
@@ -136,9 +139,7 @@ def test_it_creates_a_contact(marketer_api):
 def test_it_updates_instead_of_duplicating_a_contact_posted_again(marketer_api):
     marketer_api.post(CONTACTS, {"email": "ann@acme.example", "first_name": "Ann"}, format="json")
 
-    response = marketer_api.post(
-        CONTACTS, {"email": "ANN@ACME.EXAMPLE", "job_title": "CTO"}, format="json"
-    )
+    response = marketer_api.post(CONTACTS, {"email": "ANN@ACME.EXAMPLE", "job_title": "CTO"}, format="json")
 
     assert response.status_code == 200
     assert Contact.objects.count() == 1
@@ -157,9 +158,7 @@ def test_it_rejects_a_post_whose_external_id_and_email_belong_to_two_contacts(ma
     ContactFactory(email=None, external_id="crm-1")
     ContactFactory(email="bob@acme.example")
 
-    response = marketer_api.post(
-        CONTACTS, {"external_id": "crm-1", "email": "bob@acme.example"}, format="json"
-    )
+    response = marketer_api.post(CONTACTS, {"external_id": "crm-1", "email": "bob@acme.example"}, format="json")
 
     assert response.status_code == 400
     assert "email" in response.json()
@@ -182,9 +181,7 @@ def test_it_rejects_a_patch_to_an_email_another_contact_has(marketer_api):
     ContactFactory(email="taken@acme.example")
     contact = ContactFactory(email="mine@acme.example")
 
-    response = marketer_api.patch(
-        f"{CONTACTS}{contact.pk}/", {"email": "Taken@Acme.example"}, format="json"
-    )
+    response = marketer_api.patch(f"{CONTACTS}{contact.pk}/", {"email": "Taken@Acme.example"}, format="json")
 
     assert response.status_code == 400
     assert "already has this email" in response.json()["email"][0]
@@ -217,7 +214,8 @@ def test_it_rejects_a_custom_attribute_value_of_the_wrong_type(marketer_api):
     CustomAttribute.objects.create(key="total_visits", label="Total visits", data_type="number")
 
     response = marketer_api.post(
-        CONTACTS, {"email": "ann@acme.example", "attributes": {"total_visits": "many"}},
+        CONTACTS,
+        {"email": "ann@acme.example", "attributes": {"total_visits": "many"}},
         format="json",
     )
 
@@ -227,10 +225,9 @@ def test_it_rejects_a_custom_attribute_value_of_the_wrong_type(marketer_api):
 
 # --- accounts ------------------------------------------------------------------------------
 
+
 def test_it_creates_an_account_with_a_normalised_domain(marketer_api):
-    response = marketer_api.post(
-        ACCOUNTS, {"name": "Acme", "domain": "https://WWW.Acme.com/about"}, format="json"
-    )
+    response = marketer_api.post(ACCOUNTS, {"name": "Acme", "domain": "https://WWW.Acme.com/about"}, format="json")
 
     assert response.status_code == 201
     assert response.json()["domain"] == "acme.com"
@@ -240,9 +237,7 @@ def test_it_creates_an_account_with_a_normalised_domain(marketer_api):
 def test_it_rejects_a_second_account_with_the_same_domain(marketer_api):
     AccountFactory(domain="acme.com")
 
-    response = marketer_api.post(
-        ACCOUNTS, {"name": "Acme again", "domain": "www.ACME.com"}, format="json"
-    )
+    response = marketer_api.post(ACCOUNTS, {"name": "Acme again", "domain": "www.ACME.com"}, format="json")
 
     assert response.status_code == 400
     assert "already has this domain" in response.json()["domain"][0]
@@ -264,6 +259,7 @@ def test_it_refuses_account_writes_from_sales(rep_api):
 
 
 # --- activity types ------------------------------------------------------------------------
+
 
 def test_it_lists_the_activity_types(rep_api):
     response = rep_api.get("/api/activity-types/")
@@ -288,15 +284,14 @@ def test_it_creates_an_activity_type(marketer_api):
 
 
 def test_it_rejects_an_activity_type_key_that_exists(marketer_api):
-    response = marketer_api.post(
-        "/api/activity-types/", {"key": "page_view", "name": "Page view again"}, format="json"
-    )
+    response = marketer_api.post("/api/activity-types/", {"key": "page_view", "name": "Page view again"}, format="json")
 
     assert response.status_code == 400
     assert "key" in response.json()
 
 
 # --- single activities ---------------------------------------------------------------------
+
 
 def test_it_stores_one_activity_then_reports_it_duplicate(marketer_api):
     event = {
@@ -321,7 +316,9 @@ def test_it_stores_one_activity_then_reports_it_duplicate(marketer_api):
 
 def test_it_rejects_a_single_activity_of_an_unknown_type(marketer_api):
     event = {
-        "type": "no_such_type", "occurred_at": timezone.now().isoformat(), "email": "a@b.example",
+        "type": "no_such_type",
+        "occurred_at": timezone.now().isoformat(),
+        "email": "a@b.example",
     }
 
     response = marketer_api.post("/api/activities/", event, format="json")
@@ -333,12 +330,18 @@ def test_it_rejects_a_single_activity_of_an_unknown_type(marketer_api):
 def test_it_lists_a_contacts_activities(rep_api):
     contact = ContactFactory()
     Activity.objects.create(
-        contact=contact, type=ActivityType.objects.get(key="page_view"),
-        occurred_at=timezone.now(), source="test", dedupe_key="a-1",
+        contact=contact,
+        type=ActivityType.objects.get(key="page_view"),
+        occurred_at=timezone.now(),
+        source="test",
+        dedupe_key="a-1",
     )
     Activity.objects.create(
-        contact=ContactFactory(), type=ActivityType.objects.get(key="page_view"),
-        occurred_at=timezone.now(), source="test", dedupe_key="a-2",
+        contact=ContactFactory(),
+        type=ActivityType.objects.get(key="page_view"),
+        occurred_at=timezone.now(),
+        source="test",
+        dedupe_key="a-2",
     )
 
     response = rep_api.get("/api/activities/", {"contact": contact.pk})
@@ -348,6 +351,7 @@ def test_it_lists_a_contacts_activities(rep_api):
 
 
 # --- schema and docs -----------------------------------------------------------------------
+
 
 def test_it_renders_the_openapi_schema(rep_client):
     response = rep_client.get("/api/schema/")

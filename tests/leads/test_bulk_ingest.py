@@ -85,7 +85,14 @@ def test_it_stores_the_good_events_and_reports_each_bad_one_at_its_index(markete
     assert (body["created"], body["duplicate"], body["error"]) == (2, 0, 6)
     results = body["results"]
     assert [result["status"] for result in results] == [
-        "created", "error", "error", "error", "error", "error", "error", "created",
+        "created",
+        "error",
+        "error",
+        "error",
+        "error",
+        "error",
+        "error",
+        "created",
     ]
     assert "required" in results[1]["errors"]["type"][0]
     assert "format" in results[2]["errors"]["occurred_at"][0]
@@ -95,14 +102,13 @@ def test_it_stores_the_good_events_and_reports_each_bad_one_at_its_index(markete
     assert "Unknown activity type" in results[6]["errors"]["type"][0]
     assert set(Activity.objects.values_list("external_id", flat=True)) == {"pv-0", "pv-7"}
     assert set(Contact.objects.values_list("email", flat=True)) == {
-        "good0@acme.example", "good7@acme.example",
+        "good0@acme.example",
+        "good7@acme.example",
     }
 
 
 def test_it_rejects_malformed_json_with_a_clear_message(marketer_api):
-    response = marketer_api.post(
-        BULK, data='{"events": [{"type": "page_view",', content_type="application/json"
-    )
+    response = marketer_api.post(BULK, data='{"events": [{"type": "page_view",', content_type="application/json")
 
     assert response.status_code == 400
     assert "JSON parse error" in response.json()["detail"]

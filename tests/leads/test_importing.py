@@ -65,6 +65,7 @@ def _counts(job: ImportJob) -> tuple[int, int, int]:
 
 # --- running an import -------------------------------------------------------------------
 
+
 def test_it_counts_created_and_rejected_rows(db):
     job = _import()
 
@@ -168,19 +169,31 @@ def test_it_cuts_text_to_the_length_of_its_column(db):
     assert Contact.objects.get().phone == "1" * 50
 
 
-@pytest.mark.parametrize(("cell", "column"), [
-    ("inf", "Employees"), ("3000000000", "Employees"), ("-4", "Employees"),
-    ("NaN", "Revenue"), ("1e30", "Revenue"), ("nan", "Visits"), ("-inf", "Visits"),
-])
+@pytest.mark.parametrize(
+    ("cell", "column"),
+    [
+        ("inf", "Employees"),
+        ("3000000000", "Employees"),
+        ("-4", "Employees"),
+        ("NaN", "Revenue"),
+        ("1e30", "Revenue"),
+        ("nan", "Visits"),
+        ("-inf", "Visits"),
+    ],
+)
 def test_it_rejects_numbers_that_cannot_be_stored(db, cell, column):
     text = f"Email,Company,Employees,Revenue,Visits\nann@acme.example,Acme,{cell},{cell},{cell}\n"
-    mapping = {"columns": {
-        "Email": "email", "Company": "account.name", column: {
-            "Employees": {"to": "account.employee_count"},
-            "Revenue": {"to": "account.annual_revenue"},
-            "Visits": {"to": "attribute", "key": "visits", "type": "number"},
-        }[column],
-    }}
+    mapping = {
+        "columns": {
+            "Email": "email",
+            "Company": "account.name",
+            column: {
+                "Employees": {"to": "account.employee_count"},
+                "Revenue": {"to": "account.annual_revenue"},
+                "Visits": {"to": "attribute", "key": "visits", "type": "number"},
+            }[column],
+        }
+    }
 
     job = _import(text, mapping)
 
@@ -217,7 +230,8 @@ def test_it_defines_the_custom_attributes_of_the_mapping(db):
     _import()
 
     assert dict(CustomAttribute.objects.values_list("key", "data_type")) == {
-        "total_visits": "number", "paying": "boolean",
+        "total_visits": "number",
+        "paying": "boolean",
     }
 
 
@@ -233,6 +247,7 @@ def test_the_import_command_imports_a_file(db, tmp_path, capsys):
 
 
 # --- mappings ----------------------------------------------------------------------------
+
 
 def _mapping_error(mapping: dict) -> str:
     job = import_job_create(filename="leads.csv", content=CSV_TEXT)
@@ -328,10 +343,32 @@ def test_row_convert_turns_any_cell_text_into_storable_values_or_errors(values):
 
 DOMAIN_TEXT = st.one_of(
     st.text(),
-    st.lists(st.sampled_from([
-        "www.", "WWW2.", ".", " ", "acme", "com", "https://", "//", "@", "/", ":", "[", "]",
-        "::1", "?", "#", "-", "8080", "\t", "münchen",
-    ])).map("".join),
+    st.lists(
+        st.sampled_from(
+            [
+                "www.",
+                "WWW2.",
+                ".",
+                " ",
+                "acme",
+                "com",
+                "https://",
+                "//",
+                "@",
+                "/",
+                ":",
+                "[",
+                "]",
+                "::1",
+                "?",
+                "#",
+                "-",
+                "8080",
+                "\t",
+                "münchen",
+            ]
+        )
+    ).map("".join),
 )
 
 

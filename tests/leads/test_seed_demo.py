@@ -28,9 +28,20 @@ pytestmark = pytest.mark.django_db
 def seed_demo(*, seed=7, accounts=20, contacts=200, activities=3000, as_of=AS_OF) -> str:
     out = StringIO()
     call_command(
-        "seed_demo", "--seed", str(seed), "--as-of", as_of, "--accounts", str(accounts),
-        "--contacts", str(contacts), "--activities", str(activities),
-        verbosity=0, stdout=out, stderr=StringIO(),
+        "seed_demo",
+        "--seed",
+        str(seed),
+        "--as-of",
+        as_of,
+        "--accounts",
+        str(accounts),
+        "--contacts",
+        str(contacts),
+        "--activities",
+        str(activities),
+        verbosity=0,
+        stdout=out,
+        stderr=StringIO(),
     )
     return out.getvalue()
 
@@ -42,20 +53,31 @@ def seed_demo_medium(seed=7) -> str:
 
 def snapshot() -> dict[str, list]:
     return {
-        "contacts": list(Contact.objects.order_by("email").values_list(
-            "email", "job_title", "seniority", "account__domain", "lifecycle_stage", "created_at")),
-        "activities": list(Activity.objects.order_by("dedupe_key").values_list(
-            "dedupe_key", "contact__email", "type__key", "occurred_at", "properties")),
-        "stages": list(StageChange.objects.order_by("contact__email", "changed_at").values_list(
-            "contact__email", "from_stage", "to_stage", "changed_at")),
-        "outcomes": list(Outcome.objects.order_by("contact__email").values_list(
-            "contact__email", "kind", "occurred_at")),
+        "contacts": list(
+            Contact.objects.order_by("email").values_list(
+                "email", "job_title", "seniority", "account__domain", "lifecycle_stage", "created_at"
+            )
+        ),
+        "activities": list(
+            Activity.objects.order_by("dedupe_key").values_list(
+                "dedupe_key", "contact__email", "type__key", "occurred_at", "properties"
+            )
+        ),
+        "stages": list(
+            StageChange.objects.order_by("contact__email", "changed_at").values_list(
+                "contact__email", "from_stage", "to_stage", "changed_at"
+            )
+        ),
+        "outcomes": list(
+            Outcome.objects.order_by("contact__email").values_list("contact__email", "kind", "occurred_at")
+        ),
     }
 
 
 def signal_counts_by_outcome() -> dict[str, list[int]]:
     contacts = Contact.objects.filter(outcomes__isnull=False).annotate(
-        signals=Count("activities", filter=Q(activities__type__key__in=BUYING_SIGNALS)))
+        signals=Count("activities", filter=Q(activities__type__key__in=BUYING_SIGNALS))
+    )
     counts = {"converted": [], "not_converted": []}
     for kind, signals in contacts.values_list("outcomes__kind", "signals"):
         counts[kind].append(signals)
@@ -96,14 +118,24 @@ def test_a_different_seed_gives_different_data():
 
 def test_a_second_run_creates_nothing_and_says_so():
     seed_demo()
-    before = (Account.objects.count(), Contact.objects.count(), Activity.objects.count(),
-              StageChange.objects.count(), Outcome.objects.count())
+    before = (
+        Account.objects.count(),
+        Contact.objects.count(),
+        Activity.objects.count(),
+        StageChange.objects.count(),
+        Outcome.objects.count(),
+    )
 
     output = seed_demo(seed=99)
 
     assert "already seeded" in output
-    assert before == (Account.objects.count(), Contact.objects.count(), Activity.objects.count(),
-                      StageChange.objects.count(), Outcome.objects.count())
+    assert before == (
+        Account.objects.count(),
+        Contact.objects.count(),
+        Activity.objects.count(),
+        StageChange.objects.count(),
+        Outcome.objects.count(),
+    )
 
 
 def test_an_account_on_a_demo_domain_counts_as_already_seeded():
@@ -134,7 +166,8 @@ def test_outcomes_are_recorded_only_after_30_days_without_marketing_activity():
     seed_demo()
 
     contacts = Contact.objects.filter(outcomes__isnull=False).annotate(
-        last_seen=Max("activities__occurred_at", filter=~Q(activities__type__key="sales_call")))
+        last_seen=Max("activities__occurred_at", filter=~Q(activities__type__key="sales_call"))
+    )
     assert contacts.exists()
     assert all(c.last_seen < AS_OF_MIDNIGHT - timedelta(days=30) for c in contacts)
     assert not Outcome.objects.filter(occurred_at__gte=AS_OF_MIDNIGHT).exists()
@@ -167,8 +200,7 @@ def test_sales_reps_own_the_contacts_they_accepted(rep):
     accepted = StageChange.objects.filter(to_stage="sql")
     assert accepted.exists()
     assert set(accepted.values_list("changed_by", flat=True)) == {rep.pk}
-    assert set(Contact.objects.filter(stage_changes__to_stage="sql").values_list(
-        "owner", flat=True)) == {rep.pk}
+    assert set(Contact.objects.filter(stage_changes__to_stage="sql").values_list("owner", flat=True)) == {rep.pk}
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
@@ -184,8 +216,7 @@ def test_converted_contacts_are_more_often_senior():
     seed_demo_medium()
 
     def senior_share(kind):
-        seniorities = Contact.objects.filter(outcomes__kind=kind).values_list(
-            "seniority", flat=True)
+        seniorities = Contact.objects.filter(outcomes__kind=kind).values_list("seniority", flat=True)
         return mean(seniority in SENIOR for seniority in seniorities)
 
     assert senior_share("converted") > senior_share("not_converted") + 0.1
@@ -216,19 +247,24 @@ def test_paid_contacts_carry_utm_fields():
     paid = Contact.objects.filter(lead_source__in=["Paid Search", "LinkedIn"])
     assert paid.exists()
     assert not paid.filter(Q(utm_source="") | Q(utm_medium="") | Q(utm_campaign="")).exists()
-    assert not Contact.objects.exclude(lead_source__in=["Paid Search", "LinkedIn"]).exclude(
-        utm_source="").exists()
+    assert not Contact.objects.exclude(lead_source__in=["Paid Search", "LinkedIn"]).exclude(utm_source="").exists()
 
 
 def test_activities_say_what_was_viewed_downloaded_or_opened():
     seed_demo()
 
-    expected = {"page_view": "url", "pricing_page_view": "url", "content_download": "asset",
-                "webinar_registered": "webinar", "webinar_attended": "webinar",
-                "email_open": "campaign", "email_click": "campaign", "email_bounce": "kind"}
+    expected = {
+        "page_view": "url",
+        "pricing_page_view": "url",
+        "content_download": "asset",
+        "webinar_registered": "webinar",
+        "webinar_attended": "webinar",
+        "email_open": "campaign",
+        "email_click": "campaign",
+        "email_bounce": "kind",
+    }
     for type_key, property_name in expected.items():
-        properties = list(Activity.objects.filter(type__key=type_key).values_list(
-            "properties", flat=True))
+        properties = list(Activity.objects.filter(type__key=type_key).values_list("properties", flat=True))
         assert properties, type_key
         assert all(value.get(property_name) for value in properties), type_key
 

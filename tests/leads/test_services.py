@@ -31,6 +31,7 @@ def _event(index=0, **overrides) -> IngestEvent:
 
 # --- contact_upsert ------------------------------------------------------------------------
 
+
 def test_it_creates_a_contact_with_a_lower_case_email():
     result = contact_upsert(email="  Ann@Acme.Example ", first_name="Ann")
 
@@ -109,9 +110,7 @@ def test_it_records_one_stage_change_when_it_creates_a_contact_in_a_given_stage(
 
     contact.refresh_from_db()
     assert contact.lifecycle_stage == LifecycleStage.MQL
-    assert list(StageChange.objects.values_list("from_stage", "to_stage")) == [
-        ("", LifecycleStage.MQL)
-    ]
+    assert list(StageChange.objects.values_list("from_stage", "to_stage")) == [("", LifecycleStage.MQL)]
 
 
 def test_it_records_a_stage_change_when_an_upsert_moves_the_stage():
@@ -125,6 +124,7 @@ def test_it_records_a_stage_change_when_an_upsert_moves_the_stage():
 
 
 # --- account_upsert ------------------------------------------------------------------------
+
 
 def test_it_stores_the_account_domain_normalised():
     account = account_upsert(name="Acme", domain="https://WWW.Acme.com/x")
@@ -154,13 +154,12 @@ def test_it_finds_an_account_without_domain_by_name_ignoring_case():
 
 # --- contact_set_stage ---------------------------------------------------------------------
 
+
 def test_it_records_who_moved_a_contact_and_by_which_rule():
     contact = ContactFactory(lifecycle_stage=LifecycleStage.LEAD)
     rep = UserFactory()
 
-    change = contact_set_stage(
-        contact=contact, to_stage=LifecycleStage.MQL, changed_by=rep, rule="score >= 50"
-    )
+    change = contact_set_stage(contact=contact, to_stage=LifecycleStage.MQL, changed_by=rep, rule="score >= 50")
 
     change.refresh_from_db()
     assert (change.from_stage, change.to_stage) == ("lead", "mql")
@@ -181,6 +180,7 @@ def test_it_records_nothing_when_the_stage_does_not_change():
 
 # --- activities_ingest ---------------------------------------------------------------------
 
+
 def test_it_reports_a_new_event_created_and_a_resent_one_duplicate():
     [first] = activities_ingest(events=[_event()])
     [again] = activities_ingest(events=[_event()])
@@ -192,9 +192,7 @@ def test_it_reports_a_new_event_created_and_a_resent_one_duplicate():
 
 
 def test_it_counts_the_same_event_twice_in_one_batch_once():
-    outcomes = activities_ingest(
-        events=[_event(0, external_id="e-1"), _event(1, external_id="e-1")]
-    )
+    outcomes = activities_ingest(events=[_event(0, external_id="e-1"), _event(1, external_id="e-1")])
 
     assert [outcome.status for outcome in outcomes] == ["created", "duplicate"]
     assert outcomes[0].activity_id == outcomes[1].activity_id
@@ -206,9 +204,7 @@ def test_it_recognises_a_resent_event_without_external_id_by_its_fingerprint():
 
     [first] = activities_ingest(events=[_event(external_id=None, occurred_at=occurred_at)])
     [again] = activities_ingest(events=[_event(external_id=None, occurred_at=occurred_at)])
-    [later] = activities_ingest(
-        events=[_event(external_id=None, occurred_at=occurred_at + timedelta(seconds=1))]
-    )
+    [later] = activities_ingest(events=[_event(external_id=None, occurred_at=occurred_at + timedelta(seconds=1))])
 
     assert (first.status, again.status, later.status) == ("created", "duplicate", "created")
     assert Activity.objects.count() == 2
@@ -235,10 +231,12 @@ def test_it_attaches_an_event_to_the_contact_with_that_email_in_another_case():
 
 
 def test_it_reports_an_unknown_activity_type_as_an_error_and_stores_the_rest():
-    outcomes = activities_ingest(events=[
-        _event(0, type_key="no_such_type", email="ghost@nowhere.example"),
-        _event(1),
-    ])
+    outcomes = activities_ingest(
+        events=[
+            _event(0, type_key="no_such_type", email="ghost@nowhere.example"),
+            _event(1),
+        ]
+    )
 
     assert outcomes[0].status == "error"
     assert "Unknown activity type" in outcomes[0].errors["type"][0]

@@ -12,33 +12,84 @@ from leads import importing
 from leads.models import ConsentStatus, Contact, Outcome
 
 HEADERS = [
-    "Prospect ID", "Lead Number", "Lead Origin", "Lead Source", "Do Not Email", "Do Not Call", "Converted",
-    "TotalVisits", "Total Time Spent on Website", "Page Views Per Visit", "Last Activity", "Country",
-    "Specialization", "How did you hear about X Education", "What is your current occupation",
-    "What matters most to you in choosing a course", "Search", "Magazine", "Newspaper Article",
-    "X Education Forums", "Newspaper", "Digital Advertisement", "Through Recommendations",
-    "Receive More Updates About Our Courses", "Tags", "Lead Quality", "Update me on Supply Chain Content",
-    "Get updates on DM Content", "Lead Profile", "City", "Asymmetrique Activity Index",
-    "Asymmetrique Profile Index", "Asymmetrique Activity Score", "Asymmetrique Profile Score",
-    "I agree to pay the amount through cheque", "A free copy of Mastering The Interview",
+    "Prospect ID",
+    "Lead Number",
+    "Lead Origin",
+    "Lead Source",
+    "Do Not Email",
+    "Do Not Call",
+    "Converted",
+    "TotalVisits",
+    "Total Time Spent on Website",
+    "Page Views Per Visit",
+    "Last Activity",
+    "Country",
+    "Specialization",
+    "How did you hear about X Education",
+    "What is your current occupation",
+    "What matters most to you in choosing a course",
+    "Search",
+    "Magazine",
+    "Newspaper Article",
+    "X Education Forums",
+    "Newspaper",
+    "Digital Advertisement",
+    "Through Recommendations",
+    "Receive More Updates About Our Courses",
+    "Tags",
+    "Lead Quality",
+    "Update me on Supply Chain Content",
+    "Get updates on DM Content",
+    "Lead Profile",
+    "City",
+    "Asymmetrique Activity Index",
+    "Asymmetrique Profile Index",
+    "Asymmetrique Activity Score",
+    "Asymmetrique Profile Score",
+    "I agree to pay the amount through cheque",
+    "A free copy of Mastering The Interview",
     "Last Notable Activity",
 ]
-POST_CONTACT_COLUMNS = {"Tags", "Lead Quality", "Lead Profile", "Asymmetrique Activity Index",
-                        "Asymmetrique Profile Index", "Asymmetrique Activity Score", "Asymmetrique Profile Score"}
+POST_CONTACT_COLUMNS = {
+    "Tags",
+    "Lead Quality",
+    "Lead Profile",
+    "Asymmetrique Activity Index",
+    "Asymmetrique Profile Index",
+    "Asymmetrique Activity Score",
+    "Asymmetrique Profile Score",
+}
 
 
 def _row(prospect_id: str, **overrides) -> dict:
     row = dict.fromkeys(HEADERS, "No")
-    row.update({
-        "Prospect ID": prospect_id, "Lead Number": "660737", "Lead Origin": "API", "Lead Source": "Olark Chat",
-        "Converted": "0", "TotalVisits": "5", "Total Time Spent on Website": "674", "Page Views Per Visit": "2.5",
-        "Last Activity": "Email Opened", "Country": "India", "Specialization": "Select",
-        "How did you hear about X Education": "Select", "What is your current occupation": "Unemployed",
-        "What matters most to you in choosing a course": "Better Career Prospects", "Tags": "Ringing",
-        "Lead Quality": "Low in Relevance", "Lead Profile": "Select", "City": "Mumbai",
-        "Asymmetrique Activity Index": "02.Medium", "Asymmetrique Profile Index": "02.Medium",
-        "Asymmetrique Activity Score": "15", "Asymmetrique Profile Score": "15", "Last Notable Activity": "Modified",
-    })
+    row.update(
+        {
+            "Prospect ID": prospect_id,
+            "Lead Number": "660737",
+            "Lead Origin": "API",
+            "Lead Source": "Olark Chat",
+            "Converted": "0",
+            "TotalVisits": "5",
+            "Total Time Spent on Website": "674",
+            "Page Views Per Visit": "2.5",
+            "Last Activity": "Email Opened",
+            "Country": "India",
+            "Specialization": "Select",
+            "How did you hear about X Education": "Select",
+            "What is your current occupation": "Unemployed",
+            "What matters most to you in choosing a course": "Better Career Prospects",
+            "Tags": "Ringing",
+            "Lead Quality": "Low in Relevance",
+            "Lead Profile": "Select",
+            "City": "Mumbai",
+            "Asymmetrique Activity Index": "02.Medium",
+            "Asymmetrique Profile Index": "02.Medium",
+            "Asymmetrique Activity Score": "15",
+            "Asymmetrique Profile Score": "15",
+            "Last Notable Activity": "Modified",
+        }
+    )
     row.update(overrides)
     return row
 
@@ -61,10 +112,12 @@ def _import(text: str):
 
 @pytest.mark.django_db
 def test_it_imports_each_lead_keyed_by_prospect_id_with_its_outcome():
-    text = _csv([
-        _row("id-1", Converted="1", **{"Do Not Email": "Yes"}),
-        _row("id-2", TotalVisits="", **{"Page Views Per Visit": ""}),
-    ])
+    text = _csv(
+        [
+            _row("id-1", Converted="1", **{"Do Not Email": "Yes"}),
+            _row("id-2", TotalVisits="", **{"Page Views Per Visit": ""}),
+        ]
+    )
 
     job = _import(text)
 

@@ -22,35 +22,51 @@ URLS = ["/pricing", "/blog/a", "/pricing/enterprise", "/product", "/PRICING"]
 BASE = datetime(2026, 6, 1, 12, tzinfo=UTC)
 
 events = st.lists(
-    st.tuples(st.sampled_from(TYPES), st.integers(0, 120), st.integers(0, 23), st.sampled_from(URLS),
-              st.booleans()),
+    st.tuples(st.sampled_from(TYPES), st.integers(0, 120), st.integers(0, 23), st.sampled_from(URLS), st.booleans()),
     max_size=25,
 )
 rules = st.lists(
-    st.tuples(st.sampled_from(TYPES), st.integers(-20, 30).filter(bool), st.one_of(st.none(), st.integers(1, 60)),
-              st.sampled_from(["window", "decay", "none"]), st.integers(1, 90),
-              st.one_of(st.none(), st.sampled_from(["/pricing", "/blog"]))),
-    min_size=1, max_size=5,
+    st.tuples(
+        st.sampled_from(TYPES),
+        st.integers(-20, 30).filter(bool),
+        st.one_of(st.none(), st.integers(1, 60)),
+        st.sampled_from(["window", "decay", "none"]),
+        st.integers(1, 90),
+        st.one_of(st.none(), st.sampled_from(["/pricing", "/blog"])),
+    ),
+    min_size=1,
+    max_size=5,
 )
 
 
 @pytest.mark.django_db
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(stream=events, rule_specs=rules, as_of_offset=st.integers(-5, 200), engagement_cap=st.integers(5, 150),
-       batch_size=st.integers(1, 6))
+@given(
+    stream=events,
+    rule_specs=rules,
+    as_of_offset=st.integers(-5, 200),
+    engagement_cap=st.integers(5, 150),
+    batch_size=st.integers(1, 6),
+)
 def test_incremental_score_equals_from_scratch(stream, rule_specs, as_of_offset, engagement_cap, batch_size):
     contact = contact_upsert(email=f"p{abs(hash((tuple(stream), as_of_offset)))}@x.example").contact
     version = _version(rule_specs, engagement_cap)
     matchers_prepare(version=version)
     ingest = [
-        IngestEvent(index=n, type_key=type_key, occurred_at=BASE + timedelta(days=day, hours=hour),
-                    source="prop", external_id=f"{contact.pk}-{n}", properties={"url": url},
-                    contact_id=contact.pk)
+        IngestEvent(
+            index=n,
+            type_key=type_key,
+            occurred_at=BASE + timedelta(days=day, hours=hour),
+            source="prop",
+            external_id=f"{contact.pk}-{n}",
+            properties={"url": url},
+            contact_id=contact.pk,
+        )
         for n, (type_key, day, hour, url, _) in enumerate(stream)
     ]
     resent = [event for event, (*_, again) in zip(ingest, stream, strict=True) if again]
     for start in range(0, len(ingest), batch_size):  # aggregates grow batch by batch
-        activities_ingest(events=ingest[start:start + batch_size])
+        activities_ingest(events=ingest[start : start + batch_size])
     if resent:
         activities_ingest(events=resent)  # duplicates must count once
     as_of = (BASE + timedelta(days=as_of_offset)).date()
@@ -76,10 +92,15 @@ def _version(rule_specs, engagement_cap) -> ModelVersion:
     types = {t.key: t for t in ActivityType.objects.filter(key__in=TYPES)}
     for n, (type_key, points, cap, timing, days, url_filter) in enumerate(rule_specs):
         EngagementRule.objects.create(
-            version=version, name=f"r{n}", activity_type=types[type_key], points=points, cap=cap,
+            version=version,
+            name=f"r{n}",
+            activity_type=types[type_key],
+            points=points,
+            cap=cap,
             window_days=days if timing == "window" else None,
             half_life_days=days if timing == "decay" else None,
-            property_name="url" if url_filter else "", property_operator="contains" if url_filter else "",
+            property_name="url" if url_filter else "",
+            property_operator="contains" if url_filter else "",
             property_value=url_filter or "",
         )
     return version

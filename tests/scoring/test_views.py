@@ -32,13 +32,23 @@ def _vp_at_software_company(email="vp@soft.example"):
 def test_a_draft_copies_every_rule_of_the_active_version(draft, active):
     assert draft.fit_rules.count() == active.fit_rules.count() > 0
     assert draft.engagement_rules.count() == active.engagement_rules.count() > 0
-    assert list(draft.mql_levels.values_list("name", flat=True)) == list(active.mql_levels.values_list("name", flat=True))
+    assert list(draft.mql_levels.values_list("name", flat=True)) == list(
+        active.mql_levels.values_list("name", flat=True)
+    )
 
 
 def test_a_marketer_adds_a_fit_rule_to_the_draft(marketer_client, draft):
     url = reverse("scoring:rule_new", args=[draft.pk, "fit"])
-    response = marketer_client.post(url, {"name": "Germany", "field": "contact.country", "operator": "one_of",
-                                          "value_text": "Germany, Austria", "points": "7"})
+    response = marketer_client.post(
+        url,
+        {
+            "name": "Germany",
+            "field": "contact.country",
+            "operator": "one_of",
+            "value_text": "Germany, Austria",
+            "points": "7",
+        },
+    )
 
     assert response.status_code == 302
     rule = draft.fit_rules.get(name="Germany")
@@ -49,9 +59,16 @@ def test_a_marketer_adds_a_fit_rule_to_the_draft(marketer_client, draft):
 
 def test_a_bad_range_is_explained_and_nothing_is_saved(marketer_client, draft):
     before = draft.fit_rules.count()
-    response = marketer_client.post(reverse("scoring:rule_new", args=[draft.pk, "fit"]), {
-        "name": "Size", "field": "account.employee_count", "operator": "between", "value_text": "5000, 10",
-        "points": "5"})
+    response = marketer_client.post(
+        reverse("scoring:rule_new", args=[draft.pk, "fit"]),
+        {
+            "name": "Size",
+            "field": "account.employee_count",
+            "operator": "between",
+            "value_text": "5000, 10",
+            "points": "5",
+        },
+    )
 
     assert response.status_code == 200
     assert "minimum no larger than the maximum" in response.content.decode()
@@ -59,8 +76,10 @@ def test_a_bad_range_is_explained_and_nothing_is_saved(marketer_client, draft):
 
 
 def test_an_engagement_rule_cannot_have_both_a_window_and_a_half_life(marketer_client, draft):
-    response = marketer_client.post(reverse("scoring:rule_new", args=[draft.pk, "engagement"]), {
-        "name": "Both", "activity_type": 1, "points": "5", "window_days": "7", "half_life_days": "30"})
+    response = marketer_client.post(
+        reverse("scoring:rule_new", args=[draft.pk, "engagement"]),
+        {"name": "Both", "activity_type": 1, "points": "5", "window_days": "7", "half_life_days": "30"},
+    )
 
     assert "not both" in response.content.decode()
     assert not draft.engagement_rules.filter(name="Both").exists()
@@ -68,8 +87,10 @@ def test_an_engagement_rule_cannot_have_both_a_window_and_a_half_life(marketer_c
 
 def test_the_active_version_cannot_be_edited(marketer_client, active):
     rule = active.fit_rules.first()
-    response = marketer_client.post(reverse("scoring:rule_edit", args=[active.pk, "fit", rule.pk]), {
-        "name": "Hacked", "field": rule.field, "operator": "is_set", "value_text": "", "points": "99"})
+    response = marketer_client.post(
+        reverse("scoring:rule_edit", args=[active.pk, "fit", rule.pk]),
+        {"name": "Hacked", "field": rule.field, "operator": "is_set", "value_text": "", "points": "99"},
+    )
 
     assert response.status_code == 302
     rule.refresh_from_db()
@@ -89,8 +110,9 @@ def test_preview_counts_the_new_mqls_a_draft_would_make(marketer_client, draft):
     assert "vp@soft.example" in page or str(contact) in page
 
 
-def test_publishing_makes_the_draft_active_and_rescores_everyone(marketer_client, draft, active,
-                                                                django_capture_on_commit_callbacks):
+def test_publishing_makes_the_draft_active_and_rescores_everyone(
+    marketer_client, draft, active, django_capture_on_commit_callbacks
+):
     contact = _vp_at_software_company()
     FitRule.objects.filter(version=draft, name="Executive seniority").update(points=33)
 
@@ -106,7 +128,8 @@ def test_publishing_makes_the_draft_active_and_rescores_everyone(marketer_client
     assert run.is_finished and run.percent_done == 100
     score = ContactScore.objects.get(contact=contact)
     assert {"rule": "Executive seniority", "points": "33.0"}.items() <= next(
-        c for c in score.explanation if c["rule"] == "Executive seniority").items()
+        c for c in score.explanation if c["rule"] == "Executive seniority"
+    ).items()
     page = marketer_client.get(reverse("scoring:run_detail", args=[run.pk])).content.decode()
     assert "Finished" in page
 

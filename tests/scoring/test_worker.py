@@ -24,18 +24,28 @@ def test_an_ingested_demo_request_is_scored_by_the_worker(api, celery_worker_pro
     api.force_authenticate(UserFactory(username="integration", roles=[MARKETING]))
     now = timezone.now()
     events = [
-        {"type": "demo_request", "occurred_at": now.isoformat(), "email": "cto@bigco.example", "external_id": "d1",
-         "contact": {"first_name": "Casey", "job_title": "CTO"}},
-        {"type": "webinar_attended", "occurred_at": (now - timedelta(days=2)).isoformat(),
-         "email": "cto@bigco.example", "external_id": "w1"},
+        {
+            "type": "demo_request",
+            "occurred_at": now.isoformat(),
+            "email": "cto@bigco.example",
+            "external_id": "d1",
+            "contact": {"first_name": "Casey", "job_title": "CTO"},
+        },
+        {
+            "type": "webinar_attended",
+            "occurred_at": (now - timedelta(days=2)).isoformat(),
+            "email": "cto@bigco.example",
+            "external_id": "w1",
+        },
     ]
 
     response = api.post("/api/activities/bulk/", {"events": events}, format="json")
 
     assert response.status_code == 200 and response.json()["created"] == 2
     contact = Contact.objects.get(email="cto@bigco.example")
-    score = wait_for(lambda: ContactScore.objects.filter(contact=contact, engagement__gt=0).first(),
-                     worker=celery_worker_process)
+    score = wait_for(
+        lambda: ContactScore.objects.filter(contact=contact, engagement__gt=0).first(), worker=celery_worker_process
+    )
     # 30 for today's demo request, 15 × 0.5^(2/90) = 14.8 for the webinar two days ago
     assert score.engagement == Decimal("44.8")
     assert "Demo request" in [c["rule"] for c in score.explanation]
@@ -46,8 +56,12 @@ def test_a_full_rescore_survives_its_worker_being_killed(settings, tmp_path, tra
     settings.RESCORE_CHUNK_SIZE = 300
     settings.RESCORE_CLAIM_TIMEOUT = 2
     Contact.objects.bulk_create(
-        Contact(email=f"lead{n}@co{n % 40}.example", job_title="VP Sales" if n % 3 else "Intern",
-                seniority="vp" if n % 3 else "intern", lifecycle_stage=LifecycleStage.LEAD)
+        Contact(
+            email=f"lead{n}@co{n % 40}.example",
+            job_title="VP Sales" if n % 3 else "Intern",
+            seniority="vp" if n % 3 else "intern",
+            lifecycle_stage=LifecycleStage.LEAD,
+        )
         for n in range(4500)
     )
     draft = draft_get_or_create(scoring_model=active_version().scoring_model)
@@ -66,8 +80,11 @@ def test_a_full_rescore_survives_its_worker_being_killed(settings, tmp_path, tra
     try:
         time.sleep(settings.RESCORE_CLAIM_TIMEOUT + 0.5)
         rescore_runs_sweep()  # what beat does every minute
-        run = wait_for(lambda: RescoreRun.objects.filter(pk=run.pk, finished_at__isnull=False).first(),
-                       worker=replacement, timeout=120)
+        run = wait_for(
+            lambda: RescoreRun.objects.filter(pk=run.pk, finished_at__isnull=False).first(),
+            worker=replacement,
+            timeout=120,
+        )
     finally:
         replacement.stop()
 

@@ -20,8 +20,8 @@ class Command(BaseCommand):
         User = get_user_model()
         for username, first, last, role in DEMO_USERS:
             user, created = User.objects.get_or_create(
-                username=username, defaults={"first_name": first, "last_name": last,
-                                             "email": f"{username}@crm.example"},
+                username=username,
+                defaults={"first_name": first, "last_name": last, "email": f"{username}@crm.example"},
             )
             if created:
                 user.set_password(DEMO_PASSWORD)

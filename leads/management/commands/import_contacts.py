@@ -24,6 +24,7 @@ class Command(BaseCommand):
         except (OSError, json.JSONDecodeError, importing.MappingError) as error:
             raise CommandError(str(error)) from error
         with tqdm(total=job.total_rows, unit="row", desc=f"Importing {file.name}") as bar:
+
             def progress(current):
                 bar.update(current.processed_rows - bar.n)
 

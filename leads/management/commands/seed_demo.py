@@ -73,25 +73,46 @@ LOCATIONS = {
 }
 COUNTRY_WEIGHTS = [30, 15, 14, 8, 6, 5, 4, 7, 6, 5]
 IDEAL_INDUSTRIES = ["Software", "SaaS", "Financial Services", "IT Services", "Insurance"]
-OTHER_INDUSTRIES = ["Retail", "Education", "Hospitality", "Construction", "Non-profit",
-                    "Manufacturing", "Agriculture", "Government"]
+OTHER_INDUSTRIES = [
+    "Retail",
+    "Education",
+    "Hospitality",
+    "Construction",
+    "Non-profit",
+    "Manufacturing",
+    "Agriculture",
+    "Government",
+]
 NAME_STARTS = """North Blue Bright Iron Silver Quantum Atlas Summit Harbor Cedar Red Granite Nova
 Clear Swift Pine Golden Vertex Lumen Orbit""".split()
 NAME_ENDS = "wind peak stone field bridge light wave grid line path forge works".split()
 INDUSTRY_SUFFIXES = {
-    "Software": "Software", "SaaS": "Cloud", "Financial Services": "Capital",
-    "IT Services": "Systems", "Insurance": "Insurance", "Retail": "Stores",
-    "Education": "Academy", "Hospitality": "Hotels", "Construction": "Builders",
-    "Non-profit": "Foundation", "Manufacturing": "Industries", "Agriculture": "Farms",
+    "Software": "Software",
+    "SaaS": "Cloud",
+    "Financial Services": "Capital",
+    "IT Services": "Systems",
+    "Insurance": "Insurance",
+    "Retail": "Stores",
+    "Education": "Academy",
+    "Hospitality": "Hotels",
+    "Construction": "Builders",
+    "Non-profit": "Foundation",
+    "Manufacturing": "Industries",
+    "Agriculture": "Farms",
     "Government": "Agency",
 }
 # Rival vendors: they read the pricing page a lot and never buy.
 COMPETITORS = [("Funnelwise", "funnelwise"), ("LeadLoop", "leadloop"), ("Pipelane", "pipelane")]
 FREE_MAIL = ["gmail.com", "yahoo.com", "hotmail.com", "outlook.com", "gmx.de", "icloud.com"]
 DEPARTMENTS = ["Marketing", "Sales", "IT", "Engineering", "Finance", "Operations", "HR", "Product"]
-C_LEVEL_TITLES = {"Marketing": "Chief Marketing Officer", "Sales": "Chief Revenue Officer",
-                  "IT": "Chief Information Officer", "Engineering": "Chief Technology Officer",
-                  "Finance": "Chief Financial Officer", "Operations": "Chief Operating Officer"}
+C_LEVEL_TITLES = {
+    "Marketing": "Chief Marketing Officer",
+    "Sales": "Chief Revenue Officer",
+    "IT": "Chief Information Officer",
+    "Engineering": "Chief Technology Officer",
+    "Finance": "Chief Financial Officer",
+    "Operations": "Chief Operating Officer",
+}
 TITLE_PATTERNS = {
     Seniority.INDIVIDUAL: ["{d} Specialist", "{d} Analyst", "{d} Coordinator"],
     Seniority.MANAGER: ["{d} Manager", "Senior {d} Manager", "Team Lead, {d}"],
@@ -101,39 +122,79 @@ TITLE_PATTERNS = {
     Seniority.STUDENT: ["Student", "MBA Student", "Marketing Student"],
     Seniority.INTERN: ["{d} Intern", "Working Student, {d}"],
 }
-LEAD_SOURCES = ["Organic Search", "Direct", "Paid Search", "LinkedIn", "Webinar", "Referral",
-                "Trade show"]
+LEAD_SOURCES = ["Organic Search", "Direct", "Paid Search", "LinkedIn", "Webinar", "Referral", "Trade show"]
 PAID_UTM = {
-    "Paid Search": ("google", "cpc", ["brand-search", "lead-scoring-generic", "crm-competitors"],
-                    ["lead scoring software", "mql crm", "b2b crm", "marketing automation"]),
+    "Paid Search": (
+        "google",
+        "cpc",
+        ["brand-search", "lead-scoring-generic", "crm-competitors"],
+        ["lead scoring software", "mql crm", "b2b crm", "marketing automation"],
+    ),
     "LinkedIn": ("linkedin", "paid_social", ["abm-revops-leaders", "webinar-promo"], [""]),
 }
-LOW_INTENT_PAGES = ["/", "/blog/what-is-lead-scoring", "/blog/email-subject-lines", "/about",
-                    "/blog/b2b-marketing-trends", "/blog/marketing-automation-101", "/careers"]
-HIGH_INTENT_PAGES = ["/product", "/product/lead-scoring", "/product/integrations", "/security",
-                     "/customers", "/customers/fintech-case-study", "/docs/api"]
-CAMPAIGNS = ["Monthly newsletter", "Product update", "Webinar invitation",
-             "Nurture: lead scoring basics", "Nurture: customer stories", "Event invitation"]
-ASSETS = ["Lead scoring playbook", "State of B2B marketing report", "MQL-to-SQL benchmark",
-          "Marketing automation checklist", "ROI calculator"]
-WEBINARS = ["Lead scoring that sales trusts", "From MQL to revenue", "RevOps in practice",
-            "Intent data 101"]
+LOW_INTENT_PAGES = [
+    "/",
+    "/blog/what-is-lead-scoring",
+    "/blog/email-subject-lines",
+    "/about",
+    "/blog/b2b-marketing-trends",
+    "/blog/marketing-automation-101",
+    "/careers",
+]
+HIGH_INTENT_PAGES = [
+    "/product",
+    "/product/lead-scoring",
+    "/product/integrations",
+    "/security",
+    "/customers",
+    "/customers/fintech-case-study",
+    "/docs/api",
+]
+CAMPAIGNS = [
+    "Monthly newsletter",
+    "Product update",
+    "Webinar invitation",
+    "Nurture: lead scoring basics",
+    "Nurture: customer stories",
+    "Event invitation",
+]
+ASSETS = [
+    "Lead scoring playbook",
+    "State of B2B marketing report",
+    "MQL-to-SQL benchmark",
+    "Marketing automation checklist",
+    "ROI calculator",
+]
+WEBINARS = ["Lead scoring that sales trusts", "From MQL to revenue", "RevOps in practice", "Intent data 101"]
 EVENTS = ["B2B Growth Summit", "RevOps Meetup", "MarTech Forum", "SaaS Sales Day"]
 # (base weight, weight added at propensity 1, exponent): how often each behaviour occurs.
 BEHAVIOUR = {
-    "page_view": (40, -20, 1), "email_open": (26, -12, 1), "email_click": (2.5, 10, 1),
-    "pricing_page_view": (0.3, 12, 1.5), "content_download": (0.6, 6, 1.2),
-    "webinar_registered": (0.3, 5, 1.5), "form_submit": (1, 2.5, 1),
-    "demo_request": (0.03, 6, 2), "trial_signup": (0.03, 4, 2),
-    "event_attended": (0.1, 2, 1.5), "social_engagement": (2, 2, 1),
+    "page_view": (40, -20, 1),
+    "email_open": (26, -12, 1),
+    "email_click": (2.5, 10, 1),
+    "pricing_page_view": (0.3, 12, 1.5),
+    "content_download": (0.6, 6, 1.2),
+    "webinar_registered": (0.3, 5, 1.5),
+    "form_submit": (1, 2.5, 1),
+    "demo_request": (0.03, 6, 2),
+    "trial_signup": (0.03, 4, 2),
+    "event_attended": (0.1, 2, 1.5),
+    "social_engagement": (2, 2, 1),
     "email_bounce": (0.4, -0.3, 1),
 }
-COMPETITOR_BEHAVIOUR = {"page_view": 30, "pricing_page_view": 14, "content_download": 4,
-                        "webinar_registered": 3, "email_open": 8}
+COMPETITOR_BEHAVIOUR = {
+    "page_view": 30,
+    "pricing_page_view": 14,
+    "content_download": 4,
+    "webinar_registered": 3,
+    "email_open": 8,
+}
 LATE_IN_JOURNEY = {"pricing_page_view", "demo_request", "trial_signup"}
-CUSTOM_ATTRIBUTES = [("preferred_language", "Preferred language", CustomAttribute.DataType.TEXT),
-                     ("current_tool", "Current CRM / tool", CustomAttribute.DataType.TEXT),
-                     ("budget_confirmed", "Budget confirmed", CustomAttribute.DataType.BOOLEAN)]
+CUSTOM_ATTRIBUTES = [
+    ("preferred_language", "Preferred language", CustomAttribute.DataType.TEXT),
+    ("current_tool", "Current CRM / tool", CustomAttribute.DataType.TEXT),
+    ("budget_confirmed", "Budget confirmed", CustomAttribute.DataType.BOOLEAN),
+]
 LANGUAGES = {"Germany": "de", "France": "fr", "Spain": "es", "Netherlands": "nl", "Sweden": "sv"}
 
 
@@ -162,13 +223,20 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--seed", type=int, default=42)
-        parser.add_argument("--as-of", type=date.fromisoformat, default=None,
-                            help="YYYY-MM-DD; all dates are relative to it (default: today).")
+        parser.add_argument(
+            "--as-of",
+            type=date.fromisoformat,
+            default=None,
+            help="YYYY-MM-DD; all dates are relative to it (default: today).",
+        )
         parser.add_argument("--accounts", type=int, default=300)
         parser.add_argument("--contacts", type=int, default=3000)
-        parser.add_argument("--activities", type=int, default=50000,
-                            help="Behavioural events to draw; follow-ups (webinar attendance, "
-                                 "sales calls, unsubscribes) come on top.")
+        parser.add_argument(
+            "--activities",
+            type=int,
+            default=50000,
+            help="Behavioural events to draw; follow-ups (webinar attendance, sales calls, unsubscribes) come on top.",
+        )
 
     def handle(self, *args, seed, as_of, accounts, contacts, activities, verbosity, **options):
         if not 1 <= accounts <= contacts <= activities:
@@ -184,13 +252,16 @@ class Command(BaseCommand):
         with transaction.atomic():
             counts = seeder.run(accounts=accounts, contacts=contacts, activities=activities)
         summary = ", ".join(f"{number} {name}" for name, number in counts.items())
-        self.stdout.write(f"Seeded demo data (seed {seed}, as of {as_of}) in "
-                          f"{time.monotonic() - started:.1f}s: {summary}.")
+        self.stdout.write(
+            f"Seeded demo data (seed {seed}, as of {as_of}) in {time.monotonic() - started:.1f}s: {summary}."
+        )
 
 
 def demo_data_exists() -> bool:
-    return (Contact.objects.filter(external_id__startswith=DEMO_EXTERNAL_ID_PREFIX).exists()
-            or Account.objects.filter(domain__endswith=DEMO_DOMAIN_SUFFIX).exists())
+    return (
+        Contact.objects.filter(external_id__startswith=DEMO_EXTERNAL_ID_PREFIX).exists()
+        or Account.objects.filter(domain__endswith=DEMO_DOMAIN_SUFFIX).exists()
+    )
 
 
 class DemoSeeder:
@@ -204,14 +275,14 @@ class DemoSeeder:
 
     def run(self, *, accounts: int, contacts: int, activities: int) -> dict[str, int]:
         rivals = min(len(COMPETITORS), accounts // 100)
-        account_plans = [self.plan_account(number, rival=number < rivals)
-                         for number in range(accounts)]
+        account_plans = [self.plan_account(number, rival=number < rivals) for number in range(accounts)]
         # Bigger companies have more people on the list; rivals only a handful.
-        account_weights = list(itertools.accumulate(
-            0.3 if plan.competitor else math.log(plan.account.employee_count + 2)
-            for plan in account_plans))
-        plans = [self.plan_contact(number, account_plans, account_weights)
-                 for number in range(contacts)]
+        account_weights = list(
+            itertools.accumulate(
+                0.3 if plan.competitor else math.log(plan.account.employee_count + 2) for plan in account_plans
+            )
+        )
+        plans = [self.plan_contact(number, account_plans, account_weights) for number in range(contacts)]
         budgets = allocate(activities - contacts, [activity_weight(self.rng, p) for p in plans])
         journeys = list(zip(plans, budgets, strict=True))
         for plan, budget in self.progress(journeys, "Drawing journeys"):
@@ -219,10 +290,14 @@ class DemoSeeder:
         self.write(account_plans, plans)
         outcomes = [plan.outcome for plan in plans if plan.outcome]
         converted = sum(1 for is_converted, _ in outcomes if is_converted)
-        return {"accounts": accounts, "contacts": contacts,
-                "activities": sum(len(plan.activities) for plan in plans),
-                "stage changes": sum(len(plan.stages) for plan in plans),
-                "outcomes": len(outcomes), "converted": converted}
+        return {
+            "accounts": accounts,
+            "contacts": contacts,
+            "activities": sum(len(plan.activities) for plan in plans),
+            "stage changes": sum(len(plan.stages) for plan in plans),
+            "outcomes": len(outcomes),
+            "converted": converted,
+        }
 
     def progress(self, items, description: str):
         return tqdm(items, desc=description, unit="row", disable=self.quiet, leave=False)
@@ -233,23 +308,29 @@ class DemoSeeder:
         rng = self.rng
         if rival:
             name, slug = COMPETITORS[number]
-            account = Account(name=name, domain=slug + DEMO_DOMAIN_SUFFIX, industry="Software",
-                              employee_count=rng.randint(80, 400), country="United States")
+            account = Account(
+                name=name,
+                domain=slug + DEMO_DOMAIN_SUFFIX,
+                industry="Software",
+                employee_count=rng.randint(80, 400),
+                country="United States",
+            )
             return AccountPlan(account, propensity=0.0, competitor=True)
         propensity = rng.betavariate(1.6, 2.4)
-        industry = rng.choice(IDEAL_INDUSTRIES if chance(rng, 0.1 + 0.8 * propensity)
-                              else OTHER_INDUSTRIES)
+        industry = rng.choice(IDEAL_INDUSTRIES if chance(rng, 0.1 + 0.8 * propensity) else OTHER_INDUSTRIES)
         name = f"{rng.choice(NAME_STARTS)}{rng.choice(NAME_ENDS)} {INDUSTRY_SUFFIXES[industry]}"
         employees = employee_count(rng, propensity)
         account = Account(
-            name=name, domain=f"{slugify(name)}{number}{DEMO_DOMAIN_SUFFIX}", industry=industry,
-            employee_count=employees, country=rng.choices(list(LOCATIONS), COUNTRY_WEIGHTS)[0],
+            name=name,
+            domain=f"{slugify(name)}{number}{DEMO_DOMAIN_SUFFIX}",
+            industry=industry,
+            employee_count=employees,
+            country=rng.choices(list(LOCATIONS), COUNTRY_WEIGHTS)[0],
             annual_revenue=Decimal(employees * rng.randint(60, 260) * 1000),
         )
         return AccountPlan(account, propensity)
 
-    def plan_contact(self, number: int, accounts: list[AccountPlan],
-                     account_weights: list[float]) -> ContactPlan:
+    def plan_contact(self, number: int, accounts: list[AccountPlan], account_weights: list[float]) -> ContactPlan:
         rng = self.rng
         free_mail = chance(rng, 0.12)
         account_plan = None if free_mail else rng.choices(accounts, cum_weights=account_weights)[0]
@@ -259,8 +340,7 @@ class DemoSeeder:
             propensity = 0.65 * account_plan.propensity + 0.35 * rng.betavariate(1.5, 3)
         small = free_mail or account_plan.account.employee_count < 50
         seniority = pick_seniority(rng, propensity, free_mail=free_mail, small_company=small)
-        department = rng.choice(["Marketing", "Sales"] if chance(rng, 0.3 + 0.45 * propensity)
-                                else DEPARTMENTS)
+        department = rng.choice(["Marketing", "Sales"] if chance(rng, 0.3 + 0.45 * propensity) else DEPARTMENTS)
         first, last = rng.choice(FIRST_NAMES), rng.choice(LAST_NAMES)
         account = account_plan.account if account_plan else None
         country = account.country if account else rng.choices(list(LOCATIONS), COUNTRY_WEIGHTS)[0]
@@ -270,13 +350,20 @@ class DemoSeeder:
             # Never a plain first.last at a real free-mail provider: that inbox may exist.
             email = f"{slugify(first)}.{slugify(last)}.demo{number}@{rng.choice(FREE_MAIL)}"
         contact = Contact(
-            email=normalise_email(email), first_name=first, last_name=last, account=account,
-            job_title=job_title(rng, seniority, department), seniority=seniority,
-            department="" if seniority == Seniority.STUDENT else department, country=country,
+            email=normalise_email(email),
+            first_name=first,
+            last_name=last,
+            account=account,
+            job_title=job_title(rng, seniority, department),
+            seniority=seniority,
+            department="" if seniority == Seniority.STUDENT else department,
+            country=country,
             city=rng.choice(LOCATIONS[country]),
             external_id=f"{DEMO_EXTERNAL_ID_PREFIX}{number:05d}",
-            attributes={"preferred_language": LANGUAGES.get(country, "en"),
-                        "current_tool": current_tool(rng, propensity)},
+            attributes={
+                "preferred_language": LANGUAGES.get(country, "en"),
+                "current_tool": current_tool(rng, propensity),
+            },
             **lead_source_fields(rng, propensity),
         )
         first_at = self.start + timedelta(seconds=rng.uniform(0, WINDOW_DAYS * 86400 - 3600))
@@ -303,11 +390,17 @@ class DemoSeeder:
     def add_activity(self, plan: ContactPlan, type_key: str, at: datetime, **properties) -> None:
         number = len(plan.activities)
         key = f"{plan.contact.external_id}-{number:04d}"
-        plan.activities.append(Activity(
-            contact=plan.contact, type=self.types[type_key], occurred_at=at, source=ACTIVITY_SOURCE,
-            properties=properties or activity_properties(self.rng, type_key, plan.propensity),
-            external_id=key, dedupe_key=key,
-        ))
+        plan.activities.append(
+            Activity(
+                contact=plan.contact,
+                type=self.types[type_key],
+                occurred_at=at,
+                source=ACTIVITY_SOURCE,
+                properties=properties or activity_properties(self.rng, type_key, plan.propensity),
+                external_id=key,
+                dedupe_key=key,
+            )
+        )
 
     def add_webinar_attendance(self, plan: ContactPlan) -> None:
         registrations = [a for a in plan.activities if a.type.key == "webinar_registered"]
@@ -336,8 +429,7 @@ class DemoSeeder:
         closed_at = plan.last_at + timedelta(days=OUTCOME_AFTER_DAYS)
         converts = not plan.competitor and chance(rng, min(0.9, 0.015 + 1.9 * p**3))
         if initial == LifecycleStage.SUBSCRIBER and (converts or chance(rng, 0.3)):
-            plan.stages.append((LifecycleStage.LEAD, moment(rng, plan.first_at, plan.last_at),
-                                "form submitted"))
+            plan.stages.append((LifecycleStage.LEAD, moment(rng, plan.first_at, plan.last_at), "form submitted"))
         after = plan.stages[-1][1]
         if converts:
             mql_at = moment(rng, after, plan.last_at, late=True)
@@ -388,10 +480,10 @@ class DemoSeeder:
         at = min(max(emails) + timedelta(minutes=rng.randint(1, 30)), plan.last_at)
         hard_bounce = chance(rng, 0.3)
         extra = {"kind": "hard"} if hard_bounce else {}
-        self.add_activity(plan, "email_bounce" if hard_bounce else "unsubscribe", at,
-                          campaign=rng.choice(CAMPAIGNS), **extra)
-        contact.email_consent_status = (ConsentStatus.DO_NOT_EMAIL if hard_bounce
-                                        else ConsentStatus.UNSUBSCRIBED)
+        self.add_activity(
+            plan, "email_bounce" if hard_bounce else "unsubscribe", at, campaign=rng.choice(CAMPAIGNS), **extra
+        )
+        contact.email_consent_status = ConsentStatus.DO_NOT_EMAIL if hard_bounce else ConsentStatus.UNSUBSCRIBED
         contact.email_consent_at = at
         contact.email_consent_source = "hard bounce" if hard_bounce else "unsubscribe link"
 
@@ -399,8 +491,7 @@ class DemoSeeder:
 
     def write(self, account_plans: list[AccountPlan], plans: list[ContactPlan]) -> None:
         for key, label, data_type in CUSTOM_ATTRIBUTES:
-            CustomAttribute.objects.get_or_create(key=key, defaults={"label": label,
-                                                                     "data_type": data_type})
+            CustomAttribute.objects.get_or_create(key=key, defaults={"label": label, "data_type": data_type})
         accounts = [plan.account for plan in account_plans]
         contacts = [plan.contact for plan in plans]
         self.bulk_create(Account, accounts, "Writing accounts")
@@ -414,14 +505,12 @@ class DemoSeeder:
         self.bulk_create(StageChange, changes, "Writing stage history")
         for plan in self.progress([plan for plan in plans if plan.outcome], "Recording outcomes"):
             converted, occurred_at = plan.outcome
-            services.outcome_record_imported(contact=plan.contact, converted=converted,
-                                             occurred_at=occurred_at)
+            services.outcome_record_imported(contact=plan.contact, converted=converted, occurred_at=occurred_at)
 
     def bulk_create(self, model, rows: list, description: str) -> None:
-        with tqdm(total=len(rows), desc=description, unit="row", disable=self.quiet,
-                  leave=False) as bar:
+        with tqdm(total=len(rows), desc=description, unit="row", disable=self.quiet, leave=False) as bar:
             for start in range(0, len(rows), BATCH_SIZE):
-                batch = rows[start:start + BATCH_SIZE]
+                batch = rows[start : start + BATCH_SIZE]
                 model.objects.bulk_create(batch)
                 bar.update(len(batch))
 
@@ -437,8 +526,7 @@ class DemoSeeder:
         for account in accounts:
             account.created_at = first_seen.get(account.pk, self.start) - timedelta(days=1)
         Account.objects.bulk_update(accounts, ["created_at"], batch_size=500)
-        Contact.objects.bulk_update([plan.contact for plan in plans], ["created_at"],
-                                    batch_size=500)
+        Contact.objects.bulk_update([plan.contact for plan in plans], ["created_at"], batch_size=500)
 
 
 def stage_changes(plan: ContactPlan) -> list[StageChange]:
@@ -446,13 +534,22 @@ def stage_changes(plan: ContactPlan) -> list[StageChange]:
     rows, previous = [], ""
     for stage, at, rule in plan.stages:
         changed_by = plan.contact.owner if rule == "accepted by sales" else None
-        rows.append(StageChange(contact=plan.contact, from_stage=previous, to_stage=stage,
-                                changed_at=at, rule=rule, changed_by=changed_by))
+        rows.append(
+            StageChange(
+                contact=plan.contact,
+                from_stage=previous,
+                to_stage=stage,
+                changed_at=at,
+                rule=rule,
+                changed_by=changed_by,
+            )
+        )
         previous = stage
     return rows
 
 
 # --- drawing helpers ------------------------------------------------------------------------
+
 
 def chance(rng: random.Random, probability: float) -> bool:
     return rng.random() < probability
@@ -490,8 +587,7 @@ def activity_weight(rng: random.Random, plan: ContactPlan) -> float:
 def behaviour_weights(plan: ContactPlan) -> dict[str, float]:
     if plan.competitor:
         return COMPETITOR_BEHAVIOUR
-    return {key: max(0.01, base + slope * plan.propensity**power)
-            for key, (base, slope, power) in BEHAVIOUR.items()}
+    return {key: max(0.01, base + slope * plan.propensity**power) for key, (base, slope, power) in BEHAVIOUR.items()}
 
 
 def employee_count(rng: random.Random, propensity: float) -> int:
@@ -502,14 +598,17 @@ def employee_count(rng: random.Random, propensity: float) -> int:
     return rng.randint(10_000, 120_000)
 
 
-def pick_seniority(rng: random.Random, propensity: float, *, free_mail: bool,
-                   small_company: bool) -> str:
+def pick_seniority(rng: random.Random, propensity: float, *, free_mail: bool, small_company: bool) -> str:
     p = propensity
     weights = {
         Seniority.STUDENT: max(0.0, 0.25 - 0.5 * p) + (0.25 if free_mail else 0),
-        Seniority.INTERN: max(0.0, 0.12 - 0.25 * p), Seniority.INDIVIDUAL: 0.55 - 0.45 * p,
-        Seniority.MANAGER: 0.25, Seniority.DIRECTOR: 0.03 + 0.45 * p, Seniority.VP: 0.01 + 0.3 * p,
-        Seniority.C_LEVEL: 0.005 + 0.2 * p, Seniority.OWNER: 0.12 if small_company else 0.002,
+        Seniority.INTERN: max(0.0, 0.12 - 0.25 * p),
+        Seniority.INDIVIDUAL: 0.55 - 0.45 * p,
+        Seniority.MANAGER: 0.25,
+        Seniority.DIRECTOR: 0.03 + 0.45 * p,
+        Seniority.VP: 0.01 + 0.3 * p,
+        Seniority.C_LEVEL: 0.005 + 0.2 * p,
+        Seniority.OWNER: 0.12 if small_company else 0.002,
     }
     return rng.choices(list(weights), list(weights.values()))[0]
 
@@ -527,9 +626,14 @@ def lead_source_fields(rng: random.Random, propensity: float) -> dict[str, str]:
     if source not in PAID_UTM:
         return {"lead_source": source}
     utm_source, medium, campaigns, terms = PAID_UTM[source]
-    return {"lead_source": source, "utm_source": utm_source, "utm_medium": medium,
-            "utm_campaign": rng.choice(campaigns), "utm_term": rng.choice(terms),
-            "utm_content": rng.choice(["ad-a", "ad-b", "ad-c"])}
+    return {
+        "lead_source": source,
+        "utm_source": utm_source,
+        "utm_medium": medium,
+        "utm_campaign": rng.choice(campaigns),
+        "utm_term": rng.choice(terms),
+        "utm_content": rng.choice(["ad-a", "ad-b", "ad-c"]),
+    }
 
 
 def current_tool(rng: random.Random, propensity: float) -> str:
@@ -556,10 +660,14 @@ def activity_properties(rng: random.Random, type_key: str, propensity: float) ->
         "demo_request": lambda: {"url": "/demo", "form": "demo"},
         "trial_signup": lambda: {"plan": rng.choice(["Starter", "Professional"])},
         "event_attended": lambda: {"event": rng.choice(EVENTS)},
-        "social_engagement": lambda: {"network": rng.choice(["linkedin", "x"]),
-                                      "action": rng.choice(["like", "share", "comment"])},
-        "sales_call": lambda: {"duration_minutes": rng.randint(5, 45),
-                               "result": rng.choice(["connected", "voicemail"])},
+        "social_engagement": lambda: {
+            "network": rng.choice(["linkedin", "x"]),
+            "action": rng.choice(["like", "share", "comment"]),
+        },
+        "sales_call": lambda: {
+            "duration_minutes": rng.randint(5, 45),
+            "result": rng.choice(["connected", "voicemail"]),
+        },
     }[type_key]()
 
 

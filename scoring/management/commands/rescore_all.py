@@ -10,8 +10,9 @@ class Command(BaseCommand):
     help = "Rescore every contact with the active model, in this process, with a progress bar."
 
     def add_arguments(self, parser):
-        parser.add_argument("--if-unscored", action="store_true",
-                            help="Do nothing unless some contact has no score yet (for make run).")
+        parser.add_argument(
+            "--if-unscored", action="store_true", help="Do nothing unless some contact has no score yet (for make run)."
+        )
 
     def handle(self, *args, if_unscored: bool, **options):
         from leads.models import Contact
