@@ -1,0 +1,158 @@
+"""Scores kept in the database: MQL transitions, history, decay refresh, accounts, versions."""
+
+from datetime import timedelta
+
+import pytest
+from django.db import IntegrityError
+from django.utils import timezone
+
+from leads.models import LifecycleStage, StageChange
+from leads.services import IngestEvent, account_upsert, activities_ingest, contact_set_stage, contact_upsert
+from scoring.models import AccountScore, ContactScore, ModelVersion, MqlQualification, RescoreRun, ScoreChange
+from scoring.selectors import active_version
+from scoring.services import contacts_rescore, rescore_run_to_end, scores_refresh_start
+from scoring.versions import VersionError, draft_get_or_create, version_diff, version_publish
+
+pytestmark = pytest.mark.django_db
+
+
+def _executive(email="cmo@fit.example", **fields):
+    account = account_upsert(name="Fit Co", domain="fit.example", industry="Software", employee_count=1200)
+    return contact_upsert(
+        email=email, job_title="Chief Marketing Officer", seniority="c_level", account=account, **fields
+    ).contact
+
+
+def _ingest(contact, *types, days_ago=0, prefix="e"):
+    when = timezone.now() - timedelta(days=days_ago)
+    events = [
+        IngestEvent(
+            index=n,
+            type_key=t,
+            occurred_at=when,
+            source="test",
+            external_id=f"{prefix}{n}",
+            properties={},
+            contact_id=contact.pk,
+        )
+        for n, t in enumerate(types)
+    ]
+    activities_ingest(events=events)
+    contacts_rescore(contact_ids=[contact.pk], reason="new activity")
+    contact.refresh_from_db()
+
+
+def test_reaching_a_level_makes_an_mql_with_the_snapshot_and_reasons():
+    contact = _executive()
+
+    _ingest(contact, "demo_request", "webinar_attended", "trial_signup")
+
+    assert contact.lifecycle_stage == LifecycleStage.MQL
+    change = StageChange.objects.get(contact=contact, to_stage="mql")
+    assert change.from_stage == "lead" and "hot" in change.rule
+    qualification = MqlQualification.objects.get(contact=contact)
+    score = ContactScore.objects.get(contact=contact)
+    assert (qualification.level, qualification.total) == ("hot", score.total)
+    assert [r["rule"] for r in qualification.top_reasons] == ["Demo request", "Trial sign-up", "Executive seniority"]
+
+
+def test_a_recycled_lead_can_qualify_again():
+    contact = _executive()
+    _ingest(contact, "demo_request", "webinar_attended", "trial_signup")
+    contact_set_stage(contact=contact, to_stage=LifecycleStage.RECYCLED, reason="bad timing")
+
+    _ingest(contact, "pricing_page_view", prefix="again")
+
+    assert contact.lifecycle_stage == LifecycleStage.MQL
+    assert MqlQualification.objects.filter(contact=contact).count() == 2
+
+
+def test_scoring_never_moves_a_lead_sales_accepted():
+    contact = _executive()
+    _ingest(contact, "demo_request", "webinar_attended", "trial_signup")
+    contact_set_stage(contact=contact, to_stage=LifecycleStage.SQL, reason="accepted")
+
+    contacts_rescore(contact_ids=[contact.pk], reason="decay", as_of=timezone.localdate() + timedelta(days=720))
+
+    contact.refresh_from_db()
+    assert contact.lifecycle_stage == LifecycleStage.SQL
+    assert ContactScore.objects.get(contact=contact).mql_level == ""  # the score decayed, the hand-off stands
+
+
+def test_a_contact_below_every_level_stays_a_lead():
+    contact = contact_upsert(email="student@gmail.com", job_title="Student").contact
+
+    _ingest(contact, "page_view", "email_open")
+
+    assert contact.lifecycle_stage == LifecycleStage.LEAD
+    assert ContactScore.objects.get(contact=contact).total < 0
+
+
+def test_every_score_change_is_recorded_once_with_its_delta():
+    contact = _executive()
+    _ingest(contact, "content_download", prefix="a")
+    _ingest(contact, "content_download", prefix="b")
+    contacts_rescore(contact_ids=[contact.pk], reason="nothing new")
+
+    changes = list(ScoreChange.objects.filter(contact=contact).order_by("changed_at", "id"))
+    assert [c.delta for c in changes] == [changes[0].new_total, 8]
+    assert changes[-1].new_total == ContactScore.objects.get(contact=contact).total
+
+
+def test_the_daily_refresh_applies_decay_to_stored_scores():
+    contact = _executive()
+    _ingest(contact, "demo_request", days_ago=1)
+    before = ContactScore.objects.get(contact=contact).engagement
+
+    run = scores_refresh_start(as_of=timezone.localdate() + timedelta(days=60))
+    rescore_run_to_end(run=run)
+
+    after = ContactScore.objects.get(contact=contact)
+    assert after.engagement < before
+    assert after.as_of == timezone.localdate() + timedelta(days=60)
+    assert ScoreChange.objects.filter(contact=contact, reason__contains="decay").exists()
+
+
+def test_the_account_score_rolls_up_its_contacts_engagement():
+    first = _executive("a@fit.example")
+    second = _executive("b@fit.example")
+    _ingest(first, "demo_request", prefix="x")
+    _ingest(second, "webinar_attended", prefix="y")
+
+    account_score = AccountScore.objects.get(account=first.account)
+    engagement = sum(ContactScore.objects.filter(contact__account=first.account).values_list("engagement", flat=True))
+    assert account_score.engagement == engagement
+    assert account_score.engaged_contacts == 2
+    assert account_score.fit == 22  # industry 12 + size 10: only account fields count for accounts
+
+
+def test_only_one_version_can_be_active():
+    version = active_version()
+    with pytest.raises(IntegrityError):
+        ModelVersion.objects.create(scoring_model=version.scoring_model, number=99, status="active")
+
+
+def test_publishing_archives_the_old_version_and_keeps_it_readable():
+    old = active_version()
+    draft = draft_get_or_create(scoring_model=old.scoring_model)
+    draft.engagement_rules.filter(name="Email opens").delete()
+    draft.fit_rules.filter(name="Free-mail address").update(points=-15)
+
+    run = version_publish(draft=draft)
+
+    old.refresh_from_db()
+    assert old.status == "archived" and active_version() == draft
+    assert run.reason == RescoreRun.Reason.PUBLISH
+    diff = {(d.change, d.name) for d in version_diff(old, draft)}
+    assert diff == {("removed", "Email opens"), ("changed", "Free-mail address")}
+    with pytest.raises(VersionError):
+        version_publish(draft=draft)
+
+
+def test_a_model_without_levels_cannot_be_published():
+    draft = draft_get_or_create(scoring_model=active_version().scoring_model)
+    draft.mql_levels.all().delete()
+
+    with pytest.raises(VersionError, match="MQL level"):
+        version_publish(draft=draft)
+    assert active_version() != draft
