@@ -7,7 +7,7 @@ PORT ?= 8000
 SEED ?= 42
 TEST_VAR := $(CURDIR)/var/test
 
-.PHONY: install run test test-services lint bench-import clean
+.PHONY: install run test lint clean bench-scoring
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,3 +43,12 @@ lint: install
 
 clean:
 	rm -rf var .pytest_cache
+
+# Benchmarks print their figures; none is a test. They need PostgreSQL and Redis.
+BENCH_DB ?= postgres://postgres@127.0.0.1:5432/bench_scoring
+BENCH_REDIS ?= redis://127.0.0.1:6379/14
+bench-scoring: install
+	psql "$(dir $(BENCH_DB))postgres" -tAc "SELECT 1 FROM pg_database WHERE datname='$(notdir $(BENCH_DB))'" | grep -q 1 \
+		|| psql "$(dir $(BENCH_DB))postgres" -c "CREATE DATABASE $(notdir $(BENCH_DB))"
+	DATABASE_URL=$(BENCH_DB) REDIS_URL=$(BENCH_REDIS) $(BIN)/python manage.py migrate --noinput -v0
+	DATABASE_URL=$(BENCH_DB) REDIS_URL=$(BENCH_REDIS) $(BIN)/python manage.py bench_scoring $(BENCH_ARGS)

@@ -9,7 +9,7 @@ from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
-from scoring.selectors import contact_score_panel
+from scoring.selectors import account_score, contact_score_panel
 
 from . import importing, selectors, services
 from .decorators import role_required
@@ -70,8 +70,10 @@ def account_list(request):
 @role_required(*ANY_ROLE)
 def account_detail(request, pk: int):
     account = get_object_or_404(Account.objects.select_related("owner"), pk=pk)
-    contacts = account.contacts.order_by("last_name", "first_name")[:200]
-    return render(request, "leads/account_detail.html", {"account": account, "contacts": contacts})
+    contacts = account.contacts.select_related("score").order_by("last_name", "first_name")[:200]
+    return render(request, "leads/account_detail.html", {
+        "account": account, "contacts": contacts, "account_score": account_score(account),
+    })
 
 
 @role_required(*ANY_ROLE)

@@ -190,3 +190,9 @@ def contact_score_panel(contact: Contact) -> dict:
     score = ContactScore.objects.filter(contact=contact).select_related("version__scoring_model").first()
     changes = list(contact.score_changes.order_by("-changed_at", "-id")[:200])
     return {"score": score, "score_changes": changes}
+
+
+def account_score(account):
+    from .models import AccountScore
+
+    return AccountScore.objects.filter(account=account).select_related("version").first()

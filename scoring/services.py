@@ -10,7 +10,6 @@ from decimal import Decimal
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Count, F, Q, Sum
-from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from leads.models import Account, Activity, ActivityType, Contact, LifecycleStage
@@ -126,25 +125,44 @@ def matcher_backfill(*, matcher_id: int) -> None:
     if matcher.backfilled:
         return
     DailyEngagement.objects.filter(matcher=matcher).delete()
-    activities = Activity.objects.filter(type_id=matcher.activity_type_id)
-    if not matcher.property_name:  # a plain type count: let the database group it
-        grouped = activities.annotate(day=TruncDate("occurred_at")).values("contact_id", "day").annotate(n=Count("id"))
-        DailyEngagement.objects.bulk_create(
-            (
-                DailyEngagement(contact_id=row["contact_id"], matcher=matcher, day=row["day"], count=row["n"])
-                for row in grouped.iterator(chunk_size=5000)
-            ),
-            batch_size=5000,
-        )
+    if connection.vendor == "postgresql":
+        _backfill_in_sql(matcher)
     else:
-        counts: dict[tuple[int, int, date], int] = defaultdict(int)
-        rows = activities.values_list("contact_id", "occurred_at", "properties")
-        for contact_id, occurred_at, properties in rows.iterator(chunk_size=5000):
-            if property_matches(matcher.property_operator, matcher.property_value, properties, matcher.property_name):
-                counts[(contact_id, matcher.pk, timezone.localdate(occurred_at))] += 1
-        _add_counts(counts)
+        _backfill_in_python(matcher)
     matcher.backfilled = True
     matcher.save(update_fields=["backfilled"])
+
+
+def _backfill_in_sql(matcher: Matcher) -> None:
+    """One INSERT … SELECT … GROUP BY: the database counts, nothing crosses the wire.
+
+    The property test mirrors engine.property_matches: compared as lower-case text.
+    """
+    tests = {"contains": "LIKE '%%' || %s || '%%'", "starts_with": "LIKE %s || '%%'", "equals": "= %s"}
+    where, params = "", []
+    if matcher.property_name:
+        escaped = matcher.property_value.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        value = escaped if matcher.property_operator != "equals" else matcher.property_value.lower()
+        where = f" AND lower(properties ->> %s) {tests[matcher.property_operator]}"
+        params = [matcher.property_name, value]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {DailyEngagement._meta.db_table} (contact_id, matcher_id, day, count) "
+            f"SELECT contact_id, %s, (occurred_at AT TIME ZONE %s)::date, count(*) "
+            f"FROM {Activity._meta.db_table} WHERE type_id = %s{where} GROUP BY 1, 3",
+            [matcher.pk, settings.TIME_ZONE, matcher.activity_type_id, *params],
+        )
+
+
+def _backfill_in_python(matcher: Matcher) -> None:
+    counts: dict[tuple[int, int, date], int] = defaultdict(int)
+    rows = Activity.objects.filter(type_id=matcher.activity_type_id).values_list(
+        "contact_id", "occurred_at", "properties"
+    )
+    for contact_id, occurred_at, properties in rows.iterator(chunk_size=5000):
+        if property_matches(matcher.property_operator, matcher.property_value, properties, matcher.property_name):
+            counts[(contact_id, matcher.pk, timezone.localdate(occurred_at))] += 1
+    _add_counts(counts)
 
 
 def engagement_rebuild() -> None:
@@ -264,8 +282,15 @@ class _ScoreWrites:
         return True
 
     def save(self) -> None:
-        ContactScore.objects.bulk_create(self.created, batch_size=1000)
-        ContactScore.objects.bulk_update(self.updated, self.FIELDS, batch_size=500)
+        # One INSERT … ON CONFLICT DO UPDATE per 1,000 rows; the contacts are locked, so
+        # nobody else writes these rows meanwhile.
+        ContactScore.objects.bulk_create(
+            self.created + self.updated,
+            batch_size=1000,
+            update_conflicts=True,
+            unique_fields=["contact"],
+            update_fields=self.FIELDS,
+        )
         if self.only_dated:
             ContactScore.objects.filter(pk__in=self.only_dated).update(as_of=self.as_of, computed_at=self.now)
         ScoreChange.objects.bulk_create(self.changes, batch_size=1000)
@@ -297,6 +322,9 @@ def _qualify(contact_id: int, result: ScoreResult, version: ModelVersion, label:
     )
 
 
+ACCOUNT_PROFILE = ["id", "name", "domain", "industry", "employee_count", "annual_revenue", "country"]
+
+
 def accounts_rescore(*, account_ids: Iterable[int], version: ModelVersion) -> None:
     """Roll contacts' engagement up to their accounts and add the account's own fit."""
     ids = list(account_ids)
@@ -312,25 +340,31 @@ def accounts_rescore(*, account_ids: Iterable[int], version: ModelVersion) -> No
         .annotate(engagement_sum=Sum("engagement"), engaged=Count("pk", filter=Q(engagement__gt=0)))
     }
     now = timezone.now()
-    for account in Account.objects.filter(id__in=ids).values(
-        "id", "name", "domain", "industry", "employee_count", "annual_revenue", "country"
-    ):
+    rows = []
+    for account in Account.objects.filter(id__in=ids).values(*ACCOUNT_PROFILE):
         profile = {f"account.{key}": value for key, value in account.items()}
         fit = evaluate(account_only, profile, {}, timezone.localdate()).fit
         row = rollup.get(account["id"], {})
         engagement = row.get("engagement_sum") or Decimal(0)
-        AccountScore.objects.update_or_create(
-            account_id=account["id"],
-            defaults={
-                "version": version,
-                "fit": fit,
-                "engagement": engagement,
-                "total": fit + engagement,
-                "engaged_contacts": row.get("engaged") or 0,
-                "is_mqa": fit + engagement >= version.mqa_threshold,
-                "computed_at": now,
-            },
+        rows.append(
+            AccountScore(
+                account_id=account["id"],
+                version=version,
+                fit=fit,
+                engagement=engagement,
+                total=fit + engagement,
+                engaged_contacts=row.get("engaged") or 0,
+                is_mqa=fit + engagement >= version.mqa_threshold,
+                computed_at=now,
+            )
         )
+    AccountScore.objects.bulk_create(
+        rows,
+        batch_size=1000,
+        update_conflicts=True,
+        unique_fields=["account"],
+        update_fields=["version", "fit", "engagement", "total", "engaged_contacts", "is_mqa", "computed_at"],
+    )
 
 
 # --- full rescores in chunks --------------------------------------------------------------

@@ -1,0 +1,250 @@
+"""Scoring benchmark on PostgreSQL: generate contacts and activities, then time the engine.
+
+Prints a table; targets live here, never in timed tests. Refuses to run on a database
+whose name does not start with "bench", because it empties the CRM tables first.
+"""
+
+import os
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+from django.db import connection
+from django.utils import timezone
+
+from leads.models import ActivityType
+from leads.services import IngestEvent, activities_ingest
+from scoring.models import ContactScore, RescoreRun
+from scoring.selectors import active_version
+from scoring.services import contacts_rescore, engagement_rebuild
+from scoring.versions import draft_get_or_create, version_publish
+
+TABLES = [
+    "scoring_dailyengagement",
+    "scoring_scorechange",
+    "scoring_contactscore",
+    "scoring_mqlqualification",
+    "scoring_accountscore",
+    "scoring_rescorechunk",
+    "scoring_rescorerun",
+    "leads_stagechange",
+    "leads_outcome",
+    "leads_activity",
+    "leads_contact",
+    "leads_account",
+]
+TYPE_WEIGHTS = [
+    ("page_view", 45),
+    ("email_open", 20),
+    ("email_click", 8),
+    ("pricing_page_view", 5),
+    ("content_download", 6),
+    ("form_submit", 4),
+    ("webinar_registered", 3),
+    ("webinar_attended", 2),
+    ("demo_request", 1),
+    ("trial_signup", 1),
+    ("event_attended", 1),
+    ("social_engagement", 3),
+    ("unsubscribe", 1),
+]
+
+
+class Command(BaseCommand):
+    help = "Benchmark the scoring engine on PostgreSQL (see README, Benchmarks)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--contacts", type=int, default=1_000_000)
+        parser.add_argument("--activities-per-contact", type=int, default=10)
+        parser.add_argument("--workers", type=int, default=2, help="Celery worker processes for the rescore.")
+        parser.add_argument("--samples", type=int, default=200, help="Single events timed per path.")
+        parser.add_argument("--reuse", action="store_true", help="Keep the data from the last run.")
+
+    def handle(self, *args, contacts, activities_per_contact, workers, samples, reuse, **options):
+        self._check_database()
+        self.rows = []
+        if not reuse:
+            self._generate(contacts, contacts * activities_per_contact)
+            self._timed("build engagement aggregates", engagement_rebuild)
+        workers_ = self._start_workers(workers)
+        try:
+            self._timed("initial score of every contact", lambda: self._rescore_with_workers(initial=True))
+            rescore = self._timed("full rescore after a rule change", self._rescore_with_workers)
+            reference = self._timed("reference: one GROUP BY of rule points over all activities", self._reference)
+            self.rows.append(("ratio rescore / reference (target ≤ 0.5)", f"{rescore / reference:.2f}"))
+            self._single_events(samples)
+        finally:
+            for worker in workers_:
+                worker.terminate()
+            for worker in workers_:
+                worker.wait(timeout=30)
+        self._print()
+
+    # --- setup ------------------------------------------------------------------------------
+
+    def _check_database(self):
+        if connection.vendor != "postgresql":
+            raise CommandError("The scoring benchmark runs on PostgreSQL: set DATABASE_URL (see make bench-scoring).")
+        if not connection.settings_dict["NAME"].startswith("bench"):
+            raise CommandError("Refusing to empty a database whose name does not start with 'bench'.")
+        if not settings.REDIS_URL:
+            raise CommandError("Set REDIS_URL: the rescore runs on real Celery workers over Redis.")
+
+    def _generate(self, contact_count: int, activity_count: int):
+        types = dict(ActivityType.objects.values_list("key", "id"))
+        cases, upper = [], 0
+        for key, weight in TYPE_WEIGHTS:
+            upper += weight
+            cases.append(f"WHEN r < {upper} THEN {types[key]}")
+        total_weight = upper
+        with connection.cursor() as cursor:
+            self.stdout.write(f"Generating {contact_count:,} contacts and {activity_count:,} activities …")
+            cursor.execute(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE")
+            cursor.execute("SELECT setseed(0.42)")
+            started = time.perf_counter()
+            cursor.execute(
+                """INSERT INTO leads_account (name, domain, industry, employee_count, country, created_at, updated_at)
+                SELECT 'Account ' || g, 'account' || g || '.bench.example',
+                       (ARRAY['Software','SaaS','Financial Services','Retail','Manufacturing','Education'])[1 + g %% 6],
+                       (ARRAY[8, 40, 120, 450, 1800, 9000])[1 + (g * 7) %% 6], 'Germany', now(), now()
+                FROM generate_series(1, %s) g""",
+                [max(contact_count // 20, 1)],
+            )
+            cursor.execute(
+                """INSERT INTO leads_contact (email, first_name, last_name, job_title, seniority, department, phone,
+                    country, city, account_id, lead_source, utm_source, utm_medium, utm_campaign, utm_term, utm_content,
+                    lifecycle_stage, email_consent_status, email_consent_source, attributes, created_at, updated_at)
+                SELECT 'person' || g || CASE WHEN g %% 9 = 0 THEN '@gmail.com' ELSE '@bench.example' END,
+                       'First' || g, 'Last' || g,
+                       (ARRAY['VP Marketing','Head of Sales','Engineer','Student','Director IT','Analyst'])[1 + g %% 6],
+                       (ARRAY['vp','director','individual','student','director','individual'])[1 + g %% 6],
+                       '', '', 'Germany', 'Berlin', 1 + g %% %s, 'Organic Search', '', '', '', '', '',
+                       'lead', 'unknown', '', '{}'::jsonb, now(), now()
+                FROM generate_series(1, %s) g""",
+                [max(contact_count // 20, 1), contact_count],
+            )
+            cursor.execute(
+                f"""INSERT INTO leads_activity (contact_id, type_id, occurred_at, properties, source, external_id,
+                    dedupe_key, received_at)
+                SELECT c, t, now() - (random() * interval '180 days'),
+                       CASE WHEN t = {types["page_view"]}
+                            THEN jsonb_build_object(
+                                'url', (ARRAY['/pricing','/blog/a','/product','/docs'])[1 + (g %% 4)])
+                            ELSE '{{}}'::jsonb END,
+                       'bench', NULL, 'b' || g, now()
+                FROM (SELECT g, 1 + floor(random() * %s)::int AS c, floor(random() * {total_weight})::int AS r
+                      FROM generate_series(1, %s) g) s,
+                     LATERAL (SELECT CASE {" ".join(cases)} END AS t) x""",
+                [contact_count, activity_count],
+            )
+            cursor.execute("ANALYZE")
+        self.rows.append(("generate data (SQL, server-side)", f"{time.perf_counter() - started:.1f} s"))
+
+    def _start_workers(self, count: int) -> list[subprocess.Popen]:
+        env = {**os.environ, "DATABASE_URL": os.environ.get("DATABASE_URL", "")}
+        workers_ = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "celery",
+                    "--app",
+                    "config",
+                    "worker",
+                    "--loglevel",
+                    "WARNING",
+                    "--concurrency",
+                    "1",
+                    "--without-mingle",
+                    "--without-gossip",
+                    "--hostname",
+                    f"bench{n}-{uuid.uuid4().hex[:6]}@%h",
+                ],
+                env=env,
+            )
+            for n in range(count)
+        ]
+        time.sleep(4)
+        return workers_
+
+    # --- measurements -------------------------------------------------------------------------
+
+    def _timed(self, label: str, work) -> float:
+        started = time.perf_counter()
+        work()
+        elapsed = time.perf_counter() - started
+        self.rows.append((label, f"{elapsed:.2f} s"))
+        self.stdout.write(f"  {label}: {elapsed:.2f} s")
+        return elapsed
+
+    def _rescore_with_workers(self, initial: bool = False):
+        version = active_version()
+        draft = draft_get_or_create(scoring_model=version.scoring_model)
+        if not initial:
+            draft.fit_rules.filter(name="Executive seniority").update(points=25)
+            draft.engagement_rules.filter(name="Email clicks").update(points=4)
+        run = version_publish(draft=draft)
+        while not RescoreRun.objects.filter(pk=run.pk, finished_at__isnull=False).exists():
+            time.sleep(0.1)
+
+    def _reference(self):
+        version = active_version()
+        points = {rule.activity_type_id: rule.points for rule in version.engagement_rules.filter(property_name="")}
+        cases = " ".join(f"WHEN {type_id} THEN {value}" for type_id, value in points.items())
+        with connection.cursor() as cursor:
+            cursor.execute(f"""CREATE TEMP TABLE bench_reference AS
+                SELECT contact_id, SUM(CASE type_id {cases} ELSE 0 END) AS points
+                FROM leads_activity GROUP BY contact_id""")
+            cursor.execute("DROP TABLE bench_reference")
+
+    def _single_events(self, samples: int):
+        contact_ids = list(ContactScore.objects.order_by("?").values_list("contact_id", flat=True)[: samples * 2])
+        direct, queued = [], []
+        for n, contact_id in enumerate(contact_ids[:samples]):
+            started = time.perf_counter()
+            activities_ingest(events=[self._event(n, contact_id, "direct")])
+            contacts_rescore(contact_ids=[contact_id], reason="new activity")
+            direct.append(time.perf_counter() - started)
+        for n, contact_id in enumerate(contact_ids[samples:]):
+            before = timezone.now()
+            started = time.perf_counter()
+            activities_ingest(events=[self._event(n, contact_id, "queued")])  # the task is queued on commit
+            while not ContactScore.objects.filter(contact_id=contact_id, computed_at__gte=before).exists():
+                time.sleep(0.005)
+            queued.append(time.perf_counter() - started)
+        for label, values in (
+            ("single event, service call (target p95 ≤ 20 ms)", direct),
+            ("single event via Redis + worker (target p95 ≤ 1 s)", queued),
+        ):
+            if values:
+                p50, p95 = statistics.median(values), statistics.quantiles(values, n=20)[18]
+                self.rows.append((label, f"p50 {p50 * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms (n={len(values)})"))
+
+    @staticmethod
+    def _event(n: int, contact_id: int, prefix: str) -> IngestEvent:
+        return IngestEvent(
+            index=0,
+            type_key="pricing_page_view",
+            occurred_at=timezone.now() - timedelta(minutes=1),
+            source="bench",
+            external_id=f"{prefix}-{uuid.uuid4().hex}",
+            properties={},
+            contact_id=contact_id,
+        )
+
+    def _print(self):
+        from leads.models import Activity, Contact
+
+        self.stdout.write("")
+        self.stdout.write(
+            f"Scoring benchmark: {Contact.objects.count():,} contacts, "
+            f"{Activity.objects.count():,} activities, PostgreSQL, {os.cpu_count()} cores"
+        )
+        width = max(len(label) for label, _ in self.rows)
+        for label, value in self.rows:
+            self.stdout.write(f"  {label:<{width}}  {value}")
