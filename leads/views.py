@@ -71,9 +71,15 @@ def account_list(request):
 def account_detail(request, pk: int):
     account = get_object_or_404(Account.objects.select_related("owner"), pk=pk)
     contacts = account.contacts.select_related("score").order_by("last_name", "first_name")[:200]
-    return render(request, "leads/account_detail.html", {
-        "account": account, "contacts": contacts, "account_score": account_score(account),
-    })
+    return render(
+        request,
+        "leads/account_detail.html",
+        {
+            "account": account,
+            "contacts": contacts,
+            "account_score": account_score(account),
+        },
+    )
 
 
 @role_required(*ANY_ROLE)

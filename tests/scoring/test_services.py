@@ -156,3 +156,51 @@ def test_a_model_without_levels_cannot_be_published():
     with pytest.raises(VersionError, match="MQL level"):
         version_publish(draft=draft)
     assert active_version() != draft
+
+
+@pytest.mark.parametrize(
+    ("operator", "value", "expected_count"),
+    [
+        ("contains", "pri_cing", 1),  # "_" is a literal, not a LIKE wildcard
+        ("contains", "/pricing", 3),  # case-insensitive
+        ("contains", "100%", 1),
+        ("starts_with", "/pricing", 3),
+        ("equals", "/PRICING", 2),  # case-insensitive: /pricing and /PRICING
+    ],
+)
+def test_a_new_property_filter_is_backfilled_from_history_exactly(operator, value, expected_count):
+    from scoring.models import DailyEngagement, EngagementRule, Matcher
+    from scoring.services import matchers_prepare
+
+    contact = _executive()
+    urls = ["/pricing", "/PRICING", "/pricing/plans?x=100%", "/pri_cing", "/priXcing", "/blog"]
+    activities_ingest(
+        events=[
+            IngestEvent(
+                index=n,
+                type_key="page_view",
+                occurred_at=timezone.now(),
+                source="web",
+                external_id=f"u{n}",
+                properties={"url": url},
+                contact_id=contact.pk,
+            )
+            for n, url in enumerate(urls)
+        ]
+    )
+    draft = draft_get_or_create(scoring_model=active_version().scoring_model)
+    EngagementRule.objects.create(
+        version=draft,
+        name="Filtered",
+        activity_type_id=draft.engagement_rules.get(name="Repeated visits this week").activity_type_id,
+        property_name="url",
+        property_operator=operator,
+        property_value=value,
+        points=1,
+    )
+
+    matchers_prepare(version=draft)
+
+    matcher = Matcher.objects.get(property_name="url", property_operator=operator, property_value=value)
+    assert matcher.backfilled
+    assert sum(DailyEngagement.objects.filter(matcher=matcher).values_list("count", flat=True)) == expected_count
