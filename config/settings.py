@@ -212,7 +212,16 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 RESCORE_CHUNK_SIZE = int(os.environ.get("RESCORE_CHUNK_SIZE", 2000))
 RESCORE_CLAIM_TIMEOUT = int(os.environ.get("RESCORE_CLAIM_TIMEOUT", 300))
 
+# Hand-off: how new MQLs find a rep ("round_robin": account owner, territory rules, then
+# round-robin; "off": they wait unassigned for a rep to claim), and the hand-off SLA.
+MQL_ROUTING = os.environ.get("MQL_ROUTING", "round_robin")
+SLA_REMINDER_HOURS = int(os.environ.get("SLA_REMINDER_HOURS", 24))
+SLA_EXPIRY_DAYS = int(os.environ.get("SLA_EXPIRY_DAYS", 5))
+SITE_URL = os.environ.get("SITE_URL", "http://127.0.0.1:8000")
+
 CELERY_BEAT_SCHEDULE = {
+    "outbox-send": {"task": "nurturing.tasks.outbox_send", "schedule": 60.0},
+    "mql-sla": {"task": "leads.tasks.mql_sla_check", "schedule": 600.0},
     "rescore-sweep": {"task": "scoring.tasks.rescore_sweep", "schedule": 60.0},
     "scores-refresh": {"task": "scoring.tasks.scores_refresh", "schedule": 3600.0},
 }

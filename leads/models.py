@@ -121,6 +121,11 @@ class Contact(models.Model):
     email_consent_source = models.CharField(max_length=200, blank=True)
     attributes = models.JSONField(default=dict, blank=True)
     external_id = models.CharField(max_length=200, null=True, blank=True, unique=True)
+    # Set when the contact becomes an MQL (the queue's age and the hand-off SLA count
+    # from here) and when it is given to a rep.
+    mql_at = models.DateTimeField(null=True, blank=True)
+    owner_assigned_at = models.DateTimeField(null=True, blank=True)
+    sla_reminded_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -130,7 +135,7 @@ class Contact(models.Model):
             models.UniqueConstraint(Lower("email"), condition=Q(email__isnull=False), name="contact_email_ci_unique"),
         ]
         indexes = [
-            models.Index(fields=["lifecycle_stage"]),
+            models.Index(fields=["lifecycle_stage", "mql_at"], name="contact_stage_mql_at_idx"),
             models.Index(Lower("last_name"), name="contact_last_name_lower_idx"),
         ]
 
@@ -316,3 +321,116 @@ class ImportRejectedRow(models.Model):
 
     def __str__(self) -> str:
         return f"Import #{self.job_id} row {self.row_number}"
+
+
+class RejectReason(models.TextChoices):
+    NOT_A_FIT = "not_a_fit", "Not a fit"
+    NO_BUDGET = "no_budget", "No budget"
+    NO_AUTHORITY = "no_authority", "No authority"
+    BAD_TIMING = "bad_timing", "Bad timing"
+    BAD_DATA = "bad_data", "Bad data"
+    COMPETITOR = "competitor", "Competitor"
+    ALREADY_CUSTOMER = "already_customer", "Already a customer"
+    OTHER = "other", "Other"
+    SLA_EXPIRED = "sla_expired", "SLA expired"
+
+
+class HandoffDecision(models.Model):
+    """A rep accepting or rejecting an MQL: what scoring is later tuned on."""
+
+    class Decision(models.TextChoices):
+        ACCEPTED = "accepted", "Accepted"
+        REJECTED = "rejected", "Rejected"
+
+    contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="handoff_decisions")
+    decision = models.CharField(max_length=10, choices=Decision.choices)
+    reason = models.CharField(max_length=20, choices=RejectReason.choices, blank=True)
+    note = models.CharField(max_length=1000, blank=True)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    decided_at = models.DateTimeField()
+    mql_at = models.DateTimeField(null=True, blank=True)
+    to_stage = models.CharField(max_length=20, choices=LifecycleStage.choices)
+
+    class Meta:
+        ordering = ["-decided_at"]
+        indexes = [models.Index(fields=["decision", "decided_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.contact_id} {self.decision}"
+
+    @property
+    def time_to_handoff(self):
+        return self.decided_at - self.mql_at if self.mql_at else None
+
+
+class LeadFeedback(models.Model):
+    class Rating(models.TextChoices):
+        GOOD = "good", "Good lead"
+        BAD = "bad", "Bad lead"
+
+    contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="feedback")
+    rating = models.CharField(max_length=4, choices=Rating.choices)
+    reason = models.CharField(max_length=20, choices=RejectReason.choices, blank=True)
+    note = models.CharField(max_length=1000, blank=True)
+    given_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    given_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-given_at"]
+
+    def __str__(self) -> str:
+        return f"{self.contact_id}: {self.rating}"
+
+
+class AuditEntry(models.Model):
+    """Who did what to which record, with the values before and after."""
+
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    action = models.CharField(max_length=60)
+    object_type = models.CharField(max_length=60)
+    object_id = models.CharField(max_length=60)
+    before = models.JSONField(default=dict, blank=True)
+    after = models.JSONField(default=dict, blank=True)
+    at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        verbose_name_plural = "audit entries"
+        indexes = [models.Index(fields=["object_type", "object_id"]), models.Index(fields=["action", "at"])]
+
+    def __str__(self) -> str:
+        return f"{self.action} {self.object_type}#{self.object_id}"
+
+
+class RoutingRule(models.Model):
+    """Territory routing: MQLs whose country or industry matches go to this rep first."""
+
+    class Field(models.TextChoices):
+        COUNTRY = "country", "Contact country"
+        INDUSTRY = "industry", "Account industry"
+
+    field = models.CharField(max_length=10, choices=Field.choices)
+    value = models.CharField(max_length=120)
+    rep = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="routing_rules")
+    priority = models.PositiveIntegerField(default=100, help_text="Lower runs first.")
+
+    class Meta:
+        ordering = ["priority", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.get_field_display()} = {self.value} → {self.rep}"
+
+
+class RepRotation(models.Model):
+    """A rep's place in the round-robin: the next MQL goes to the active rep served longest ago."""
+
+    rep = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="rotation")
+    is_active = models.BooleanField(default=True, help_text="Takes new MQLs.")
+    last_assigned_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.rep} ({'active' if self.is_active else 'paused'})"

@@ -3,9 +3,10 @@
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 
 SALES = "Sales"
+MANAGER = "Sales manager"  # a rep who may act on every lead and reassign them
 MARKETING = "Marketing"
 ADMIN = "Admin"
-ALL_ROLES = (SALES, MARKETING, ADMIN)
+ALL_ROLES = (SALES, MANAGER, MARKETING, ADMIN)
 
 
 def user_roles(user: AbstractBaseUser | AnonymousUser) -> set[str]:
@@ -18,6 +19,8 @@ def user_roles(user: AbstractBaseUser | AnonymousUser) -> set[str]:
         cached = set(user.groups.filter(name__in=ALL_ROLES).values_list("name", flat=True))
         if ADMIN in cached:
             cached = set(ALL_ROLES)
+        elif MANAGER in cached:
+            cached.add(SALES)
         user._crm_roles = cached
     return cached
 

@@ -35,3 +35,18 @@ def contact_timeline(contact: Contact, *, limit: int = 200) -> QuerySet[Activity
 
 def contact_stage_history(contact: Contact) -> QuerySet[StageChange]:
     return contact.stage_changes.select_related("changed_by").order_by("-changed_at", "-id")
+
+
+def lead_handoff_panel(contact: Contact, user) -> dict:
+    """What the lead page shows of the hand-off: the actions this user may take and the history."""
+    from .forms_handoff import FeedbackForm, OutcomeForm, RejectForm
+    from .handoff import can_act_on
+
+    return {
+        "can_act": can_act_on(user, contact),
+        "reject_form": RejectForm(prefix=f"lead{contact.pk}"),
+        "feedback_form": FeedbackForm(),
+        "outcome_form": OutcomeForm(),
+        "decisions": contact.handoff_decisions.select_related("decided_by"),
+        "feedback_given": contact.feedback.select_related("given_by"),
+    }

@@ -20,3 +20,11 @@ def import_job_run(self, job_id: int) -> None:
         return
     if more:
         import_job_run.delay(job_id)
+
+
+@shared_task
+def mql_sla_check() -> dict:
+    """Beat, every 10 minutes: SLA reminders and expiries (see leads.handoff.mqls_sla_check)."""
+    from .handoff import mqls_sla_check
+
+    return mqls_sla_check()

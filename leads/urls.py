@@ -1,9 +1,15 @@
-from django.urls import path
+from django.urls import path, re_path
 
-from . import views
+from . import handoff_views, views
 
 app_name = "leads"
 urlpatterns = [
+    path("queue/", handoff_views.queue, name="queue"),
+    re_path(
+        r"^leads/(?P<pk>\d+)/(?P<action>accept|reject|claim|feedback|outcome)/$",
+        handoff_views.lead_action,
+        name="lead_action",
+    ),
     path("contacts/", views.contact_list, name="contact_list"),
     path("contacts/<int:pk>/", views.contact_detail, name="contact_detail"),
     path("accounts/", views.account_list, name="account_list"),

@@ -22,6 +22,8 @@ ANY_ROLE = (SALES, MARKETING, ADMIN)
 
 @login_required
 def home(request):
+    if has_role(request.user, SALES):
+        return redirect("leads:queue")  # a rep's landing page
     if has_role(request.user, *ANY_ROLE):
         return redirect("leads:contact_list")
     return render(request, "no_role.html", status=403)

@@ -13,6 +13,7 @@ from django.db.models import Count, F, Q, Sum
 from django.utils import timezone
 
 from leads.models import Account, Activity, ActivityType, Contact, LifecycleStage
+from leads.handoff import mql_entered
 from leads.services import contact_set_stage
 
 from .engine import ScoreResult, evaluate, property_matches
@@ -308,6 +309,7 @@ def _qualify(contact_id: int, result: ScoreResult, version: ModelVersion, label:
     )
     if change is None:
         return
+    mql_entered(contact=contact, at=now)
     MqlQualification.objects.create(
         contact_id=contact_id,
         version=version,

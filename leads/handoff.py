@@ -1,0 +1,348 @@
+"""Hand-off of MQLs to sales: routing, claiming, accepting, rejecting, feedback, outcomes.
+
+Every action locks the contact row first and re-checks its stage and owner under the
+lock, so when two reps act on the same lead at the same moment exactly one wins and
+the other gets a HandoffError with a message to show; the audit log gets one entry.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from .models import (
+    AuditEntry,
+    Contact,
+    HandoffDecision,
+    LeadFeedback,
+    LifecycleStage,
+    Outcome,
+    RejectReason,
+    RepRotation,
+    RoutingRule,
+)
+from .roles import ADMIN, MANAGER, SALES, has_role
+from .services import contact_set_stage
+
+REJECTED_TO = {
+    RejectReason.NOT_A_FIT: LifecycleStage.DISQUALIFIED,
+    RejectReason.BAD_DATA: LifecycleStage.DISQUALIFIED,
+    RejectReason.COMPETITOR: LifecycleStage.DISQUALIFIED,
+    RejectReason.ALREADY_CUSTOMER: LifecycleStage.DISQUALIFIED,
+}  # every other reason recycles the lead back to marketing's nurture
+OUTCOME_STAGES = {Outcome.Kind.OPPORTUNITY: LifecycleStage.OPPORTUNITY, Outcome.Kind.WON: LifecycleStage.CUSTOMER}
+
+
+class HandoffError(Exception):
+    """An action that cannot happen; the message is meant for the rep."""
+
+
+class NotAllowed(HandoffError):
+    pass
+
+
+def can_act_on(user, contact: Contact) -> bool:
+    """Managers and admins act on every lead; a rep on unassigned leads and their own."""
+    if has_role(user, MANAGER, ADMIN):
+        return True
+    return has_role(user, SALES) and contact.owner_id in (None, user.pk)
+
+
+def audit_record(*, actor, action: str, contact: Contact, before: dict, after: dict) -> AuditEntry:
+    return AuditEntry.objects.create(
+        actor=actor,
+        action=action,
+        object_type="contact",
+        object_id=str(contact.pk),
+        before=before,
+        after=after,
+        at=timezone.now(),
+    )
+
+
+def _locked(contact_id: int, user) -> Contact:
+    contact = Contact.objects.select_for_update(of=("self",)).select_related("account").get(pk=contact_id)
+    if user is not None and not can_act_on(user, contact):
+        raise NotAllowed("This lead belongs to another rep.")
+    return contact
+
+
+def _require_mql(contact: Contact) -> None:
+    if contact.lifecycle_stage != LifecycleStage.MQL:
+        raise HandoffError(f"{contact} was already handled: it is now {contact.get_lifecycle_stage_display()}.")
+
+
+def _snapshot(contact: Contact) -> dict:
+    return {"stage": contact.lifecycle_stage, "owner": contact.owner_id}
+
+
+# --- accept / reject -------------------------------------------------------------------------
+
+
+@transaction.atomic
+def lead_accept(*, contact_id: int, user) -> HandoffDecision:
+    """The rep takes the MQL: it becomes their sales-qualified lead and leaves the queue."""
+    contact = _locked(contact_id, user)
+    _require_mql(contact)
+    before, now = _snapshot(contact), timezone.now()
+    contact_set_stage(
+        contact=contact, to_stage=LifecycleStage.SQL, changed_by=user, rule="sales: accepted", changed_at=now
+    )
+    _set_owner(contact, user, now)
+    decision = HandoffDecision.objects.create(
+        contact=contact,
+        decision=HandoffDecision.Decision.ACCEPTED,
+        decided_by=user,
+        decided_at=now,
+        mql_at=contact.mql_at,
+        to_stage=LifecycleStage.SQL,
+    )
+    audit_record(actor=user, action="lead.accept", contact=contact, before=before, after=_snapshot(contact))
+    return decision
+
+
+@transaction.atomic
+def lead_reject(*, contact_id: int, user, reason: str, note: str = "") -> HandoffDecision:
+    """Back to marketing: recycled into nurture, or disqualified, depending on the reason."""
+    if reason not in RejectReason.values:
+        raise HandoffError("Choose a reason for rejecting the lead.")
+    if reason == RejectReason.OTHER and not note.strip():
+        raise HandoffError("Say why in the note when the reason is “Other”.")
+    contact = _locked(contact_id, user)
+    _require_mql(contact)
+    before, now = _snapshot(contact), timezone.now()
+    to_stage = REJECTED_TO.get(reason, LifecycleStage.RECYCLED)
+    contact_set_stage(
+        contact=contact,
+        to_stage=to_stage,
+        changed_by=user,
+        rule="sales: rejected" if user else "sales: SLA expired",
+        reason=f"{RejectReason(reason).label}{': ' + note if note else ''}",
+        changed_at=now,
+    )
+    # A recycled lead goes back to marketing unowned, to be routed afresh if it qualifies again.
+    Contact.objects.filter(pk=contact.pk).update(owner=None, owner_assigned_at=None)
+    contact.owner_id = None
+    decision = HandoffDecision.objects.create(
+        contact=contact,
+        decision=HandoffDecision.Decision.REJECTED,
+        reason=reason,
+        note=note[:1000],
+        decided_by=user,
+        decided_at=now,
+        mql_at=contact.mql_at,
+        to_stage=to_stage,
+    )
+    audit_record(
+        actor=user,
+        action="lead.reject",
+        contact=contact,
+        before=before,
+        after={**_snapshot(contact), "reason": reason, "note": note[:1000]},
+    )
+    return decision
+
+
+# --- feedback and outcomes ---------------------------------------------------------------------
+
+
+@transaction.atomic
+def feedback_record(*, contact_id: int, user, rating: str, reason: str = "", note: str = "") -> LeadFeedback:
+    if rating not in LeadFeedback.Rating.values:
+        raise HandoffError("Rate the lead good or bad.")
+    if reason and reason not in RejectReason.values:
+        raise HandoffError("Unknown reason.")
+    contact = _locked(contact_id, user)
+    feedback = LeadFeedback.objects.create(
+        contact=contact, rating=rating, reason=reason, note=note[:1000], given_by=user, given_at=timezone.now()
+    )
+    audit_record(
+        actor=user,
+        action="lead.feedback",
+        contact=contact,
+        before={},
+        after={"rating": rating, "reason": reason, "note": note[:1000]},
+    )
+    return feedback
+
+
+@transaction.atomic
+def outcome_record(*, contact_id: int, user, kind: str, note: str = "", source: str = Outcome.Source.SALES) -> Outcome:
+    """Opportunity created, won or lost: recorded, and the lifecycle follows."""
+    if kind not in (Outcome.Kind.OPPORTUNITY, Outcome.Kind.WON, Outcome.Kind.LOST):
+        raise HandoffError("An outcome is an opportunity, a win or a loss.")
+    contact = _locked(contact_id, user)
+    now = timezone.now()
+    outcome = Outcome.objects.create(
+        contact=contact, kind=kind, source=source, occurred_at=now, recorded_by=user, note=note[:500]
+    )
+    if kind in OUTCOME_STAGES:
+        contact_set_stage(
+            contact=contact,
+            to_stage=OUTCOME_STAGES[kind],
+            changed_by=user,
+            rule=f"sales: {Outcome.Kind(kind).label.lower()}",
+            changed_at=now,
+        )
+    audit_record(actor=user, action="lead.outcome", contact=contact, before={}, after={"kind": kind, "note": note})
+    return outcome
+
+
+# --- ownership ---------------------------------------------------------------------------------
+
+
+def _set_owner(contact: Contact, rep, at: datetime) -> None:
+    if contact.owner_id == getattr(rep, "pk", None):
+        return
+    Contact.objects.filter(pk=contact.pk).update(owner=rep, owner_assigned_at=at)
+    contact.owner, contact.owner_assigned_at = rep, at
+
+
+@transaction.atomic
+def lead_claim(*, contact_id: int, user) -> Contact:
+    """A rep takes an unassigned MQL."""
+    contact = _locked(contact_id, None)
+    _require_mql(contact)
+    if contact.owner_id is not None:
+        raise HandoffError(f"{contact} was already assigned to {contact.owner}.")
+    if not has_role(user, SALES):
+        raise NotAllowed("Only sales reps can claim leads.")
+    before = _snapshot(contact)
+    _set_owner(contact, user, timezone.now())
+    audit_record(actor=user, action="lead.claim", contact=contact, before=before, after=_snapshot(contact))
+    return contact
+
+
+@transaction.atomic
+def lead_reassign(*, contact_id: int, user, rep) -> Contact:
+    if not has_role(user, MANAGER, ADMIN):
+        raise NotAllowed("Only managers can reassign leads.")
+    if not has_role(rep, SALES):
+        raise HandoffError(f"{rep} is not a sales rep.")
+    contact = _locked(contact_id, None)
+    before = _snapshot(contact)
+    _set_owner(contact, rep, timezone.now())
+    audit_record(actor=user, action="lead.reassign", contact=contact, before=before, after=_snapshot(contact))
+    _notify_assignment(contact, rep)
+    return contact
+
+
+def mql_entered(*, contact: Contact, at: datetime) -> None:
+    """Called in the transaction that made the contact an MQL: start its clock and route it."""
+    Contact.objects.filter(pk=contact.pk).update(mql_at=at, sla_reminded_at=None)
+    contact.mql_at = at
+    if settings.MQL_ROUTING == "off":
+        return
+    locked = Contact.objects.select_for_update(of=("self",)).select_related("account__owner").get(pk=contact.pk)
+    rep = locked.owner if locked.owner_id and _is_active_rep(locked.owner) else _choose_rep(locked)
+    if rep is None:
+        return  # stays unassigned: reps can claim it from the queue
+    before = _snapshot(locked)
+    _set_owner(locked, rep, at)
+    audit_record(actor=None, action="lead.route", contact=locked, before=before, after=_snapshot(locked))
+    _notify_assignment(locked, rep)
+
+
+def _is_active_rep(user) -> bool:
+    return (
+        user.is_active and has_role(user, SALES) and not RepRotation.objects.filter(rep=user, is_active=False).exists()
+    )
+
+
+def _choose_rep(contact: Contact):
+    """The account's owner first, then territory rules, then round-robin."""
+    owner = contact.account.owner if contact.account_id and contact.account.owner_id else None
+    if owner and _is_active_rep(owner):
+        return owner
+    industry = (contact.account.industry if contact.account_id else "").lower()
+    for rule in RoutingRule.objects.select_related("rep"):
+        wanted = rule.value.strip().lower()
+        matched = contact.country.lower() == wanted if rule.field == RoutingRule.Field.COUNTRY else industry == wanted
+        if matched and _is_active_rep(rule.rep):
+            return rule.rep
+    return _next_in_rotation()
+
+
+def _next_in_rotation():
+    """Round-robin: the active rep whose last assignment is oldest. The row lock makes two
+    MQLs routed at the same moment go to two different reps."""
+    User = get_user_model()
+    reps = User.objects.filter(is_active=True, groups__name=SALES).distinct()
+    RepRotation.objects.bulk_create(
+        [RepRotation(rep=rep) for rep in reps.exclude(rotation__isnull=False)], ignore_conflicts=True
+    )
+    turn = (
+        RepRotation.objects.select_for_update()
+        .filter(is_active=True, rep__in=reps)
+        .order_by(F("last_assigned_at").asc(nulls_first=True), "rep_id")
+        .select_related("rep")
+        .first()
+    )
+    if turn is None:
+        return None
+    RepRotation.objects.filter(pk=turn.pk).update(last_assigned_at=timezone.now())
+    return turn.rep
+
+
+def _notify_assignment(contact: Contact, rep) -> None:
+    from nurturing.services import email_enqueue
+
+    if not rep.email:
+        return
+    email_enqueue(
+        key=f"assigned:{contact.pk}:{rep.pk}:{contact.mql_at.isoformat() if contact.mql_at else ''}",
+        to=rep.email,
+        template="emails/mql_assigned",
+        context={"contact": contact, "rep": rep, "site_url": settings.SITE_URL},
+    )
+
+
+# --- hand-off SLA ----------------------------------------------------------------------------
+
+
+def mqls_sla_check() -> dict:
+    """Remind owners of MQLs untouched for SLA_REMINDER_HOURS; after SLA_EXPIRY_DAYS, hand
+    the lead back to marketing as recycled with reason "SLA expired". Safe to run twice:
+    a reminder is keyed per MQL entry, and an expired lead is no longer an MQL."""
+    now = timezone.now()
+    remind_before = now - timedelta(hours=settings.SLA_REMINDER_HOURS)
+    expire_before = now - timedelta(days=settings.SLA_EXPIRY_DAYS)
+    mqls = Contact.objects.filter(lifecycle_stage=LifecycleStage.MQL)
+    expired = list(mqls.filter(mql_at__lt=expire_before).values_list("id", flat=True))
+    for contact_id in expired:
+        try:
+            lead_reject(contact_id=contact_id, user=None, reason=RejectReason.SLA_EXPIRED)
+        except HandoffError:
+            continue  # handled by a rep meanwhile
+    reminded = 0
+    for contact in mqls.filter(
+        mql_at__lt=remind_before, sla_reminded_at__isnull=True, owner__isnull=False
+    ).select_related("owner", "account"):
+        with transaction.atomic():
+            if Contact.objects.filter(pk=contact.pk, sla_reminded_at__isnull=True).update(sla_reminded_at=now):
+                _sla_reminder(contact)
+                reminded += 1
+    return {"expired": len(expired), "reminded": reminded}
+
+
+def _sla_reminder(contact: Contact) -> None:
+    from nurturing.services import email_enqueue
+
+    if contact.owner.email:
+        email_enqueue(
+            key=f"sla-reminder:{contact.pk}:{contact.mql_at.isoformat()}",
+            to=contact.owner.email,
+            template="emails/mql_sla_reminder",
+            context={
+                "contact": contact,
+                "rep": contact.owner,
+                "site_url": settings.SITE_URL,
+                "hours": settings.SLA_REMINDER_HOURS,
+                "expiry_days": settings.SLA_EXPIRY_DAYS,
+            },
+        )

@@ -1,0 +1,82 @@
+"""The sales queue: which MQLs a rep sees, filtered and sorted, with why each qualified."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import django_filters
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db.models import F, Q, QuerySet
+from django.utils import timezone
+
+from .models import Contact, LifecycleStage
+from .roles import SALES
+
+GRADES = [("A", "A"), ("B", "B"), ("C", "C"), ("D", "D")]
+
+
+def mql_queue() -> QuerySet[Contact]:
+    """MQLs not yet handled, best score first, then the longest waiting."""
+    return (
+        Contact.objects.filter(lifecycle_stage=LifecycleStage.MQL)
+        .select_related("account", "owner", "score")
+        .order_by(F("score__total").desc(nulls_last=True), "mql_at", "id")
+    )
+
+
+def sales_reps() -> QuerySet:
+    return get_user_model().objects.filter(is_active=True, groups__name=SALES).distinct().order_by("username")
+
+
+class QueueFilter(django_filters.FilterSet):
+    q = django_filters.CharFilter(method="search", label="Search")
+    owner = django_filters.ModelChoiceFilter(queryset=sales_reps(), empty_label="Any owner")
+    unassigned = django_filters.BooleanFilter(field_name="owner", lookup_expr="isnull", label="Unassigned only")
+    level = django_filters.CharFilter(field_name="score__mql_level", lookup_expr="iexact", label="MQL level")
+    grade = django_filters.ChoiceFilter(
+        field_name="score__fit_grade", choices=GRADES, label="Fit grade", empty_label="Any grade"
+    )
+    source = django_filters.CharFilter(field_name="lead_source", lookup_expr="icontains", label="Source")
+    account = django_filters.CharFilter(field_name="account__name", lookup_expr="icontains", label="Company")
+    country = django_filters.CharFilter(lookup_expr="iexact")
+    waiting_hours = django_filters.NumberFilter(method="waiting_at_least", label="Waiting at least (hours)")
+
+    class Meta:
+        model = Contact
+        fields = []
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.filters["owner"].queryset = sales_reps()  # evaluated per request, not at import
+
+    def search(self, queryset, name, value):
+        for word in value.split():
+            queryset = queryset.filter(
+                Q(first_name__icontains=word)
+                | Q(last_name__icontains=word)
+                | Q(email__icontains=word)
+                | Q(account__name__icontains=word)
+            )
+        return queryset
+
+    def waiting_at_least(self, queryset, name, value):
+        return queryset.filter(mql_at__lte=timezone.now() - timedelta(hours=float(value)))
+
+
+def top_reasons(contact: Contact, count: int = 3) -> list[dict]:
+    score = getattr(contact, "score", None)
+    if score is None:
+        return []
+    positive = [part for part in score.explanation if part["kind"] != "cap" and float(part["points"]) > 0]
+    return sorted(positive, key=lambda part: float(part["points"]), reverse=True)[:count]
+
+
+def sla_state(contact: Contact) -> str:
+    """ "ok" before the reminder time, "due" until expiry, "late" after: the row's colour."""
+    if contact.mql_at is None:
+        return "ok"
+    waited = timezone.now() - contact.mql_at
+    if waited < timedelta(hours=settings.SLA_REMINDER_HOURS):
+        return "ok"
+    return "due" if waited < timedelta(days=settings.SLA_EXPIRY_DAYS) else "late"

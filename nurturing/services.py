@@ -1,0 +1,109 @@
+"""The outbox: queue an email in the caller's transaction, send it later, exactly once."""
+
+from __future__ import annotations
+
+import logging
+import smtplib
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.mail import EmailMultiAlternatives, get_connection
+from django.db import transaction
+from django.db.models import F
+from django.template.loader import render_to_string
+from django.utils import timezone
+
+from .models import OutboundEmail
+
+logger = logging.getLogger(__name__)
+MAX_ATTEMPTS = 6
+PERMANENT_ERRORS = (smtplib.SMTPRecipientsRefused, smtplib.SMTPSenderRefused, smtplib.SMTPNotSupportedError)
+
+
+def email_enqueue(*, key: str, to: str, template: str, context: dict, contact=None, headers=None) -> OutboundEmail:
+    """Render `template`-subject.txt, -body.txt and -body.html and queue the message once per key.
+
+    Queues the sending task after the caller's transaction commits.
+    """
+    from .tasks import outbox_send
+
+    subject = " ".join(render_to_string(f"{template}-subject.txt", context).split())
+    body_text = render_to_string(f"{template}-body.txt", context)
+    body_html = render_to_string(f"{template}-body.html", context)
+    email, created = OutboundEmail.objects.get_or_create(
+        key=key[:200],
+        defaults={
+            "to": to,
+            "contact": contact,
+            "subject": subject[:300],
+            "body_text": body_text,
+            "body_html": body_html,
+            "headers": headers or {},
+            "next_attempt_at": timezone.now(),
+        },
+    )
+    if created:
+        transaction.on_commit(outbox_send.delay)
+    return email
+
+
+def outbox_send_due(*, limit: int = 200) -> int:
+    """Send due emails one by one; returns how many were sent.
+
+    Each row is claimed with a conditional update before sending, so two workers never
+    send the same row. A transient error puts it back with a backoff; a permanent one,
+    or too many attempts, marks it failed.
+    """
+    now = timezone.now()
+    due = list(
+        OutboundEmail.objects.filter(status=OutboundEmail.Status.QUEUED, next_attempt_at__lte=now)
+        .order_by("next_attempt_at", "id")
+        .values_list("id", flat=True)[:limit]
+    )
+    sent = 0
+    with get_connection() as connection:
+        for email_id in due:
+            claimed = OutboundEmail.objects.filter(pk=email_id, status=OutboundEmail.Status.QUEUED).update(
+                status=OutboundEmail.Status.SENDING, claimed_at=timezone.now(), attempts=F("attempts") + 1
+            )
+            if claimed:
+                sent += _send_one(OutboundEmail.objects.get(pk=email_id), connection)
+    return sent
+
+
+def _send_one(email: OutboundEmail, connection) -> bool:
+    message = EmailMultiAlternatives(
+        subject=email.subject,
+        body=email.body_text,
+        from_email=settings.DEFAULT_FROM_EMAIL,
+        to=[email.to],
+        headers={"Message-ID": _message_id(email), **email.headers},
+        connection=connection,
+    )
+    if email.body_html:
+        message.attach_alternative(email.body_html, "text/html")
+    try:
+        message.send()
+    except PERMANENT_ERRORS as error:
+        _mark(email, OutboundEmail.Status.FAILED, error=f"{type(error).__name__}: {error}")
+        return False
+    except (smtplib.SMTPException, OSError) as error:
+        if email.attempts >= MAX_ATTEMPTS:
+            _mark(email, OutboundEmail.Status.FAILED, error=f"gave up after {email.attempts} attempts: {error}")
+        else:
+            backoff = timedelta(seconds=30 * 2 ** (email.attempts - 1))
+            _mark(email, OutboundEmail.Status.QUEUED, error=str(error), next_attempt_at=timezone.now() + backoff)
+        logger.warning("Sending email %s failed: %s", email.pk, error)
+        return False
+    _mark(email, OutboundEmail.Status.SENT, sent_at=timezone.now(), error="")
+    return True
+
+
+def _mark(email: OutboundEmail, status: str, **fields) -> None:
+    OutboundEmail.objects.filter(pk=email.pk, status=OutboundEmail.Status.SENDING).update(status=status, **fields)
+
+
+def _message_id(email: OutboundEmail) -> str:
+    """Stable per outbox row, so a receiver can tell a resend from a new message."""
+    domain = settings.DEFAULT_FROM_EMAIL.rsplit("@", 1)[-1].strip(">") or "localhost"
+    return f"<outbox-{email.pk}@{domain}>"

@@ -1,0 +1,268 @@
+"""Hand-off of MQLs to sales: routing, accept, reject, claim, feedback, outcomes, SLA."""
+
+import threading
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.urls import reverse
+from django.utils import timezone
+
+from leads import handoff
+from leads.models import (
+    Account,
+    AuditEntry,
+    Contact,
+    HandoffDecision,
+    LeadFeedback,
+    LifecycleStage,
+    Outcome,
+    RoutingRule,
+)
+from leads.roles import MANAGER, SALES
+from leads.services import contact_set_stage
+from nurturing.models import OutboundEmail
+from nurturing.services import outbox_send_due
+
+from ..factories import ContactFactory, UserFactory
+
+
+def make_mql(owner=None, **fields) -> Contact:
+    contact = ContactFactory(owner=owner, **fields)
+    contact_set_stage(contact=contact, to_stage=LifecycleStage.MQL, rule="test")
+    Contact.objects.filter(pk=contact.pk).update(mql_at=timezone.now())
+    contact.refresh_from_db()
+    return contact
+
+
+@pytest.mark.django_db
+class TestAcceptAndReject:
+    def test_accepting_makes_the_rep_own_an_sql_and_records_the_time_to_hand_off(self, rep):
+        contact = make_mql()
+        Contact.objects.filter(pk=contact.pk).update(mql_at=timezone.now() - timedelta(hours=3))
+
+        decision = handoff.lead_accept(contact_id=contact.pk, user=rep)
+
+        contact.refresh_from_db()
+        assert (contact.lifecycle_stage, contact.owner) == (LifecycleStage.SQL, rep)
+        assert timedelta(hours=3) <= decision.time_to_handoff < timedelta(hours=3, minutes=1)
+        assert AuditEntry.objects.filter(action="lead.accept", object_id=str(contact.pk)).count() == 1
+
+    @pytest.mark.parametrize(
+        ("reason", "stage"),
+        [
+            ("bad_timing", LifecycleStage.RECYCLED),
+            ("no_budget", LifecycleStage.RECYCLED),
+            ("not_a_fit", LifecycleStage.DISQUALIFIED),
+            ("competitor", LifecycleStage.DISQUALIFIED),
+        ],
+    )
+    def test_rejecting_recycles_or_disqualifies_by_reason(self, rep, reason, stage):
+        contact = make_mql(owner=rep)
+
+        handoff.lead_reject(contact_id=contact.pk, user=rep, reason=reason, note="called twice")
+
+        contact.refresh_from_db()
+        assert contact.lifecycle_stage == stage and contact.owner is None
+        assert contact.stage_changes.first().reason.endswith("called twice")
+
+    def test_other_needs_a_note(self, rep):
+        contact = make_mql()
+        with pytest.raises(handoff.HandoffError, match="Other"):
+            handoff.lead_reject(contact_id=contact.pk, user=rep, reason="other", note=" ")
+        contact.refresh_from_db()
+        assert contact.lifecycle_stage == LifecycleStage.MQL
+
+    def test_a_lead_already_handled_cannot_be_handled_again(self, rep):
+        contact = make_mql()
+        handoff.lead_accept(contact_id=contact.pk, user=rep)
+
+        with pytest.raises(handoff.HandoffError, match="already handled"):
+            handoff.lead_reject(contact_id=contact.pk, user=rep, reason="bad_timing")
+        assert HandoffDecision.objects.filter(contact=contact).count() == 1
+
+    def test_a_rep_cannot_act_on_another_reps_lead_but_a_manager_can(self, rep, other_rep):
+        contact = make_mql(owner=other_rep)
+        with pytest.raises(handoff.NotAllowed):
+            handoff.lead_accept(contact_id=contact.pk, user=rep)
+
+        manager = UserFactory(username="manager", roles=[MANAGER])
+        handoff.lead_accept(contact_id=contact.pk, user=manager)
+        contact.refresh_from_db()
+        assert contact.lifecycle_stage == LifecycleStage.SQL
+
+    def test_feedback_and_outcomes_are_recorded_on_accepted_leads(self, rep):
+        contact = make_mql()
+        handoff.lead_accept(contact_id=contact.pk, user=rep)
+
+        handoff.feedback_record(contact_id=contact.pk, user=rep, rating="good", note="great call")
+        handoff.outcome_record(contact_id=contact.pk, user=rep, kind="opportunity")
+        handoff.outcome_record(contact_id=contact.pk, user=rep, kind="won")
+
+        contact.refresh_from_db()
+        assert contact.lifecycle_stage == LifecycleStage.CUSTOMER
+        assert LeadFeedback.objects.get(contact=contact).rating == "good"
+        assert list(
+            Outcome.objects.filter(contact=contact, source="sales").values_list("kind", flat=True).order_by("id")
+        ) == ["opportunity", "won"]
+
+
+@pytest.mark.django_db
+class TestRouting:
+    def test_new_mqls_go_round_robin_and_each_rep_is_emailed(self, rep, other_rep, mailoutbox):
+        first, second = ContactFactory(), ContactFactory()
+        for contact in (first, second):
+            contact_set_stage(contact=contact, to_stage=LifecycleStage.MQL)
+            handoff.mql_entered(contact=contact, at=timezone.now())
+
+        owners = {Contact.objects.get(pk=c.pk).owner for c in (first, second)}
+        assert owners == {rep, other_rep}
+        assert OutboundEmail.objects.count() == 2
+        assert outbox_send_due() == 2
+        assert sorted(m.to[0] for m in mailoutbox) == sorted([rep.email, other_rep.email])
+        assert "New MQL for you" in mailoutbox[0].subject
+
+    def test_the_account_owner_comes_first(self, rep, other_rep):
+        account = Account.objects.create(name="Owned", domain="owned.example", owner=other_rep)
+        contact = ContactFactory(account=account)
+
+        handoff.mql_entered(contact=contact, at=timezone.now())
+
+        assert Contact.objects.get(pk=contact.pk).owner == other_rep
+
+    def test_a_territory_rule_routes_by_country(self, rep, other_rep):
+        RoutingRule.objects.create(field="country", value="France", rep=other_rep)
+        contact = ContactFactory(country="france")
+
+        handoff.mql_entered(contact=contact, at=timezone.now())
+
+        assert Contact.objects.get(pk=contact.pk).owner == other_rep
+
+    def test_the_same_assignment_is_emailed_once(self, rep):
+        contact = ContactFactory()
+        at = timezone.now()
+        handoff.mql_entered(contact=contact, at=at)
+        handoff._notify_assignment(Contact.objects.get(pk=contact.pk), rep)
+
+        assert OutboundEmail.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_sla_reminds_then_returns_the_lead_to_marketing(rep, settings, mailoutbox):
+    settings.SLA_REMINDER_HOURS, settings.SLA_EXPIRY_DAYS = 4, 3
+    waiting = make_mql(owner=rep)
+    Contact.objects.filter(pk=waiting.pk).update(mql_at=timezone.now() - timedelta(hours=5))
+    forgotten = make_mql(owner=rep)
+    Contact.objects.filter(pk=forgotten.pk).update(mql_at=timezone.now() - timedelta(days=4))
+
+    assert handoff.mqls_sla_check() == {"expired": 1, "reminded": 1}
+    assert handoff.mqls_sla_check() == {"expired": 0, "reminded": 0}  # safe to run twice
+
+    forgotten.refresh_from_db()
+    assert forgotten.lifecycle_stage == LifecycleStage.RECYCLED
+    assert HandoffDecision.objects.get(contact=forgotten).reason == "sla_expired"
+    outbox_send_due()
+    assert [m.subject for m in mailoutbox] == [f"Reminder: {waiting} has waited 4 hours for you"]
+
+
+@pytest.mark.django_db
+class TestQueuePage:
+    def test_the_queue_lists_mqls_best_score_first_with_reasons(self, rep_client, rep):
+        from scoring.services import contacts_rescore
+
+        strong = make_mql(job_title="VP Sales", seniority="vp")
+        weak = make_mql(job_title="Analyst")
+        contacts_rescore(contact_ids=[strong.pk, weak.pk], reason="test")
+
+        response = rep_client.get(reverse("leads:queue"))
+
+        rows = response.context["rows"]
+        assert [row["contact"] for row in rows] == [strong, weak]
+        assert rows[0]["reasons"][0]["rule"] == "Executive seniority"
+        assert "Executive seniority" in response.content.decode()
+
+    def test_filters_narrow_the_queue(self, rep_client, rep, other_rep):
+        mine = make_mql(owner=rep, country="Germany")
+        make_mql(owner=other_rep, country="France")
+        unassigned = make_mql(country="Germany")
+
+        assert [r["contact"] for r in rep_client.get(reverse("leads:queue"), {"owner": rep.pk}).context["rows"]] == [
+            mine
+        ]
+        assert [
+            r["contact"] for r in rep_client.get(reverse("leads:queue"), {"unassigned": "true"}).context["rows"]
+        ] == [unassigned]
+        assert {
+            r["contact"] for r in rep_client.get(reverse("leads:queue"), {"country": "germany"}).context["rows"]
+        } == {mine, unassigned}
+
+    def test_accepting_from_the_queue_with_htmx_swaps_the_row(self, rep_client, rep):
+        contact = make_mql()
+
+        response = rep_client.post(
+            reverse("leads:lead_action", args=[contact.pk, "accept"]), {"from": "queue"}, HTTP_HX_REQUEST="true"
+        )
+
+        assert response.status_code == 200
+        assert f'id="lead-{contact.pk}"' in response.content.decode()
+        assert "it is your sales-qualified lead now" in response.content.decode()
+        assert Contact.objects.get(pk=contact.pk).lifecycle_stage == LifecycleStage.SQL
+
+    def test_a_plain_post_redirects_back_only_to_this_site(self, rep_client):
+        contact = make_mql()
+        response = rep_client.post(
+            reverse("leads:lead_action", args=[contact.pk, "reject"]),
+            {f"lead{contact.pk}-reason": "bad_timing", "next": "//evil.example/x"},
+        )
+
+        assert response.status_code == 302 and response["Location"] == contact.get_absolute_url()
+
+    def test_another_reps_lead_is_forbidden_and_unchanged(self, rep_client, other_rep):
+        contact = make_mql(owner=other_rep)
+
+        response = rep_client.post(reverse("leads:lead_action", args=[contact.pk, "accept"]))
+
+        assert response.status_code == 403
+        assert Contact.objects.get(pk=contact.pk).lifecycle_stage == LifecycleStage.MQL
+
+    def test_marketers_have_no_queue(self, marketer_client):
+        assert marketer_client.get(reverse("leads:queue")).status_code == 403
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_two_reps_racing_on_one_lead_exactly_one_wins():
+    """Two real database connections act at the same instant (threads released by a barrier)."""
+    first_rep = UserFactory(username="racer1", roles=[SALES])
+    second_rep = UserFactory(username="racer2", roles=[SALES])
+    contact = make_mql()
+    barrier, results = threading.Barrier(2), {}
+
+    def act(name, action):
+        try:
+            barrier.wait(timeout=10)
+            action()
+            results[name] = "won"
+        except handoff.HandoffError as error:
+            results[name] = str(error)
+        finally:
+            connection.close()
+
+    threads = [
+        threading.Thread(
+            target=act, args=("accept", lambda: handoff.lead_accept(contact_id=contact.pk, user=first_rep))
+        ),
+        threading.Thread(
+            target=act,
+            args=("reject", lambda: handoff.lead_reject(contact_id=contact.pk, user=second_rep, reason="bad_timing")),
+        ),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+
+    assert sorted(results.values())[-1] == "won" and list(results.values()).count("won") == 1
+    loser = next(message for message in results.values() if message != "won")
+    assert "already handled" in loser
+    assert HandoffDecision.objects.filter(contact=contact).count() == 1
+    assert AuditEntry.objects.filter(object_id=str(contact.pk), action__in=["lead.accept", "lead.reject"]).count() == 1
