@@ -12,8 +12,8 @@ from django.db import connection, transaction
 from django.db.models import Count, F, Q, Sum
 from django.utils import timezone
 
-from leads.models import Account, Activity, ActivityType, Contact, LifecycleStage
 from leads.handoff import mql_entered
+from leads.models import Account, Activity, ActivityType, Contact, LifecycleStage
 from leads.services import contact_set_stage
 
 from .engine import ScoreResult, evaluate, property_matches
