@@ -4,10 +4,15 @@ from .models import (
     Account,
     Activity,
     ActivityType,
+    AuditEntry,
     Contact,
     CustomAttribute,
+    HandoffDecision,
     ImportJob,
+    LeadFeedback,
     Outcome,
+    RepRotation,
+    RoutingRule,
     StageChange,
 )
 
@@ -103,3 +108,36 @@ class ImportJobAdmin(admin.ModelAdmin):
         "started_at",
         "finished_at",
     ]
+
+
+@admin.register(HandoffDecision)
+class HandoffDecisionAdmin(admin.ModelAdmin):
+    list_display = ["decided_at", "contact", "decision", "reason", "decided_by", "to_stage"]
+    list_filter = ["decision", "reason"]
+    raw_id_fields = ["contact", "decided_by"]
+
+
+@admin.register(LeadFeedback)
+class LeadFeedbackAdmin(admin.ModelAdmin):
+    list_display = ["given_at", "contact", "rating", "reason", "given_by"]
+    list_filter = ["rating", "reason"]
+    raw_id_fields = ["contact", "given_by"]
+
+
+@admin.register(AuditEntry)
+class AuditEntryAdmin(admin.ModelAdmin):
+    list_display = ["at", "actor", "action", "object_type", "object_id"]
+    list_filter = ["action", "object_type"]
+    search_fields = ["object_id", "action"]
+    readonly_fields = ["actor", "action", "object_type", "object_id", "before", "after", "at"]
+
+
+@admin.register(RoutingRule)
+class RoutingRuleAdmin(admin.ModelAdmin):
+    list_display = ["field", "value", "rep", "priority"]
+
+
+@admin.register(RepRotation)
+class RepRotationAdmin(admin.ModelAdmin):
+    list_display = ["rep", "is_active", "last_assigned_at"]
+    list_editable = ["is_active"]

@@ -80,6 +80,7 @@ class ContactViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
             result = services.contact_upsert(changed_by=request.user, **data)
         except services.ContactConflict as error:
             raise ValidationError({"email": [str(error)]}) from error
+        services.contacts_queue_rescore([result.contact.pk], reason="contact saved through the API")
         code = status.HTTP_201_CREATED if result.created else status.HTTP_200_OK
         return Response(ContactOutput(result.contact).data, status=code)
 
@@ -89,6 +90,7 @@ class ContactViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
         serializer = ContactInput(contact, data=request.data, partial=True)
         serializer.is_valid(raise_exception=True)
         services.contact_update(contact=contact, changed_by=request.user, **serializer.validated_data)
+        services.contacts_queue_rescore([contact.pk], reason="contact edited through the API")
         return Response(ContactOutput(contact).data)
 
 

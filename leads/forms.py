@@ -1,8 +1,12 @@
+import re
+
 from django import forms
 from django.conf import settings
 
 from .importing import target_choices
 from .models import ActivityType, CustomAttribute, LifecycleStage
+
+ACTIVITY_KEY = re.compile(r"[a-z][a-z0-9_]*")
 
 
 class ContactSearchForm(forms.Form):
@@ -17,6 +21,12 @@ class ActivityTypeForm(forms.ModelForm):
         model = ActivityType
         fields = ["key", "name", "description"]
         help_texts = {"key": "Lower case letters, digits and underscores; used by the API (e.g. partner_referral)."}
+
+    def clean_key(self):
+        key = self.cleaned_data["key"]
+        if not ACTIVITY_KEY.fullmatch(key):
+            raise forms.ValidationError("Use lower case letters, digits and underscores, starting with a letter.")
+        return key
 
 
 class ImportUploadForm(forms.Form):

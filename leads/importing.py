@@ -48,6 +48,7 @@ from .services import (
     ContactConflict,
     account_upsert,
     contact_upsert,
+    contacts_queue_rescore,
     outcome_record_imported,
 )
 
@@ -395,9 +396,12 @@ def import_job_run_next_chunk(*, job_id: int) -> bool:
             return False
         if job.started_at is None:
             job.started_at = timezone.now()
-        counts = {"created": 0, "updated": 0, "rejected": 0}
+        counts, touched = {"created": 0, "updated": 0, "rejected": 0}, []
         for number, values in csv_rows(job.content, start=job.processed_rows, limit=CHUNK_SIZE):
-            counts[_import_row(job, number, values)] += 1
+            status, contact_id = _import_row(job, number, values)
+            counts[status] += 1
+            if contact_id:
+                touched.append(contact_id)
         # processed_rows counts data rows (blank lines excluded), as total_rows does.
         processed = job.processed_rows + sum(counts.values())
         ImportJob.objects.filter(pk=job.pk).update(
@@ -408,6 +412,7 @@ def import_job_run_next_chunk(*, job_id: int) -> bool:
             updated_count=F("updated_count") + counts["updated"],
             rejected_count=F("rejected_count") + counts["rejected"],
         )
+        contacts_queue_rescore(touched, reason="imported")
         if processed >= job.total_rows or not any(counts.values()):
             ImportJob.objects.filter(pk=job.pk).update(
                 status=ImportJob.Status.DONE, finished_at=timezone.now(), processed_rows=job.total_rows
@@ -422,13 +427,14 @@ def import_job_fail(*, job_id: int, error: str) -> None:
     )
 
 
-def _import_row(job: ImportJob, number: int, values: dict[str, str]) -> str:
+def _import_row(job: ImportJob, number: int, values: dict[str, str]) -> tuple[str, int | None]:
+    """Import one row; returns "created" / "updated" / "rejected" and the contact's id."""
     row = row_convert(values, job.mapping)
     if row.errors:
         ImportRejectedRow.objects.update_or_create(
             job=job, row_number=number, defaults={"values": values, "errors": row.errors}
         )
-        return "rejected"
+        return "rejected", None
     try:
         with transaction.atomic():
             has_account = row.account.get("name") or row.account.get("domain")
@@ -442,7 +448,7 @@ def _import_row(job: ImportJob, number: int, values: dict[str, str]) -> str:
         ImportRejectedRow.objects.update_or_create(
             job=job, row_number=number, defaults={"values": values, "errors": {"row": [str(error)]}}
         )
-        return "rejected"
+        return "rejected", None
     except DatabaseError as error:
         # The row's savepoint is rolled back; the rest of the chunk goes on.
         ImportRejectedRow.objects.update_or_create(
@@ -450,8 +456,8 @@ def _import_row(job: ImportJob, number: int, values: dict[str, str]) -> str:
             row_number=number,
             defaults={"values": values, "errors": {"row": [f"The database refused this row: {error}"[:500]]}},
         )
-        return "rejected"
-    return "created" if result.created else "updated"
+        return "rejected", None
+    return ("created" if result.created else "updated"), result.contact.pk
 
 
 def import_run_to_end(*, job_id: int, progress=None) -> ImportJob:

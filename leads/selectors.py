@@ -18,13 +18,14 @@ def contacts_by_email(emails: Iterable[str]) -> QuerySet[Contact]:
 
 
 def contact_search(queryset: QuerySet[Contact], text: str) -> QuerySet[Contact]:
-    """Contacts whose name, email or company contains every word of `text`."""
+    """Contacts whose name, email or company contains every word of `text` (or whose external id starts with it)."""
     for word in text.split():
         queryset = queryset.filter(
             Q(first_name__icontains=word)
             | Q(last_name__icontains=word)
             | Q(email__icontains=word)
             | Q(account__name__icontains=word)
+            | Q(external_id__istartswith=word)
         )
     return queryset
 

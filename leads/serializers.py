@@ -173,6 +173,13 @@ class ActivityTypeSerializer(serializers.ModelSerializer):
         fields = ["key", "name", "description", "is_system"]
         read_only_fields = ["is_system"]
 
+    def validate_key(self, value):
+        from .forms import ACTIVITY_KEY
+
+        if not ACTIVITY_KEY.fullmatch(value):
+            raise serializers.ValidationError("Use lower case letters, digits and underscores, starting with a letter.")
+        return value
+
 
 class ActivityOutput(serializers.ModelSerializer):
     type = serializers.SlugRelatedField(slug_field="key", read_only=True)

@@ -366,13 +366,21 @@ def _after_activities_stored(activities: list[Activity]) -> None:
     """Count new activities into scoring's aggregates in this transaction, and queue the
     affected contacts' rescore for after it commits (the score follows the data)."""
     from scoring.services import engagement_record
-    from scoring.tasks import score_contacts
 
     if not activities:
         return
     engagement_record(activities=activities)
-    contact_ids = sorted({activity.contact_id for activity in activities})
-    transaction.on_commit(lambda: score_contacts.delay(contact_ids))
+    contacts_queue_rescore([activity.contact_id for activity in activities], reason="new activity")
+
+
+def contacts_queue_rescore(contact_ids, *, reason: str) -> None:
+    """Rescore these contacts once the current transaction commits: their score follows
+    the data they were just given (activities, or fields that fit rules read)."""
+    from scoring.tasks import score_contacts
+
+    ids = sorted(set(contact_ids))
+    if ids:
+        transaction.on_commit(lambda: score_contacts.delay(ids, reason))
 
 
 def _stored_activities(keys: list[tuple[str, str]]) -> dict[tuple[str, str], Activity]:

@@ -137,6 +137,8 @@ def import_mapping(request, pk: int):
         except importing.MappingError as error:
             form.add_error(None, str(error))
         else:
+            if request.POST.get("start"):
+                return _start_import(request, job)
             messages.success(request, "Mapping saved. Check the preview, then start the import.")
             return redirect("leads:import_mapping", pk=job.pk)
     preview = _preview_rows(job)
@@ -163,7 +165,10 @@ def _preview_rows(job: ImportJob, count: int = 5) -> list[dict]:
 @require_POST
 @role_required(MARKETING)
 def import_start(request, pk: int):
-    job = get_object_or_404(ImportJob, pk=pk)
+    return _start_import(request, get_object_or_404(ImportJob, pk=pk))
+
+
+def _start_import(request, job: ImportJob):
     try:
         importing.import_job_start(job=job)
     except importing.MappingError as error:
@@ -186,7 +191,10 @@ def import_detail(request, pk: int):
 def import_progress(request, pk: int):
     """The progress fragment htmx polls while the import runs."""
     job = get_object_or_404(ImportJob.objects.defer("content"), pk=pk)
-    return render(request, "leads/_import_progress.html", {"job": job})
+    response = render(request, "leads/_import_progress.html", {"job": job})
+    if job.is_finished and request.htmx:
+        response["HX-Refresh"] = "true"  # reload once, so the full report (rejected rows) appears
+    return response
 
 
 @role_required(MARKETING)

@@ -35,13 +35,15 @@ class ModelVersion(models.Model):
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.DRAFT)
     note = models.CharField(max_length=300, blank=True)
     based_on = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
-    fit_cap = models.IntegerField(default=60, help_text="Most fit points a contact can have.")
-    engagement_cap = models.IntegerField(default=100, help_text="Most engagement points a contact can have.")
-    grade_a_min = models.IntegerField(default=40, help_text="Fit points for grade A.")
-    grade_b_min = models.IntegerField(default=25, help_text="Fit points for grade B.")
-    grade_c_min = models.IntegerField(default=10, help_text="Fit points for grade C (below: D).")
+    fit_cap = models.IntegerField("Fit cap", default=60, help_text="Most fit points a contact can have.")
+    engagement_cap = models.IntegerField(
+        "Engagement cap", default=100, help_text="Most engagement points a contact can have."
+    )
+    grade_a_min = models.IntegerField("Grade A from", default=40, help_text="Fit points for grade A.")
+    grade_b_min = models.IntegerField("Grade B from", default=25, help_text="Fit points for grade B.")
+    grade_c_min = models.IntegerField("Grade C from", default=10, help_text="Fit points for grade C (below: D).")
     mqa_threshold = models.IntegerField(
-        default=150, help_text="Account score that makes a marketing-qualified account."
+        "Qualified account from", default=150, help_text="Account score that makes a marketing-qualified account."
     )
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -75,8 +77,8 @@ class FitRule(models.Model):
         BETWEEN = "between", "is between"
         IS_SET = "is_set", "is set"
         IS_EMPTY = "is_empty", "is empty"
-        FREE_MAIL = "free_mail", "email is free-mail"
-        DOMAIN_IN = "domain_in", "email domain is one of"
+        FREE_MAIL = "free_mail", "is a free-mail address"
+        DOMAIN_IN = "domain_in", "has its domain in"
 
     version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="fit_rules")
     name = models.CharField(max_length=120)
@@ -97,6 +99,17 @@ class FitRule(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def value_display(self) -> str:
+        if self.value is None:
+            return ""
+        if self.operator == self.Operator.BETWEEN and isinstance(self.value, list):
+            low, high = (list(self.value) + [None, None])[:2]
+            return f"{'…' if low is None else low} – {'…' if high is None else high}"
+        if isinstance(self.value, list):
+            return ", ".join(str(item) for item in self.value)
+        return str(self.value)
 
 
 class EngagementRule(models.Model):

@@ -161,7 +161,9 @@ def _backfill_in_python(matcher: Matcher) -> None:
         "contact_id", "occurred_at", "properties"
     )
     for contact_id, occurred_at, properties in rows.iterator(chunk_size=5000):
-        if property_matches(matcher.property_operator, matcher.property_value, properties, matcher.property_name):
+        if not matcher.property_name or property_matches(
+            matcher.property_operator, matcher.property_value, properties, matcher.property_name
+        ):
             counts[(contact_id, matcher.pk, timezone.localdate(occurred_at))] += 1
     _add_counts(counts)
 
@@ -238,7 +240,8 @@ class _ScoreWrites:
 
     @property
     def changed(self) -> int:
-        return len(self.created) + len(self.updated)
+        """Contacts whose total changed (rewriting a row only to stamp the new version does not count)."""
+        return len(self.changes)
 
     def add(self, contact_id: int, result: ScoreResult, old: ContactScore | None) -> bool:
         """Queue the write for one contact; False when its score did not change."""

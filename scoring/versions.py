@@ -106,7 +106,7 @@ class RuleDiff:
 
 
 def _describe_fit(rule: FitRule) -> str:
-    value = "" if rule.value is None else f" {rule.value}"
+    value = f" {rule.value_display}" if rule.value is not None else ""
     return f"{rule.field} {rule.get_operator_display()}{value} → {rule.points:+d}"
 
 

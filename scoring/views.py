@@ -1,6 +1,7 @@
 """Marketer pages for scoring models: edit a draft, preview it, publish, watch the rescore."""
 
 from django.contrib import messages
+from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
@@ -146,8 +147,10 @@ def version_publish(request, pk: int):
 
 @role_required(MARKETING)
 def version_compare(request):
-    old = get_object_or_404(ModelVersion, pk=request.GET.get("old") or 0)
-    new = get_object_or_404(ModelVersion, pk=request.GET.get("new") or 0)
+    ids = [request.GET.get(name, "") for name in ("old", "new")]
+    if not all(value.isdigit() for value in ids):
+        raise Http404("Choose two versions to compare.")
+    old, new = (get_object_or_404(ModelVersion, pk=int(value)) for value in ids)
     return render(request, "scoring/compare.html", {"old": old, "new": new, "diff": versions.version_diff(old, new)})
 
 

@@ -4,6 +4,7 @@ import pytest
 from django.urls import reverse
 
 from leads.models import Contact, ImportJob, Outcome
+from scoring.models import ContactScore
 
 from ..worker import wait_for
 
@@ -61,3 +62,5 @@ def test_an_import_started_from_the_page_is_run_by_a_real_worker(marketer_client
     assert Outcome.objects.filter(kind=Outcome.Kind.CONVERTED).count() == 400
     rejected = job.rejected_rows.get()
     assert set(rejected.errors) == {"Email", "Visits", "Converted"}
+    # Every imported contact is scored by the worker after its chunk commits.
+    wait_for(lambda: ContactScore.objects.count() == 1200, timeout=120, worker=celery_worker_process)
