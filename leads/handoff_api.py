@@ -1,0 +1,173 @@
+"""The sales hand-off over the API: the queue, accept, reject, claim, feedback, outcomes."""
+
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import generics, serializers, status
+from rest_framework.permissions import BasePermission
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from . import handoff
+from .forms_handoff import REP_REASONS
+from .models import Contact, LeadFeedback, Outcome
+from .queue import QueueFilter, mql_queue, sla_state, top_reasons
+from .roles import SALES, has_role
+
+
+class IsSales(BasePermission):
+    message = "Only sales reps, managers and admins work the MQL queue."
+
+    def has_permission(self, request, view) -> bool:
+        return has_role(request.user, SALES)
+
+
+class QueueItemOutput(serializers.ModelSerializer):
+    account_name = serializers.CharField(source="account.name", default=None)
+    owner = serializers.CharField(source="owner.username", default=None)
+    score = serializers.DecimalField(source="score.total", max_digits=8, decimal_places=1, default=None)
+    fit_grade = serializers.CharField(source="score.fit_grade", default=None)
+    mql_level = serializers.CharField(source="score.mql_level", default=None)
+    top_reasons = serializers.SerializerMethodField()
+    sla = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Contact
+        fields = [
+            "id",
+            "email",
+            "first_name",
+            "last_name",
+            "job_title",
+            "account_name",
+            "country",
+            "lead_source",
+            "owner",
+            "score",
+            "fit_grade",
+            "mql_level",
+            "mql_at",
+            "sla",
+            "top_reasons",
+        ]
+
+    def get_top_reasons(self, contact) -> list[str]:
+        return [f"{part['rule']} (+{part['points']})" for part in top_reasons(contact)]
+
+    def get_sla(self, contact) -> str:
+        return sla_state(contact)
+
+
+class RejectInput(serializers.Serializer):
+    reason = serializers.ChoiceField(choices=REP_REASONS)
+    note = serializers.CharField(required=False, allow_blank=True, max_length=1000, default="")
+
+
+class FeedbackInput(serializers.Serializer):
+    rating = serializers.ChoiceField(choices=LeadFeedback.Rating.choices)
+    reason = serializers.ChoiceField(choices=[("", "—"), *REP_REASONS], required=False, default="")
+    note = serializers.CharField(required=False, allow_blank=True, max_length=1000, default="")
+
+
+class OutcomeInput(serializers.Serializer):
+    kind = serializers.ChoiceField(choices=[("opportunity", "Opportunity"), ("won", "Won"), ("lost", "Lost")])
+    note = serializers.CharField(required=False, allow_blank=True, max_length=500, default="")
+
+
+class HandoffResultOutput(serializers.Serializer):
+    contact = serializers.IntegerField()
+    lifecycle_stage = serializers.CharField()
+    owner = serializers.CharField(allow_null=True)
+    detail = serializers.CharField()
+
+
+class QueueView(generics.ListAPIView):
+    """MQLs waiting for sales, best score first; the same filters as the queue page."""
+
+    permission_classes = [IsSales]
+    serializer_class = QueueItemOutput
+    filter_backends = []
+
+    def get_queryset(self):
+        return QueueFilter(self.request.query_params, queryset=mql_queue()).qs
+
+
+RESPONSES = {
+    200: HandoffResultOutput,
+    400: OpenApiResponse(description="Invalid input, with field messages."),
+    403: OpenApiResponse(description="The lead belongs to another rep."),
+    409: OpenApiResponse(description="The lead was already handled (e.g. another rep accepted it)."),
+}
+
+
+class LeadActionView(APIView):
+    permission_classes = [IsSales]
+    input_serializer = None
+    done = ""
+
+    def post(self, request, pk: int):
+        contact = get_object_or_404(Contact, pk=pk)
+        data = {}
+        if self.input_serializer:
+            serializer = self.input_serializer(data=request.data)
+            serializer.is_valid(raise_exception=True)
+            data = serializer.validated_data
+        try:
+            self.act(contact.pk, request.user, data)
+        except handoff.NotAllowed as error:
+            return Response({"detail": str(error)}, status=status.HTTP_403_FORBIDDEN)
+        except handoff.HandoffError as error:
+            return Response({"detail": str(error)}, status=status.HTTP_409_CONFLICT)
+        contact.refresh_from_db()
+        return Response(
+            {
+                "contact": contact.pk,
+                "lifecycle_stage": contact.lifecycle_stage,
+                "owner": contact.owner.username if contact.owner else None,
+                "detail": self.done,
+            }
+        )
+
+
+@extend_schema(request=None, responses=RESPONSES)
+class AcceptView(LeadActionView):
+    done = "Accepted: the lead is now a sales-qualified lead owned by you."
+
+    def act(self, pk, user, data):
+        handoff.lead_accept(contact_id=pk, user=user)
+
+
+@extend_schema(request=RejectInput, responses=RESPONSES)
+class RejectView(LeadActionView):
+    input_serializer = RejectInput
+    done = "Rejected and handed back to marketing."
+
+    def act(self, pk, user, data):
+        handoff.lead_reject(contact_id=pk, user=user, reason=data["reason"], note=data["note"])
+
+
+@extend_schema(request=None, responses=RESPONSES)
+class ClaimView(LeadActionView):
+    done = "Claimed."
+
+    def act(self, pk, user, data):
+        handoff.lead_claim(contact_id=pk, user=user)
+
+
+@extend_schema(request=FeedbackInput, responses=RESPONSES)
+class FeedbackView(LeadActionView):
+    input_serializer = FeedbackInput
+    done = "Feedback recorded."
+
+    def act(self, pk, user, data):
+        handoff.feedback_record(contact_id=pk, user=user, **data)
+
+
+@extend_schema(request=OutcomeInput, responses=RESPONSES)
+class OutcomeView(LeadActionView):
+    input_serializer = OutcomeInput
+    done = "Outcome recorded."
+
+    def act(self, pk, user, data):
+        handoff.outcome_record(
+            contact_id=pk, user=user, kind=data["kind"], note=data["note"], source=Outcome.Source.API
+        )
