@@ -2,7 +2,6 @@
 
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
-from django.core.paginator import Paginator
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
@@ -11,7 +10,7 @@ from . import handoff
 from .decorators import role_required
 from .forms_handoff import FeedbackForm, OutcomeForm, RejectForm
 from .models import Contact
-from .queue import QueueFilter, mql_queue, sla_state, top_reasons
+from .queue import QueueFilter, mql_queue, queue_page, sla_state, top_reasons
 from .roles import SALES
 
 
@@ -31,7 +30,7 @@ def queue_row(contact: Contact, user, *, notice: str = "", error: str = "") -> d
 def queue(request):
     filterset = QueueFilter(request.GET or None, queryset=mql_queue())
     contacts = filterset.qs if filterset.is_bound else mql_queue()
-    page = Paginator(contacts, 25).get_page(request.GET.get("page"))
+    page = queue_page(contacts, request.GET.get("page"))
     rows = [queue_row(contact, request.user) for contact in page]
     return render(request, "leads/queue.html", {"filter": filterset, "page": page, "rows": rows})
 

@@ -55,6 +55,7 @@ def contact_detail(request, pk: int):
             "stage_history": selectors.contact_stage_history(contact),
             "outcomes": contact.outcomes.select_related("recorded_by"),
             **contact_score_panel(contact),
+            **selectors.lead_handoff_panel(contact, request.user),
         },
     )
 

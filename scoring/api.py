@@ -18,7 +18,9 @@ class ContactScoreView(APIView):
         description="The contact's score and every rule's contribution; the contributions add up to the total exactly.",
     )
     def get(self, request, contact_id: int):
-        score = get_object_or_404(ContactScore.objects.select_related("version__scoring_model"), contact_id=contact_id)
+        score = get_object_or_404(
+            ContactScore.objects.select_related("version__scoring_model", "details"), contact_id=contact_id
+        )
         return Response(ContactScoreOutput(score).data)
 
 

@@ -7,6 +7,7 @@ themselves (see scoring.engine).
 """
 
 from django.conf import settings
+from django.core.exceptions import ObjectDoesNotExist
 from django.db import models
 from django.db.models import Q
 
@@ -202,12 +203,28 @@ class ContactScore(models.Model):
     total = models.DecimalField(max_digits=8, decimal_places=1, default=0, db_index=True)
     fit_grade = models.CharField(max_length=1, default="D")
     mql_level = models.CharField(max_length=40, blank=True)
-    explanation = models.JSONField(default=list)
     as_of = models.DateField(help_text="The day the score was computed for (decay and windows).")
     computed_at = models.DateTimeField()
 
     def __str__(self) -> str:
         return f"{self.contact_id}: {self.total} ({self.fit_grade})"
+
+    @property
+    def explanation(self) -> list[dict]:
+        """Every rule's contribution. Kept in ScoreExplanation so that this table stays narrow:
+        the sales queue sorts and counts tens of thousands of these rows."""
+        try:
+            return self.details.explanation
+        except ObjectDoesNotExist:
+            return []
+
+
+class ScoreExplanation(models.Model):
+    score = models.OneToOneField(ContactScore, on_delete=models.CASCADE, primary_key=True, related_name="details")
+    explanation = models.JSONField(default=list)
+
+    def __str__(self) -> str:
+        return f"Explanation of {self.score_id}"
 
 
 class ScoreChange(models.Model):

@@ -187,7 +187,7 @@ def _attach_contacts(examples: list[dict]) -> None:
 
 def contact_score_panel(contact: Contact) -> dict:
     """What the contact page shows of scoring: the score, its explanation and history."""
-    score = ContactScore.objects.filter(contact=contact).select_related("version__scoring_model").first()
+    score = ContactScore.objects.filter(contact=contact).select_related("version__scoring_model", "details").first()
     changes = list(contact.score_changes.order_by("-changed_at", "-id")[:200])
     return {"score": score, "score_changes": changes}
 

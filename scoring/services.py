@@ -29,6 +29,7 @@ from .models import (
     RescoreChunk,
     RescoreRun,
     ScoreChange,
+    ScoreExplanation,
 )
 from .selectors import active_version, engagement_for, ruleset_for, scoring_profiles
 
@@ -215,7 +216,7 @@ def contacts_rescore(
         list(Contact.objects.select_for_update().filter(id__in=ids).order_by("id").values_list("id", flat=True))
         profiles = scoring_profiles(ids)
         engagement = engagement_for(ids, rules.matcher_keys)
-        stored = ContactScore.objects.in_bulk(ids)
+        stored = ContactScore.objects.select_related("details").in_bulk(ids)
         writes = _ScoreWrites(version=version, as_of=as_of, now=timezone.now(), reason=reason)
         for contact_id, profile in profiles.items():
             result = evaluate(rules, profile, engagement.get(contact_id, {}), as_of)
@@ -231,11 +232,11 @@ def contacts_rescore(
 class _ScoreWrites:
     """Collects a batch's score writes so they reach the database in a few statements."""
 
-    FIELDS = ["version", "fit", "engagement", "total", "fit_grade", "mql_level", "explanation", "as_of", "computed_at"]
+    FIELDS = ["version", "fit", "engagement", "total", "fit_grade", "mql_level", "as_of", "computed_at"]
 
     def __init__(self, *, version, as_of, now, reason):
         self.version, self.as_of, self.now, self.reason = version, as_of, now, reason[:200]
-        self.created, self.updated, self.changes, self.only_dated = [], [], [], []
+        self.created, self.updated, self.changes, self.only_dated, self.explanations = [], [], [], [], []
         self.accounts: set = set()
 
     @property
@@ -264,11 +265,11 @@ class _ScoreWrites:
             total=result.total,
             fit_grade=result.fit_grade,
             mql_level=result.mql_level,
-            explanation=explanation,
             as_of=self.as_of,
             computed_at=self.now,
         )
         (self.created if old is None else self.updated).append(row)
+        self.explanations.append(ScoreExplanation(score_id=contact_id, explanation=explanation))
         old_total = old.total if old else Decimal(0)
         if old is None or old_total != result.total:
             self.changes.append(
@@ -294,6 +295,13 @@ class _ScoreWrites:
             update_conflicts=True,
             unique_fields=["contact"],
             update_fields=self.FIELDS,
+        )
+        ScoreExplanation.objects.bulk_create(
+            self.explanations,
+            batch_size=1000,
+            update_conflicts=True,
+            unique_fields=["score"],
+            update_fields=["explanation"],
         )
         if self.only_dated:
             ContactScore.objects.filter(pk__in=self.only_dated).update(as_of=self.as_of, computed_at=self.now)

@@ -4,45 +4,67 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('scoring', '0002_default_model'),
+        ("scoring", "0002_default_model"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='fitrule',
-            name='operator',
-            field=models.CharField(choices=[('equals', 'equals'), ('one_of', 'is one of'), ('contains', 'contains'), ('starts_with', 'starts with'), ('between', 'is between'), ('is_set', 'is set'), ('is_empty', 'is empty'), ('free_mail', 'is a free-mail address'), ('domain_in', 'has its domain in')], max_length=20),
+            model_name="fitrule",
+            name="operator",
+            field=models.CharField(
+                choices=[
+                    ("equals", "equals"),
+                    ("one_of", "is one of"),
+                    ("contains", "contains"),
+                    ("starts_with", "starts with"),
+                    ("between", "is between"),
+                    ("is_set", "is set"),
+                    ("is_empty", "is empty"),
+                    ("free_mail", "is a free-mail address"),
+                    ("domain_in", "has its domain in"),
+                ],
+                max_length=20,
+            ),
         ),
         migrations.AlterField(
-            model_name='modelversion',
-            name='engagement_cap',
-            field=models.IntegerField(default=100, help_text='Most engagement points a contact can have.', verbose_name='Engagement cap'),
+            model_name="modelversion",
+            name="engagement_cap",
+            field=models.IntegerField(
+                default=100, help_text="Most engagement points a contact can have.", verbose_name="Engagement cap"
+            ),
         ),
         migrations.AlterField(
-            model_name='modelversion',
-            name='fit_cap',
-            field=models.IntegerField(default=60, help_text='Most fit points a contact can have.', verbose_name='Fit cap'),
+            model_name="modelversion",
+            name="fit_cap",
+            field=models.IntegerField(
+                default=60, help_text="Most fit points a contact can have.", verbose_name="Fit cap"
+            ),
         ),
         migrations.AlterField(
-            model_name='modelversion',
-            name='grade_a_min',
-            field=models.IntegerField(default=40, help_text='Fit points for grade A.', verbose_name='Grade A from'),
+            model_name="modelversion",
+            name="grade_a_min",
+            field=models.IntegerField(default=40, help_text="Fit points for grade A.", verbose_name="Grade A from"),
         ),
         migrations.AlterField(
-            model_name='modelversion',
-            name='grade_b_min',
-            field=models.IntegerField(default=25, help_text='Fit points for grade B.', verbose_name='Grade B from'),
+            model_name="modelversion",
+            name="grade_b_min",
+            field=models.IntegerField(default=25, help_text="Fit points for grade B.", verbose_name="Grade B from"),
         ),
         migrations.AlterField(
-            model_name='modelversion',
-            name='grade_c_min',
-            field=models.IntegerField(default=10, help_text='Fit points for grade C (below: D).', verbose_name='Grade C from'),
+            model_name="modelversion",
+            name="grade_c_min",
+            field=models.IntegerField(
+                default=10, help_text="Fit points for grade C (below: D).", verbose_name="Grade C from"
+            ),
         ),
         migrations.AlterField(
-            model_name='modelversion',
-            name='mqa_threshold',
-            field=models.IntegerField(default=150, help_text='Account score that makes a marketing-qualified account.', verbose_name='Qualified account from'),
+            model_name="modelversion",
+            name="mqa_threshold",
+            field=models.IntegerField(
+                default=150,
+                help_text="Account score that makes a marketing-qualified account.",
+                verbose_name="Qualified account from",
+            ),
         ),
     ]

@@ -225,6 +225,24 @@ class TestQueuePage:
         assert response.status_code == 403
         assert Contact.objects.get(pk=contact.pk).lifecycle_stage == LifecycleStage.MQL
 
+    def test_the_owner_accepts_from_the_lead_page(self, rep_client, rep):
+        contact = make_mql(owner=rep)
+
+        page = rep_client.get(contact.get_absolute_url()).content.decode()
+        assert "Accept as SQL" in page
+        response = rep_client.post(reverse("leads:lead_action", args=[contact.pk, "accept"]))
+
+        assert response["Location"] == contact.get_absolute_url()
+        assert Contact.objects.get(pk=contact.pk).lifecycle_stage == LifecycleStage.SQL
+        assert "it is your sales-qualified lead now" in rep_client.get(contact.get_absolute_url()).content.decode()
+
+    def test_another_reps_lead_page_offers_no_actions(self, rep_client, other_rep):
+        contact = make_mql(owner=other_rep)
+
+        page = rep_client.get(contact.get_absolute_url()).content.decode()
+
+        assert "Accept as SQL" not in page and "belongs to rep2" in page
+
     def test_marketers_have_no_queue(self, marketer_client):
         assert marketer_client.get(reverse("leads:queue")).status_code == 403
 

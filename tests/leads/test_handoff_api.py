@@ -43,8 +43,7 @@ def test_reject_needs_a_known_reason(rep_api):
 def test_reject_with_a_reason_recycles(rep_api):
     contact = make_mql()
 
-    response = rep_api.post(f"/api/leads/{contact.pk}/reject/", {"reason": "bad_timing", "note": "Q3"},
-                            format="json")
+    response = rep_api.post(f"/api/leads/{contact.pk}/reject/", {"reason": "bad_timing", "note": "Q3"}, format="json")
 
     assert response.status_code == 200 and response.json()["lifecycle_stage"] == "recycled"
 

@@ -64,8 +64,9 @@ class Command(BaseCommand):
         parser.add_argument("--workers", type=int, default=2, help="Celery worker processes for the rescore.")
         parser.add_argument("--samples", type=int, default=200, help="Single events timed per path.")
         parser.add_argument("--reuse", action="store_true", help="Keep the data from the last run.")
+        parser.add_argument("--mqls", type=int, default=50_000, help="Open MQLs for the queue page timing.")
 
-    def handle(self, *args, contacts, activities_per_contact, workers, samples, reuse, **options):
+    def handle(self, *args, contacts, activities_per_contact, workers, samples, reuse, mqls, **options):
         self._check_database()
         self.rows = []
         if not reuse:
@@ -78,6 +79,7 @@ class Command(BaseCommand):
             reference = self._timed("reference: one GROUP BY of rule points over all activities", self._reference)
             self.rows.append(("ratio rescore / reference (target ≤ 0.5)", f"{rescore / reference:.2f}"))
             self._single_events(samples)
+            self._queue_page(mqls)
         finally:
             for worker in workers_:
                 worker.terminate()
@@ -224,6 +226,44 @@ class Command(BaseCommand):
             if values:
                 p50, p95 = statistics.median(values), statistics.quantiles(values, n=20)[18]
                 self.rows.append((label, f"p50 {p50 * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms (n={len(values)})"))
+
+    def _queue_page(self, mql_count: int):
+        """Server time of a rep's queue page (first page and a filtered page) with `mql_count` open MQLs."""
+        from django.test import Client
+
+        from leads.roles import SALES
+        from tests.factories import UserFactory
+
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "UPDATE leads_contact SET lifecycle_stage = 'lead', mql_at = NULL WHERE lifecycle_stage = 'mql'"
+            )
+            cursor.execute(
+                "UPDATE leads_contact SET lifecycle_stage = 'mql', mql_at = now() - (random() * interval '72 hours') "
+                "WHERE id IN (SELECT id FROM leads_contact ORDER BY random() LIMIT %s)",
+                [mql_count],
+            )
+            cursor.execute("ANALYZE leads_contact")
+        client = Client()
+        client.force_login(UserFactory(username="bench-rep", roles=[SALES]))
+        for label, query in (
+            ("queue page, first page", {}),
+            ("queue page, filtered (country + grade)", {"country": "germany", "grade": "A"}),
+        ):
+            timings = []
+            for _ in range(21):
+                started = time.perf_counter()
+                response = client.get("/queue/", query)
+                timings.append(time.perf_counter() - started)
+                assert response.status_code == 200, response.status_code
+            timings = timings[1:]  # the first request warms caches
+            p50, p95 = statistics.median(timings), statistics.quantiles(timings, n=20)[18]
+            self.rows.append(
+                (
+                    f"{label}, {mql_count:,} open MQLs (target ≤ 150 ms)",
+                    f"p50 {p50 * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms",
+                )
+            )
 
     @staticmethod
     def _event(n: int, contact_id: int, prefix: str) -> IngestEvent:
