@@ -503,9 +503,18 @@ class DemoSeeder:
         engagement_rebuild()
         changes = [change for plan in plans for change in stage_changes(plan)]
         self.bulk_create(StageChange, changes, "Writing stage history")
+        self.start_mql_clocks(changes)
         for plan in self.progress([plan for plan in plans if plan.outcome], "Recording outcomes"):
             converted, occurred_at = plan.outcome
             services.outcome_record_imported(contact=plan.contact, converted=converted, occurred_at=occurred_at)
+
+    def start_mql_clocks(self, changes: list[StageChange]) -> None:
+        """Open MQLs wait in the queue since they became MQLs: the queue's age and the SLA count from there."""
+        became_mql = {c.contact_id: c.changed_at for c in changes if c.to_stage == LifecycleStage.MQL}
+        waiting = [c for c in Contact.objects.filter(lifecycle_stage=LifecycleStage.MQL, pk__in=became_mql)]
+        for contact in waiting:
+            contact.mql_at = became_mql[contact.pk]
+        Contact.objects.bulk_update(waiting, ["mql_at"], batch_size=500)
 
     def bulk_create(self, model, rows: list, description: str) -> None:
         with tqdm(total=len(rows), desc=description, unit="row", disable=self.quiet, leave=False) as bar:
