@@ -6,7 +6,8 @@ REP_REASONS = [(value, label) for value, label in RejectReason.choices if value 
 
 
 class RejectForm(forms.Form):
-    reason = forms.ChoiceField(choices=REP_REASONS)
+    # No default: a reject without a chosen reason must not disqualify the lead by accident.
+    reason = forms.ChoiceField(choices=[("", "— reason —"), *REP_REASONS])
     note = forms.CharField(required=False, max_length=1000, widget=forms.TextInput(attrs={"placeholder": "Note"}))
 
     def clean(self):

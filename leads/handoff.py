@@ -65,11 +65,13 @@ def audit_record(*, actor, action: str, contact: Contact, before: dict, after: d
     )
 
 
-def _locked(contact_id: int, user) -> Contact:
-    contact = Contact.objects.select_for_update(of=("self",)).select_related("account").get(pk=contact_id)
+def _locked(contact_id: int) -> Contact:
+    return Contact.objects.select_for_update(of=("self",)).select_related("account").get(pk=contact_id)
+
+
+def _require_can_act(user, contact: Contact) -> None:
     if user is not None and not can_act_on(user, contact):
         raise NotAllowed("This lead belongs to another rep.")
-    return contact
 
 
 def _require_mql(contact: Contact) -> None:
@@ -87,8 +89,9 @@ def _snapshot(contact: Contact) -> dict:
 @transaction.atomic
 def lead_accept(*, contact_id: int, user) -> HandoffDecision:
     """The rep takes the MQL: it becomes their sales-qualified lead and leaves the queue."""
-    contact = _locked(contact_id, user)
-    _require_mql(contact)
+    contact = _locked(contact_id)
+    _require_mql(contact)  # first: a lead another rep just took is "already handled"
+    _require_can_act(user, contact)
     before, now = _snapshot(contact), timezone.now()
     contact_set_stage(
         contact=contact, to_stage=LifecycleStage.SQL, changed_by=user, rule="sales: accepted", changed_at=now
@@ -113,8 +116,9 @@ def lead_reject(*, contact_id: int, user, reason: str, note: str = "") -> Handof
         raise HandoffError("Choose a reason for rejecting the lead.")
     if reason == RejectReason.OTHER and not note.strip():
         raise HandoffError("Say why in the note when the reason is “Other”.")
-    contact = _locked(contact_id, user)
-    _require_mql(contact)
+    contact = _locked(contact_id)
+    _require_mql(contact)  # first: a lead another rep just took is "already handled"
+    _require_can_act(user, contact)
     before, now = _snapshot(contact), timezone.now()
     to_stage = REJECTED_TO.get(reason, LifecycleStage.RECYCLED)
     contact_set_stage(
@@ -157,7 +161,8 @@ def feedback_record(*, contact_id: int, user, rating: str, reason: str = "", not
         raise HandoffError("Rate the lead good or bad.")
     if reason and reason not in RejectReason.values:
         raise HandoffError("Unknown reason.")
-    contact = _locked(contact_id, user)
+    contact = _locked(contact_id)
+    _require_can_act(user, contact)
     feedback = LeadFeedback.objects.create(
         contact=contact, rating=rating, reason=reason, note=note[:1000], given_by=user, given_at=timezone.now()
     )
@@ -176,7 +181,8 @@ def outcome_record(*, contact_id: int, user, kind: str, note: str = "", source: 
     """Opportunity created, won or lost: recorded, and the lifecycle follows."""
     if kind not in (Outcome.Kind.OPPORTUNITY, Outcome.Kind.WON, Outcome.Kind.LOST):
         raise HandoffError("An outcome is an opportunity, a win or a loss.")
-    contact = _locked(contact_id, user)
+    contact = _locked(contact_id)
+    _require_can_act(user, contact)
     now = timezone.now()
     outcome = Outcome.objects.create(
         contact=contact, kind=kind, source=source, occurred_at=now, recorded_by=user, note=note[:500]
@@ -206,7 +212,7 @@ def _set_owner(contact: Contact, rep, at: datetime) -> None:
 @transaction.atomic
 def lead_claim(*, contact_id: int, user) -> Contact:
     """A rep takes an unassigned MQL."""
-    contact = _locked(contact_id, None)
+    contact = _locked(contact_id)
     _require_mql(contact)
     if contact.owner_id is not None:
         raise HandoffError(f"{contact} was already assigned to {contact.owner}.")
@@ -224,7 +230,7 @@ def lead_reassign(*, contact_id: int, user, rep) -> Contact:
         raise NotAllowed("Only managers can reassign leads.")
     if not has_role(rep, SALES):
         raise HandoffError(f"{rep} is not a sales rep.")
-    contact = _locked(contact_id, None)
+    contact = _locked(contact_id)
     before = _snapshot(contact)
     _set_owner(contact, rep, timezone.now())
     audit_record(actor=user, action="lead.reassign", contact=contact, before=before, after=_snapshot(contact))

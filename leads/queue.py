@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import django_filters
+from django import forms
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.paginator import Paginator
@@ -43,7 +44,9 @@ def sales_reps() -> QuerySet:
 class QueueFilter(django_filters.FilterSet):
     q = django_filters.CharFilter(method="search", label="Search")
     owner = django_filters.ModelChoiceFilter(queryset=sales_reps(), empty_label="Any owner")
-    unassigned = django_filters.BooleanFilter(field_name="owner", lookup_expr="isnull", label="Unassigned only")
+    unassigned = django_filters.BooleanFilter(
+        method="only_unassigned", label="Unassigned only", widget=forms.CheckboxInput
+    )
     level = django_filters.CharFilter(field_name="score__mql_level", lookup_expr="iexact", label="MQL level")
     grade = django_filters.ChoiceFilter(
         field_name="score__fit_grade", choices=GRADES, label="Fit grade", empty_label="Any grade"
@@ -70,6 +73,9 @@ class QueueFilter(django_filters.FilterSet):
                 | Q(account__name__icontains=word)
             )
         return queryset
+
+    def only_unassigned(self, queryset, name, value):
+        return queryset.filter(owner__isnull=True) if value else queryset
 
     def waiting_at_least(self, queryset, name, value):
         return queryset.filter(mql_at__lte=timezone.now() - timedelta(hours=float(value)))

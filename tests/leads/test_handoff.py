@@ -243,6 +243,18 @@ class TestQueuePage:
 
         assert "Accept as SQL" not in page and "belongs to rep2" in page
 
+    def test_rejecting_without_choosing_a_reason_changes_nothing(self, rep_client):
+        contact = make_mql()
+
+        response = rep_client.post(
+            reverse("leads:lead_action", args=[contact.pk, "reject"]),
+            {"from": "queue", f"lead{contact.pk}-reason": ""},
+            HTTP_HX_REQUEST="true",
+        )
+
+        assert "This field is required" in response.content.decode()
+        assert Contact.objects.get(pk=contact.pk).lifecycle_stage == LifecycleStage.MQL
+
     def test_marketers_have_no_queue(self, marketer_client):
         assert marketer_client.get(reverse("leads:queue")).status_code == 403
 
