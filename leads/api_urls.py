@@ -17,5 +17,6 @@ urlpatterns = [
     path("leads/<int:pk>/claim/", handoff_api.ClaimView.as_view(), name="lead-claim"),
     path("leads/<int:pk>/feedback/", handoff_api.FeedbackView.as_view(), name="lead-feedback"),
     path("leads/<int:pk>/outcomes/", handoff_api.OutcomeView.as_view(), name="lead-outcome"),
+    path("leads/<int:pk>/reassign/", handoff_api.ReassignView.as_view(), name="lead-reassign"),
     *router.urls,
 ]

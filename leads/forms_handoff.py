@@ -23,6 +23,16 @@ class FeedbackForm(forms.Form):
     note = forms.CharField(required=False, max_length=1000)
 
 
+class ReassignForm(forms.Form):
+    rep = forms.ModelChoiceField(queryset=None, label="Reassign to", empty_label="— choose a rep —")
+
+    def __init__(self, *args, **kwargs):
+        from .queue import sales_reps
+
+        super().__init__(*args, **kwargs)
+        self.fields["rep"].queryset = sales_reps()
+
+
 class OutcomeForm(forms.Form):
     kind = forms.ChoiceField(
         choices=[

@@ -1,5 +1,6 @@
 """The sales hand-off over the API: the queue, accept, reject, claim, feedback, outcomes."""
 
+from django.contrib.auth import get_user_model
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import generics, serializers, status
@@ -71,6 +72,14 @@ class FeedbackInput(serializers.Serializer):
 class OutcomeInput(serializers.Serializer):
     kind = serializers.ChoiceField(choices=[("opportunity", "Opportunity"), ("won", "Won"), ("lost", "Lost")])
     note = serializers.CharField(required=False, allow_blank=True, max_length=500, default="")
+
+
+class ReassignInput(serializers.Serializer):
+    rep = serializers.SlugRelatedField(
+        slug_field="username",
+        queryset=get_user_model().objects.filter(is_active=True),
+        help_text="The username of the rep who takes the lead.",
+    )
 
 
 class HandoffResultOutput(serializers.Serializer):
@@ -171,3 +180,14 @@ class OutcomeView(LeadActionView):
         handoff.outcome_record(
             contact_id=pk, user=user, kind=data["kind"], note=data["note"], source=Outcome.Source.API
         )
+
+
+@extend_schema(request=ReassignInput, responses=RESPONSES)
+class ReassignView(LeadActionView):
+    """Managers and admins only."""
+
+    input_serializer = ReassignInput
+    done = "Reassigned."
+
+    def act(self, pk, user, data):
+        handoff.lead_reassign(contact_id=pk, user=user, rep=data["rep"])

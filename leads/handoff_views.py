@@ -8,7 +8,7 @@ from django.views.decorators.http import require_POST
 
 from . import handoff
 from .decorators import role_required
-from .forms_handoff import FeedbackForm, OutcomeForm, RejectForm
+from .forms_handoff import FeedbackForm, OutcomeForm, ReassignForm, RejectForm
 from .models import Contact
 from .queue import QueueFilter, mql_queue, queue_page, sla_state, top_reasons
 from .roles import SALES
@@ -72,6 +72,12 @@ def _perform(request, contact: Contact, action: str) -> str:
             raise handoff.HandoffError("Rate the lead good or bad.")
         handoff.feedback_record(contact_id=contact.pk, user=request.user, **form.cleaned_data)
         return "Thanks: your feedback tunes the scoring."
+    if action == "reassign":
+        form = ReassignForm(request.POST)
+        if not form.is_valid():
+            raise handoff.HandoffError("Choose the rep to reassign the lead to.")
+        handoff.lead_reassign(contact_id=contact.pk, user=request.user, rep=form.cleaned_data["rep"])
+        return f"Reassigned to {form.cleaned_data['rep'].get_username()}."
     if action == "outcome":
         form = OutcomeForm(request.POST)
         if not form.is_valid():

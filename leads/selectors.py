@@ -40,14 +40,16 @@ def contact_stage_history(contact: Contact) -> QuerySet[StageChange]:
 
 def lead_handoff_panel(contact: Contact, user) -> dict:
     """What the lead page shows of the hand-off: the actions this user may take and the history."""
-    from .forms_handoff import FeedbackForm, OutcomeForm, RejectForm
+    from .forms_handoff import FeedbackForm, OutcomeForm, ReassignForm, RejectForm
     from .handoff import can_act_on
+    from .roles import ADMIN, MANAGER, has_role
 
     return {
         "can_act": can_act_on(user, contact),
         "reject_form": RejectForm(prefix=f"lead{contact.pk}"),
         "feedback_form": FeedbackForm(),
         "outcome_form": OutcomeForm(),
+        "reassign_form": ReassignForm() if has_role(user, MANAGER, ADMIN) else None,
         "decisions": contact.handoff_decisions.select_related("decided_by"),
         "feedback_given": contact.feedback.select_related("given_by"),
     }

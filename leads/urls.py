@@ -6,7 +6,7 @@ app_name = "leads"
 urlpatterns = [
     path("queue/", handoff_views.queue, name="queue"),
     re_path(
-        r"^leads/(?P<pk>\d+)/(?P<action>accept|reject|claim|feedback|outcome)/$",
+        r"^leads/(?P<pk>\d+)/(?P<action>accept|reject|claim|feedback|outcome|reassign)/$",
         handoff_views.lead_action,
         name="lead_action",
     ),

@@ -255,6 +255,17 @@ class TestQueuePage:
         assert "This field is required" in response.content.decode()
         assert Contact.objects.get(pk=contact.pk).lifecycle_stage == LifecycleStage.MQL
 
+    def test_a_manager_reassigns_from_the_lead_page(self, client, rep, other_rep):
+        manager = UserFactory(username="manager", roles=[MANAGER])
+        client.force_login(manager)
+        contact = make_mql(owner=rep)
+
+        assert "Reassign to" in client.get(contact.get_absolute_url()).content.decode()
+        client.post(reverse("leads:lead_action", args=[contact.pk, "reassign"]), {"rep": other_rep.pk})
+
+        assert Contact.objects.get(pk=contact.pk).owner == other_rep
+        assert AuditEntry.objects.filter(action="lead.reassign", actor=manager).count() == 1
+
     def test_marketers_have_no_queue(self, marketer_client):
         assert marketer_client.get(reverse("leads:queue")).status_code == 403
 

@@ -74,3 +74,27 @@ def test_marketers_cannot_use_the_queue_api(marketer_api):
 
 def test_an_unknown_lead_is_a_404(rep_api):
     assert rep_api.post("/api/leads/999999/accept/").status_code == 404
+
+
+def test_a_manager_reassigns_a_lead_and_the_new_owner_is_emailed(api, rep, other_rep):
+    from leads.roles import MANAGER
+    from nurturing.models import OutboundEmail
+
+    from ..factories import UserFactory
+
+    api.force_authenticate(UserFactory(username="boss-of-sales", roles=[MANAGER]))
+    contact = make_mql(owner=rep)
+
+    response = api.post(f"/api/leads/{contact.pk}/reassign/", {"rep": "rep2"}, format="json")
+
+    assert response.status_code == 200 and response.json()["owner"] == "rep2"
+    assert OutboundEmail.objects.get().to == other_rep.email
+
+
+def test_a_rep_cannot_reassign(rep_api, rep, other_rep):
+    contact = make_mql(owner=rep)
+
+    response = rep_api.post(f"/api/leads/{contact.pk}/reassign/", {"rep": "rep2"}, format="json")
+
+    assert response.status_code == 403
+    assert Contact.objects.get(pk=contact.pk).owner == rep
