@@ -9,7 +9,7 @@ from django import forms
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.paginator import Paginator
-from django.db.models import F, Q, QuerySet
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from .models import Contact, LifecycleStage
@@ -23,7 +23,7 @@ def mql_queue() -> QuerySet[Contact]:
     return (
         Contact.objects.filter(lifecycle_stage=LifecycleStage.MQL)
         .select_related("account", "owner", "score")
-        .order_by(F("score__total").desc(nulls_last=True), "mql_at", "id")
+        .order_by("-score_total", "mql_at", "id")
     )
 
 
@@ -47,9 +47,9 @@ class QueueFilter(django_filters.FilterSet):
     unassigned = django_filters.BooleanFilter(
         method="only_unassigned", label="Unassigned only", widget=forms.CheckboxInput
     )
-    level = django_filters.CharFilter(field_name="score__mql_level", lookup_expr="iexact", label="MQL level")
+    level = django_filters.CharFilter(field_name="score_mql_level", lookup_expr="iexact", label="MQL level")
     grade = django_filters.ChoiceFilter(
-        field_name="score__fit_grade", choices=GRADES, label="Fit grade", empty_label="Any grade"
+        field_name="score_fit_grade", choices=GRADES, label="Fit grade", empty_label="Any grade"
     )
     source = django_filters.CharFilter(field_name="lead_source", lookup_expr="icontains", label="Source")
     account = django_filters.CharFilter(field_name="account__name", lookup_expr="icontains", label="Company")

@@ -296,6 +296,7 @@ class _ScoreWrites:
             unique_fields=["contact"],
             update_fields=self.FIELDS,
         )
+        _copy_queue_keys(self.created + self.updated)
         ScoreExplanation.objects.bulk_create(
             self.explanations,
             batch_size=1000,
@@ -306,6 +307,22 @@ class _ScoreWrites:
         if self.only_dated:
             ContactScore.objects.filter(pk__in=self.only_dated).update(as_of=self.as_of, computed_at=self.now)
         ScoreChange.objects.bulk_create(self.changes, batch_size=1000)
+
+
+def _copy_queue_keys(scores: list[ContactScore]) -> None:
+    """Write each score's total, grade and level onto its contact (the queue's read model),
+    500 rows per UPDATE … FROM (VALUES …): the form both PostgreSQL and SQLite accept."""
+    table = Contact._meta.db_table
+    with connection.cursor() as cursor:
+        for start in range(0, len(scores), 500):
+            batch = scores[start : start + 500]
+            values = ", ".join(["(%s, %s, %s, %s)"] * len(batch))
+            cursor.execute(
+                f"WITH v(id, total, grade, level) AS (VALUES {values}) "
+                f"UPDATE {table} SET score_total = CAST(v.total AS NUMERIC), score_fit_grade = v.grade, "
+                f"score_mql_level = v.level FROM v WHERE {table}.id = v.id",
+                [value for s in batch for value in (s.contact_id, str(s.total), s.fit_grade, s.mql_level)],
+            )
 
 
 def _qualify(contact_id: int, result: ScoreResult, version: ModelVersion, label: str, now) -> None:
