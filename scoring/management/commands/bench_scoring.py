@@ -65,10 +65,21 @@ class Command(BaseCommand):
         parser.add_argument("--samples", type=int, default=200, help="Single events timed per path.")
         parser.add_argument("--reuse", action="store_true", help="Keep the data from the last run.")
         parser.add_argument("--mqls", type=int, default=50_000, help="Open MQLs for the queue page timing.")
+        parser.add_argument(
+            "--queue-only",
+            action="store_true",
+            help="Only the queue page: contacts and their scores written directly with SQL.",
+        )
 
-    def handle(self, *args, contacts, activities_per_contact, workers, samples, reuse, mqls, **options):
+    def handle(self, *args, contacts, activities_per_contact, workers, samples, reuse, mqls, queue_only, **options):
         self._check_database()
         self.rows = []
+        if queue_only:
+            self._generate(contacts, 0)
+            self._timed("write a score for every contact (SQL)", self._scores_in_sql)
+            self._queue_page(mqls)
+            self._print()
+            return
         if not reuse:
             self._generate(contacts, contacts * activities_per_contact)
             self._timed("build engagement aggregates", engagement_rebuild)
@@ -120,13 +131,14 @@ class Command(BaseCommand):
             cursor.execute(
                 """INSERT INTO leads_contact (email, first_name, last_name, job_title, seniority, department, phone,
                     country, city, account_id, lead_source, utm_source, utm_medium, utm_campaign, utm_term, utm_content,
-                    lifecycle_stage, email_consent_status, email_consent_source, attributes, created_at, updated_at)
+                    lifecycle_stage, email_consent_status, email_consent_source, attributes, created_at, updated_at,
+                    score_total, score_fit_grade, score_mql_level)
                 SELECT 'person' || g || CASE WHEN g %% 9 = 0 THEN '@gmail.com' ELSE '@bench.example' END,
                        'First' || g, 'Last' || g,
                        (ARRAY['VP Marketing','Head of Sales','Engineer','Student','Director IT','Analyst'])[1 + g %% 6],
                        (ARRAY['vp','director','individual','student','director','individual'])[1 + g %% 6],
                        '', '', 'Germany', 'Berlin', 1 + g %% %s, 'Organic Search', '', '', '', '', '',
-                       'lead', 'unknown', '', '{}'::jsonb, now(), now()
+                       'lead', 'unknown', '', '{}'::jsonb, now(), now(), 0, '', ''
                 FROM generate_series(1, %s) g""",
                 [max(contact_count // 20, 1), contact_count],
             )
@@ -146,6 +158,36 @@ class Command(BaseCommand):
             )
             cursor.execute("ANALYZE")
         self.rows.append(("generate data (SQL, server-side)", f"{time.perf_counter() - started:.1f} s"))
+
+    def _scores_in_sql(self):
+        """Scores as the engine stores them (row, explanation, the contact's copy of the keys),
+        with plausible random values: what the queue page reads."""
+        version = active_version()
+        explanation = (
+            '[{"kind": "fit", "rule": "Executive seniority", "rule_id": 1, "facts": "is vp", "points": "20.0"},'
+            ' {"kind": "engagement", "rule": "Demo request", "rule_id": 1, "facts": "1 x +30", "points": "29.7"},'
+            ' {"kind": "engagement", "rule": "Webinar attended", "rule_id": 3, "facts": "1 x +15", "points": "13.9"},'
+            ' {"kind": "engagement", "rule": "Pricing page visits", "rule_id": 5, "facts": "1 x +10",'
+            ' "points": "10.0"}]'
+        )
+        with connection.cursor() as cursor:
+            cursor.execute(
+                """INSERT INTO scoring_contactscore (contact_id, version_id, fit, engagement, total, fit_grade,
+                       mql_level, as_of, computed_at)
+                SELECT id, %s, f, e, f + e, CASE WHEN f >= 40 THEN 'A' WHEN f >= 25 THEN 'B' WHEN f >= 10 THEN 'C'
+                       ELSE 'D' END, CASE WHEN f + e >= 90 THEN 'hot' WHEN f + e >= 60 THEN 'warm' ELSE '' END,
+                       current_date, now()
+                FROM (SELECT id, round((random() * 60)::numeric, 1) AS f, round((random() * 100)::numeric, 1) AS e
+                      FROM leads_contact) s""",
+                [version.pk],
+            )
+            cursor.execute(
+                "INSERT INTO scoring_scoreexplanation (score_id, explanation) "
+                "SELECT contact_id, %s::jsonb FROM scoring_contactscore",
+                [explanation],
+            )
+            cursor.execute("""UPDATE leads_contact c SET score_total = s.total, score_fit_grade = s.fit_grade,
+                              score_mql_level = s.mql_level FROM scoring_contactscore s WHERE s.contact_id = c.id""")
 
     def _start_workers(self, count: int) -> list[subprocess.Popen]:
         env = {**os.environ, "DATABASE_URL": os.environ.get("DATABASE_URL", "")}
@@ -243,6 +285,7 @@ class Command(BaseCommand):
                 "WHERE id IN (SELECT id FROM leads_contact ORDER BY random() LIMIT %s)",
                 [mql_count],
             )
+            cursor.execute("VACUUM ANALYZE leads_contact") if not connection.in_atomic_block else None
             cursor.execute("ANALYZE leads_contact")
         client = Client()
         client.force_login(UserFactory(username="bench-rep", roles=[SALES]))
