@@ -25,8 +25,6 @@ def email_enqueue(*, key: str, to: str, template: str, context: dict, contact=No
 
     Queues the sending task after the caller's transaction commits.
     """
-    from .tasks import outbox_send
-
     subject = " ".join(render_to_string(f"{template}-subject.txt", context).split())
     body_text = render_to_string(f"{template}-body.txt", context)
     body_html = render_to_string(f"{template}-body.html", context)
