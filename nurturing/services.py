@@ -21,13 +21,34 @@ PERMANENT_ERRORS = (smtplib.SMTPRecipientsRefused, smtplib.SMTPSenderRefused, sm
 
 
 def email_enqueue(*, key: str, to: str, template: str, context: dict, contact=None, headers=None) -> OutboundEmail:
-    """Render `template`-subject.txt, -body.txt and -body.html and queue the message once per key.
-
-    Queues the sending task after the caller's transaction commits.
-    """
+    """Render `template`-subject.txt, -body.txt and -body.html and queue the message once per key."""
     subject = " ".join(render_to_string(f"{template}-subject.txt", context).split())
-    body_text = render_to_string(f"{template}-body.txt", context)
-    body_html = render_to_string(f"{template}-body.html", context)
+    return email_enqueue_message(
+        key=key,
+        to=to,
+        subject=subject,
+        body_text=render_to_string(f"{template}-body.txt", context),
+        body_html=render_to_string(f"{template}-body.html", context),
+        contact=contact,
+        headers=headers,
+    )
+
+
+def email_enqueue_message(
+    *,
+    key: str,
+    to: str,
+    subject: str,
+    body_text: str,
+    body_html: str = "",
+    contact=None,
+    headers=None,
+    marketing: bool = False,
+) -> OutboundEmail:
+    """Queue an already rendered message once per key; the send task is queued after the
+    caller's transaction commits."""
+    from .tasks import outbox_send
+
     email, created = OutboundEmail.objects.get_or_create(
         key=key[:200],
         defaults={
@@ -37,6 +58,7 @@ def email_enqueue(*, key: str, to: str, template: str, context: dict, contact=No
             "body_text": body_text,
             "body_html": body_html,
             "headers": headers or {},
+            "marketing": marketing,
             "next_attempt_at": timezone.now(),
         },
     )
