@@ -11,6 +11,7 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("", include("leads.urls")),
     path("scoring/", include("scoring.urls")),
+    path("sequences/", include("nurturing.urls")),
     path("api/", include("leads.api_urls")),
     path("api/", include("scoring.api_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),

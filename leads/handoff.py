@@ -106,6 +106,7 @@ def lead_accept(*, contact_id: int, user) -> HandoffDecision:
         to_stage=LifecycleStage.SQL,
     )
     audit_record(actor=user, action="lead.accept", contact=contact, before=before, after=_snapshot(contact))
+    _leave_nurture(contact, "accepted by sales", only="exit_on_sql")
     return decision
 
 
@@ -149,7 +150,23 @@ def lead_reject(*, contact_id: int, user, reason: str, note: str = "") -> Handof
         before=before,
         after={**_snapshot(contact), "reason": reason, "note": note[:1000]},
     )
+    _leave_nurture(contact, "rejected by sales", only="exit_on_sql")
+    _enter_nurture_after_rejection(contact, reason)
     return decision
+
+
+def _leave_nurture(contact: Contact, reason: str, *, only: str) -> None:
+    from nurturing.sequences import enrolments_exit
+
+    enrolments_exit(contact=contact, reason=reason, only=only)
+
+
+def _enter_nurture_after_rejection(contact: Contact, reason: str) -> None:
+    """A rejected lead (e.g. "bad timing") may enter a re-engagement sequence."""
+    from nurturing.sequences import enrol_on_rejection
+
+    contact.refresh_from_db()
+    enrol_on_rejection(contact=contact, reason=reason)
 
 
 # --- feedback and outcomes ---------------------------------------------------------------------
@@ -242,6 +259,7 @@ def mql_entered(*, contact: Contact, at: datetime) -> None:
     """Called in the transaction that made the contact an MQL: start its clock and route it."""
     Contact.objects.filter(pk=contact.pk).update(mql_at=at, sla_reminded_at=None)
     contact.mql_at = at
+    _leave_nurture(contact, "became an MQL", only="exit_on_mql")
     if settings.MQL_ROUTING == "off":
         return
     locked = Contact.objects.select_for_update(of=("self",)).select_related("account__owner").get(pk=contact.pk)

@@ -9,6 +9,7 @@ from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
+from nurturing.selectors import contact_nurture_panel
 from scoring.selectors import account_score, contact_score_panel
 
 from . import importing, selectors, services
@@ -56,6 +57,7 @@ def contact_detail(request, pk: int):
             "outcomes": contact.outcomes.select_related("recorded_by"),
             **contact_score_panel(contact),
             **selectors.lead_handoff_panel(contact, request.user),
+            **contact_nurture_panel(contact),
         },
     )
 

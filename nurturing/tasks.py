@@ -8,3 +8,20 @@ def outbox_send() -> int:
     """Send due emails (queued after commit, and by beat every minute). Safe to run twice:
     rows are claimed one by one with a conditional update."""
     return services.outbox_send_due()
+
+
+@shared_task
+def nurture_enrol() -> int:
+    """Beat, every 5 minutes: enrol contacts that entered active segment sequences."""
+    from .sequences import sequences_enrol_segments
+
+    return sequences_enrol_segments()
+
+
+@shared_task(acks_late=True)
+def nurture_advance() -> int:
+    """Beat, every minute: send or skip every due step. Safe to run twice (row locks and a
+    unique StepSend per enrolment and step)."""
+    from .sequences import enrolments_advance_due
+
+    return enrolments_advance_due()

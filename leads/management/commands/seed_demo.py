@@ -40,6 +40,7 @@ from leads.models import (
 )
 from leads.normalise import normalise_email
 from leads.roles import SALES
+from nurturing.demo import demo_sequences_create
 from scoring.services import engagement_rebuild
 
 # Reserved by RFC 2606, so no demo company address can ever deliver mail.
@@ -241,6 +242,8 @@ class Command(BaseCommand):
     def handle(self, *args, seed, as_of, accounts, contacts, activities, verbosity, **options):
         if not 1 <= accounts <= contacts <= activities:
             raise CommandError("Need 1 <= --accounts <= --contacts <= --activities.")
+        sequences = demo_sequences_create()
+        self.stdout.write(f"Demo nurture sequences: {', '.join(s.name for s in sequences)}.")
         if demo_data_exists():
             self.stdout.write("Demo data is already seeded; nothing to do.")
             return
