@@ -3,20 +3,35 @@ from django.contrib import admin
 from .models import ContactScore, EngagementRule, FitRule, ModelVersion, MqlLevel, RescoreRun, ScoringModel
 
 
-class FitRuleInline(admin.TabularInline):
+class PublishedReadOnly:
+    """Published rules never change (scores were computed from them); edit drafts in Scoring."""
+
+    extra = 0
+
+    def _editable(self, obj) -> bool:
+        return obj is None or obj.status == ModelVersion.Status.DRAFT
+
+    def has_add_permission(self, request, obj=None):
+        return self._editable(obj) and super().has_add_permission(request, obj)
+
+    def has_change_permission(self, request, obj=None):
+        return self._editable(obj) and super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request, obj=None):
+        return self._editable(obj) and super().has_delete_permission(request, obj)
+
+
+class FitRuleInline(PublishedReadOnly, admin.TabularInline):
     model = FitRule
-    extra = 0
 
 
-class EngagementRuleInline(admin.TabularInline):
+class EngagementRuleInline(PublishedReadOnly, admin.TabularInline):
     model = EngagementRule
-    extra = 0
     raw_id_fields = ["activity_type"]
 
 
-class MqlLevelInline(admin.TabularInline):
+class MqlLevelInline(PublishedReadOnly, admin.TabularInline):
     model = MqlLevel
-    extra = 0
 
 
 @admin.register(ScoringModel)
@@ -31,6 +46,11 @@ class ModelVersionAdmin(admin.ModelAdmin):
     list_display = ["__str__", "status", "published_at", "published_by"]
     list_filter = ["status"]
     inlines = [FitRuleInline, EngagementRuleInline, MqlLevelInline]
+
+    def get_readonly_fields(self, request, obj=None):
+        if obj is not None and obj.status != ModelVersion.Status.DRAFT:
+            return [field.name for field in ModelVersion._meta.fields]
+        return ["status", "published_at", "published_by"]
 
 
 @admin.register(ContactScore)

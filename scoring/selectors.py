@@ -43,7 +43,22 @@ def active_version() -> ModelVersion | None:
     return ModelVersion.objects.filter(status=ModelVersion.Status.ACTIVE).select_related("scoring_model").first()
 
 
+# Rule sets of published versions. Safe to keep per process: only a draft can be edited
+# (scoring.versions; the admin shows published rules read-only) and a draft is never
+# cached. Keyed with created_at too, so a reused id can never hit another version's rules.
+_PUBLISHED_RULESETS: dict[tuple, RuleSet] = {}
+
+
 def ruleset_for(version: ModelVersion) -> RuleSet:
+    if version.status == ModelVersion.Status.DRAFT:
+        return _load_ruleset(version)
+    key = (version.pk, version.created_at)
+    if key not in _PUBLISHED_RULESETS:
+        _PUBLISHED_RULESETS[key] = _load_ruleset(version)
+    return _PUBLISHED_RULESETS[key]
+
+
+def _load_ruleset(version: ModelVersion) -> RuleSet:
     fit_rules = tuple(
         FitRuleSpec(r.id, r.name, r.field, r.operator, r.value, r.points) for r in version.fit_rules.all()
     )

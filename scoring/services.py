@@ -74,9 +74,13 @@ def engagement_record(*, activities: Sequence[Activity]) -> None:
     if not activities:
         return
     type_ids = {a.type_id for a in activities}
-    for activity_type in ActivityType.objects.filter(id__in=type_ids):
-        matcher_for_type(activity_type)
     matchers = list(Matcher.objects.filter(activity_type_id__in=type_ids))
+    # Every type counts under its plain matcher; a type's first activity creates it.
+    missing = type_ids - {m.activity_type_id for m in matchers if not m.property_name}
+    if missing:
+        for activity_type in ActivityType.objects.filter(id__in=missing):
+            matcher_for_type(activity_type)
+        matchers = list(Matcher.objects.filter(activity_type_id__in=type_ids))
     _lock_shared(matchers)
     by_type = defaultdict(list)
     for matcher in matchers:
