@@ -233,6 +233,14 @@ EMAIL_FILE_PATH = str(VAR_DIR / "sent-mail")
 EMAIL_HOST = os.environ.get("EMAIL_HOST", "localhost")
 EMAIL_PORT = int(os.environ.get("EMAIL_PORT", 25))
 DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "Marketing <marketing@example.com>")
+# Marketing email: the sender's postal address shown in every footer (anti-spam law), how long
+# unsubscribe and tracking links stay valid, and the shared secret that signs bounce and
+# complaint reports from the mail provider (unset: such reports are refused).
+COMPANY_POSTAL_ADDRESS = os.environ.get(
+    "COMPANY_POSTAL_ADDRESS", "MQL CRM Inc., 1 Example Street, 10115 Berlin, Germany"
+)
+EMAIL_LINK_MAX_AGE_DAYS = int(os.environ.get("EMAIL_LINK_MAX_AGE_DAYS", 365))
+EMAIL_FEEDBACK_SECRET = os.environ.get("EMAIL_FEEDBACK_SECRET", "")
 
 if not DEBUG:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")

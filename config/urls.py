@@ -12,6 +12,7 @@ urlpatterns = [
     path("", include("leads.urls")),
     path("scoring/", include("scoring.urls")),
     path("sequences/", include("nurturing.urls")),
+    path("e/", include("nurturing.public_urls")),
     path("api/", include("leads.api_urls")),
     path("api/", include("scoring.api_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),

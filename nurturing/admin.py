@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from .models import OutboundEmail
+from .models import EmailLink, Enrolment, OutboundEmail, Sequence, Suppression
 
 
 @admin.register(OutboundEmail)
@@ -22,3 +22,29 @@ class OutboundEmailAdmin(admin.ModelAdmin):
         "error",
         "created_at",
     ]
+
+
+@admin.register(Suppression)
+class SuppressionAdmin(admin.ModelAdmin):
+    list_display = ["address", "reason", "created_at"]
+    list_filter = ["reason"]
+    search_fields = ["address"]
+
+
+@admin.register(EmailLink)
+class EmailLinkAdmin(admin.ModelAdmin):
+    list_display = ["email", "position", "url"]
+    raw_id_fields = ["email"]
+
+
+@admin.register(Sequence)
+class SequenceAdmin(admin.ModelAdmin):
+    list_display = ["name", "status", "entry", "updated_at"]
+    list_filter = ["status", "entry"]
+
+
+@admin.register(Enrolment)
+class EnrolmentAdmin(admin.ModelAdmin):
+    list_display = ["contact", "sequence", "status", "next_due_at", "exit_reason"]
+    list_filter = ["status", "sequence"]
+    raw_id_fields = ["contact"]

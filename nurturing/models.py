@@ -182,3 +182,48 @@ class StepSend(models.Model):
 
     def __str__(self) -> str:
         return f"{self.enrolment_id} step {self.step_id} ({self.variant})"
+
+
+class EmailLink(models.Model):
+    """A link of a marketing email, stored when the email was prepared.
+
+    The click-tracking URL carries only this row's id (signed), and the redirect goes to
+    the URL stored here, so the tracker can never be used as an open redirect.
+    """
+
+    email = models.ForeignKey(OutboundEmail, on_delete=models.CASCADE, related_name="links")
+    position = models.PositiveIntegerField(help_text="1-based order of the link in the HTML part.")
+    url = models.TextField()
+
+    class Meta:
+        ordering = ["email", "position"]
+        constraints = [models.UniqueConstraint(fields=["email", "position"], name="email_link_position_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.email_id} link {self.position}: {self.url[:80]}"
+
+
+class Suppression(models.Model):
+    """An address that must never receive marketing email again: it bounced hard, its owner
+    reported us as spam, or someone suppressed it by hand.
+
+    Kept per address rather than on the contact: a bounce may name an address no contact
+    has (any more), and re-importing a suppressed address as a new contact must not make
+    it mailable again. Consent (unsubscribed, do not email) stays on the contact.
+    """
+
+    class Reason(models.TextChoices):
+        HARD_BOUNCE = "hard_bounce", "Hard bounce"
+        COMPLAINT = "complaint", "Spam complaint"
+        MANUAL = "manual", "Suppressed by hand"
+
+    address = models.EmailField(max_length=254, unique=True, help_text="Stored lower-cased.")
+    reason = models.CharField(max_length=20, choices=Reason.choices)
+    detail = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.address} ({self.reason})"

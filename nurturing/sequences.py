@@ -16,6 +16,7 @@ import markdown
 import nh3
 from django.db import transaction
 from django.db.models import QuerySet
+from django.db.models.functions import Lower
 from django.utils import timezone
 from django.utils.html import escape
 
@@ -23,7 +24,7 @@ from leads.models import ConsentStatus, Contact, LifecycleStage
 from scoring.engine import fit_test
 from scoring.selectors import scoring_profiles
 
-from .models import Enrolment, Sequence, SequenceStep, StepSend
+from .models import Enrolment, Sequence, SequenceStep, StepSend, Suppression
 from .services import email_enqueue_message
 
 MERGE_FIELD = re.compile(r"{{\s*([a-z_][a-z0-9_.]*)\s*(?:\|\s*([^}]*?)\s*)?}}")
@@ -37,7 +38,13 @@ NO_EMAIL = {ConsentStatus.UNSUBSCRIBED, ConsentStatus.DO_NOT_EMAIL}
 
 def segment_contacts(sequence: Sequence) -> QuerySet[Contact]:
     """Contacts the sequence's segment selects (conditions on attributes are checked in Python)."""
-    contacts = Contact.objects.exclude(email__isnull=True).exclude(email="").exclude(email_consent_status__in=NO_EMAIL)
+    contacts = (
+        Contact.objects.exclude(email__isnull=True)
+        .exclude(email="")
+        .exclude(email_consent_status__in=NO_EMAIL)
+        .annotate(email_lower=Lower("email"))
+        .exclude(email_lower__in=Suppression.objects.values("address"))
+    )
     if sequence.entry_stages:
         contacts = contacts.filter(lifecycle_stage__in=sequence.entry_stages)
     if sequence.entry_grades:

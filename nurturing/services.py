@@ -17,7 +17,6 @@ from .models import OutboundEmail
 
 logger = logging.getLogger(__name__)
 MAX_ATTEMPTS = 6
-PERMANENT_ERRORS = (smtplib.SMTPRecipientsRefused, smtplib.SMTPSenderRefused, smtplib.SMTPNotSupportedError)
 
 
 def email_enqueue(*, key: str, to: str, template: str, context: dict, contact=None, headers=None) -> OutboundEmail:
@@ -72,7 +71,8 @@ def outbox_send_due(*, limit: int = 200) -> int:
 
     Each row is claimed with a conditional update before sending, so two workers never
     send the same row. A transient error puts it back with a backoff; a permanent one,
-    or too many attempts, marks it failed.
+    or too many attempts, marks it failed. Marketing email to a contact who opted out, or
+    to a suppressed address, is marked skipped instead (see nurturing.compliance).
     """
     now = timezone.now()
     due = list(
@@ -92,6 +92,14 @@ def outbox_send_due(*, limit: int = 200) -> int:
 
 
 def _send_one(email: OutboundEmail, connection) -> bool:
+    if email.marketing:
+        from .compliance import suppression_reason  # compliance builds on this module
+
+        # Checked now rather than when queued, so an unsubscribe stops emails already queued.
+        reason = suppression_reason(email)
+        if reason:
+            _mark(email, OutboundEmail.Status.SKIPPED, error=reason)
+            return False
     message = EmailMultiAlternatives(
         subject=email.subject,
         body=email.body_text,
@@ -104,11 +112,10 @@ def _send_one(email: OutboundEmail, connection) -> bool:
         message.attach_alternative(email.body_html, "text/html")
     try:
         message.send()
-    except PERMANENT_ERRORS as error:
-        _mark(email, OutboundEmail.Status.FAILED, error=f"{type(error).__name__}: {error}")
-        return False
     except (smtplib.SMTPException, OSError) as error:
-        if email.attempts >= MAX_ATTEMPTS:
+        if _is_permanent(error):
+            _mark(email, OutboundEmail.Status.FAILED, error=f"{type(error).__name__}: {error}")
+        elif email.attempts >= MAX_ATTEMPTS:
             _mark(email, OutboundEmail.Status.FAILED, error=f"gave up after {email.attempts} attempts: {error}")
         else:
             backoff = timedelta(seconds=30 * 2 ** (email.attempts - 1))
@@ -117,6 +124,16 @@ def _send_one(email: OutboundEmail, connection) -> bool:
         return False
     _mark(email, OutboundEmail.Status.SENT, sent_at=timezone.now(), error="")
     return True
+
+
+def _is_permanent(error: Exception) -> bool:
+    """A 5xx reply about this message (its sender, recipient or content) will not change on
+    retry; a 4xx (greylisting, a full queue) or a lost connection may."""
+    if isinstance(error, smtplib.SMTPRecipientsRefused):
+        return all(code >= 500 for code, _ in error.recipients.values())
+    if isinstance(error, smtplib.SMTPSenderRefused | smtplib.SMTPDataError):
+        return error.smtp_code >= 500
+    return isinstance(error, smtplib.SMTPNotSupportedError)
 
 
 def _mark(email: OutboundEmail, status: str, **fields) -> None:
