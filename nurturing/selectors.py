@@ -2,7 +2,7 @@
 
 from django.db.models import Count, Q
 
-from leads.models import StageChange
+from leads.models import Activity, StageChange
 
 from .models import Enrolment, OutboundEmail, Sequence, StepSend
 
@@ -22,23 +22,61 @@ def sequence_stats(sequence: Sequence) -> dict:
         failed=Count("id", filter=Q(email__status=OutboundEmail.Status.FAILED)),
         suppressed=Count("id", filter=Q(email__status=OutboundEmail.Status.SKIPPED)),
     )
-    return {**enrolments, **sends}
+    email_ids = list(
+        StepSend.objects.filter(enrolment__sequence=sequence, email__isnull=False).values_list("email_id", flat=True)
+    )
+    engaged = {
+        "opened": len(_emails_with(email_ids, "email_open")),
+        "clicked": len(_emails_with(email_ids, "email_click")),
+        "bounced": Enrolment.objects.filter(sequence=sequence, exit_reason="hard bounce").count(),
+    }
+    return {**enrolments, **sends, **engaged}
+
+
+def _emails_with(email_ids: list[int], activity_type: str) -> set[int]:
+    """Which of these emails have an open (or click) recorded by the tracking endpoints."""
+    if not email_ids:
+        return set()
+    return set(
+        Activity.objects.filter(type__key=activity_type, properties__email_id__in=email_ids).values_list(
+            "properties__email_id", flat=True
+        )
+    )
 
 
 def step_stats(sequence: Sequence) -> list[dict]:
-    """Per step and variant: how many were sent, skipped and failed."""
-    rows = (
-        StepSend.objects.filter(enrolment__sequence=sequence)
-        .values("step__position", "step__subject", "variant")
-        .annotate(
-            total=Count("id"),
-            skipped=Count("id", filter=Q(skipped=True)),
-            sent=Count("id", filter=Q(email__status=OutboundEmail.Status.SENT)),
-            failed=Count("id", filter=Q(email__status=OutboundEmail.Status.FAILED)),
+    """Per step and variant: processed, sent, skipped, failed, opened and clicked (A/B results)."""
+    sends = list(
+        StepSend.objects.filter(enrolment__sequence=sequence).values(
+            "step__position", "step__subject", "variant", "skipped", "email_id", "email__status"
         )
-        .order_by("step__position", "variant")
     )
-    return list(rows)
+    email_ids = [send["email_id"] for send in sends if send["email_id"]]
+    opened, clicked = _emails_with(email_ids, "email_open"), _emails_with(email_ids, "email_click")
+    rows: dict[tuple, dict] = {}
+    for send in sends:
+        key = (send["step__position"], send["variant"])
+        row = rows.setdefault(
+            key,
+            {
+                "step__position": key[0],
+                "step__subject": send["step__subject"],
+                "variant": key[1],
+                "total": 0,
+                "sent": 0,
+                "skipped": 0,
+                "failed": 0,
+                "opened": 0,
+                "clicked": 0,
+            },
+        )
+        row["total"] += 1
+        row["skipped"] += send["skipped"]
+        row["sent"] += send["email__status"] == OutboundEmail.Status.SENT
+        row["failed"] += send["email__status"] == OutboundEmail.Status.FAILED
+        row["opened"] += send["email_id"] in opened
+        row["clicked"] += send["email_id"] in clicked
+    return [rows[key] for key in sorted(rows)]
 
 
 def mql_after_enrolment(sequence: Sequence) -> int:

@@ -236,3 +236,32 @@ class TestPages:
         assert rep_client.post(reverse("nurturing:sequence_status", args=[sequence.pk, "paused"])).status_code == 403
         sequence.refresh_from_db()
         assert sequence.status == "active"
+
+
+def test_results_count_opens_and_clicks_per_step_and_variant(sequence):
+    from nurturing.models import EmailLink
+    from nurturing.selectors import sequence_stats, step_stats
+    from nurturing.tracking import email_record_click, email_record_open
+
+    step = sequence.steps.get(position=1)
+    step.body = "Read [the guide](https://example.com/guide)."
+    step.save()
+    StepVariant.objects.create(
+        step=step, label="B", subject="Variant B", body="[Guide](https://example.com/b)", weight=50
+    )
+    enrolments = [enrol_contact(sequence=sequence, contact=ContactFactory()) for _ in range(24)]
+    for enrolment in enrolments:
+        _due(enrolment)
+    enrolments_advance_due()
+    sends = list(StepSend.objects.select_related("email"))
+    opened = [s for s in sends if s.variant == "B"][:2] + [s for s in sends if s.variant == "A"][:1]
+    for send in opened:
+        email_record_open(email_id=send.email_id)
+        email_record_open(email_id=send.email_id)  # a second open of the same email counts once
+    email_record_click(link=EmailLink.objects.filter(email=opened[0].email).first())
+
+    rows = {row["variant"]: row for row in step_stats(sequence)}
+    assert (rows["B"]["opened"], rows["B"]["clicked"], rows["A"]["opened"], rows["A"]["clicked"]) == (2, 1, 1, 0)
+    assert rows["A"]["total"] + rows["B"]["total"] == 24
+    stats = sequence_stats(sequence)
+    assert (stats["opened"], stats["clicked"], stats["enrolled"]) == (3, 1, 24)
