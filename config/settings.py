@@ -221,7 +221,7 @@ SITE_URL = os.environ.get("SITE_URL", "http://127.0.0.1:8000")
 
 CELERY_BEAT_SCHEDULE = {
     "outbox-send": {"task": "nurturing.tasks.outbox_send", "schedule": 60.0},
-    "nurture-enrol": {"task": "nurturing.tasks.nurture_enrol", "schedule": 300.0},
+    "nurture-enrol": {"task": "nurturing.tasks.nurture_enrol", "schedule": 60.0},
     "nurture-advance": {"task": "nurturing.tasks.nurture_advance", "schedule": 60.0},
     "mql-sla": {"task": "leads.tasks.mql_sla_check", "schedule": 600.0},
     "rescore-sweep": {"task": "scoring.tasks.rescore_sweep", "schedule": 60.0},

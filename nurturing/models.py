@@ -116,6 +116,11 @@ class SequenceStep(models.Model):
     def __str__(self) -> str:
         return f"{self.sequence} · step {self.position}: {self.subject}"
 
+    @property
+    def weekday_names(self) -> str:
+        names = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
+        return ", ".join(names[day] for day in sorted(self.send_weekdays) if 0 <= day <= 6)
+
 
 class StepVariant(models.Model):
     """An A/B variant of a step; contacts are split between variants by weight."""

@@ -12,7 +12,7 @@ def outbox_send() -> int:
 
 @shared_task
 def nurture_enrol() -> int:
-    """Beat, every 5 minutes: enrol contacts that entered active segment sequences."""
+    """Beat, every minute: enrol contacts that entered active segment sequences."""
     from .sequences import sequences_enrol_segments
 
     return sequences_enrol_segments()
