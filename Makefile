@@ -7,7 +7,7 @@ PORT ?= 8000
 SEED ?= 42
 TEST_VAR := $(CURDIR)/var/test
 
-.PHONY: install run test lint clean bench-scoring
+.PHONY: install run test lint clean bench-scoring bench-nurture
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -52,3 +52,10 @@ bench-scoring: install
 		|| psql "$(dir $(BENCH_DB))postgres" -c "CREATE DATABASE $(notdir $(BENCH_DB))"
 	DATABASE_URL=$(BENCH_DB) REDIS_URL=$(BENCH_REDIS) $(BIN)/python manage.py migrate --noinput -v0
 	DATABASE_URL=$(BENCH_DB) REDIS_URL=$(BENCH_REDIS) $(BIN)/python manage.py bench_scoring $(BENCH_ARGS)
+
+BENCH_NURTURE_DB ?= postgres://postgres@127.0.0.1:5432/bench_nurture
+bench-nurture: install
+	psql "$(dir $(BENCH_NURTURE_DB))postgres" -tAc "SELECT 1 FROM pg_database WHERE datname='$(notdir $(BENCH_NURTURE_DB))'" | grep -q 1 \
+		|| psql "$(dir $(BENCH_NURTURE_DB))postgres" -c "CREATE DATABASE $(notdir $(BENCH_NURTURE_DB))"
+	DATABASE_URL=$(BENCH_NURTURE_DB) REDIS_URL=$(BENCH_REDIS) $(BIN)/python manage.py migrate --noinput -v0
+	DATABASE_URL=$(BENCH_NURTURE_DB) REDIS_URL=$(BENCH_REDIS) $(BIN)/python manage.py bench_nurture $(BENCH_ARGS)
