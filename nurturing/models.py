@@ -39,7 +39,13 @@ class OutboundEmail(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
-        indexes = [models.Index(fields=["status", "next_attempt_at"], name="outbox_due_idx")]
+        indexes = [
+            models.Index(fields=["status", "next_attempt_at"], name="outbox_due_idx"),
+            # Only queued rows: stays small however many sent rows pile up, so claiming is fast.
+            models.Index(
+                fields=["next_attempt_at", "id"], condition=models.Q(status="queued"), name="outbox_queued_idx"
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.subject} → {self.to} ({self.status})"

@@ -67,13 +67,13 @@ def email_enqueue_message(
     return email
 
 
-CLAIM_BATCH = 20
+CLAIM_BATCH = 50
 
 
 def outbox_send_due(*, limit: int = 20_000, time_budget: float = 50.0) -> int:
     """Send due emails until none is due (or the budget is spent); returns how many were sent.
 
-    Workers claim small batches with SELECT … FOR UPDATE SKIP LOCKED and mark them
+    Workers claim batches of CLAIM_BATCH with SELECT … FOR UPDATE SKIP LOCKED and mark them
     "sending" in the same short transaction, so two workers never take the same row and
     never wait for each other; each message is then sent outside any transaction. A
     worker that dies holds at most one batch in "sending". A transient error puts a row

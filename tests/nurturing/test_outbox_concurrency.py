@@ -1,0 +1,40 @@
+"""Two workers draining one outbox at the same time send every email exactly once."""
+
+import threading
+from collections import Counter
+
+import pytest
+from django.core import mail
+from django.db import connection
+from django.utils import timezone
+
+from nurturing.models import OutboundEmail
+from nurturing.services import outbox_send_due
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_two_workers_send_each_email_once():
+    OutboundEmail.objects.bulk_create(
+        OutboundEmail(
+            key=f"k{n}", to=f"p{n}@example.com", subject=f"S{n}", body_text="b", next_attempt_at=timezone.now()
+        )
+        for n in range(300)
+    )
+    barrier = threading.Barrier(2)
+
+    def worker():
+        try:
+            barrier.wait(timeout=10)
+            outbox_send_due()
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    delivered = Counter(message.extra_headers["Message-ID"] for message in mail.outbox)
+    assert len(delivered) == 300 and max(delivered.values()) == 1
+    assert OutboundEmail.objects.filter(status="sent").count() == 300
