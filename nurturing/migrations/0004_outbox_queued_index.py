@@ -4,15 +4,16 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('leads', '0005_queue_read_model'),
-        ('nurturing', '0003_tracking'),
+        ("leads", "0005_queue_read_model"),
+        ("nurturing", "0003_tracking"),
     ]
 
     operations = [
         migrations.AddIndex(
-            model_name='outboundemail',
-            index=models.Index(condition=models.Q(('status', 'queued')), fields=['next_attempt_at', 'id'], name='outbox_queued_idx'),
+            model_name="outboundemail",
+            index=models.Index(
+                condition=models.Q(("status", "queued")), fields=["next_attempt_at", "id"], name="outbox_queued_idx"
+            ),
         ),
     ]

@@ -5,17 +5,15 @@ Refuses to run on a database whose name does not start with "bench".
 """
 
 import os
-import subprocess
-import sys
 import tempfile
 import time
-import uuid
 from collections import Counter
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connection
 
+from config.benchmarks import start_workers, stop_workers
 from nurturing.models import OutboundEmail
 from nurturing.tasks import outbox_send
 
@@ -40,7 +38,11 @@ class Command(BaseCommand):
             raise CommandError("Set REDIS_URL: the workers take their tasks from Redis.")
         sink = tempfile.NamedTemporaryFile(prefix="bench-sink-", delete=False).name
         self._queue_emails(emails)
-        processes = self._start_workers(workers, sink)
+        processes = start_workers(
+            workers,
+            name="nurture",
+            env={"EMAIL_BACKEND": "nurturing.bench_backend.MessageIdSinkBackend", "BENCH_SINK": sink},
+        )
         try:
             started = time.perf_counter()
             for _ in range(workers * 2):  # each task sends until nothing is due (or 50 s pass)
@@ -51,10 +53,7 @@ class Command(BaseCommand):
                 time.sleep(0.5)
             elapsed = time.perf_counter() - started
         finally:
-            for process in processes:
-                process.terminate()
-            for process in processes:
-                process.wait(timeout=30)
+            stop_workers(processes)
         delivered = Counter(line.strip() for line in open(sink) if line.strip())
         os.unlink(sink)
         duplicates = sum(count - 1 for count in delivered.values())
@@ -77,30 +76,3 @@ class Command(BaseCommand):
                 FROM generate_series(1, %s) g""",
                 [count],
             )
-
-    def _start_workers(self, count: int, sink: str) -> list[subprocess.Popen]:
-        env = {**os.environ, "EMAIL_BACKEND": "nurturing.bench_backend.MessageIdSinkBackend", "BENCH_SINK": sink}
-        processes = [
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "celery",
-                    "--app",
-                    "config",
-                    "worker",
-                    "--loglevel",
-                    "WARNING",
-                    "--concurrency",
-                    "1",
-                    "--without-mingle",
-                    "--without-gossip",
-                    "--hostname",
-                    f"nurture{n}-{uuid.uuid4().hex[:6]}@%h",
-                ],
-                env=env,
-            )
-            for n in range(count)
-        ]
-        time.sleep(4)
-        return processes

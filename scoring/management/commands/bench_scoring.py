@@ -6,8 +6,6 @@ whose name does not start with "bench", because it empties the CRM tables first.
 
 import os
 import statistics
-import subprocess
-import sys
 import time
 import uuid
 from datetime import timedelta
@@ -17,6 +15,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import connection
 from django.utils import timezone
 
+from config.benchmarks import start_workers, stop_workers
 from leads.models import ActivityType
 from leads.services import IngestEvent, activities_ingest
 from scoring.models import ContactScore, RescoreRun
@@ -83,7 +82,7 @@ class Command(BaseCommand):
         if not reuse:
             self._generate(contacts, contacts * activities_per_contact)
             self._timed("build engagement aggregates", engagement_rebuild)
-        workers_ = self._start_workers(workers)
+        workers_ = start_workers(workers, name="bench")
         try:
             self._timed("initial score of every contact", lambda: self._rescore_with_workers(initial=True))
             rescore = self._timed("full rescore after a rule change", self._rescore_with_workers)
@@ -92,10 +91,7 @@ class Command(BaseCommand):
             self._single_events(samples)
             self._queue_page(mqls)
         finally:
-            for worker in workers_:
-                worker.terminate()
-            for worker in workers_:
-                worker.wait(timeout=30)
+            stop_workers(workers_)
         self._print()
 
     # --- setup ------------------------------------------------------------------------------
@@ -188,35 +184,6 @@ class Command(BaseCommand):
             )
             cursor.execute("""UPDATE leads_contact c SET score_total = s.total, score_fit_grade = s.fit_grade,
                               score_mql_level = s.mql_level FROM scoring_contactscore s WHERE s.contact_id = c.id""")
-
-    def _start_workers(self, count: int) -> list[subprocess.Popen]:
-        env = {**os.environ, "DATABASE_URL": os.environ.get("DATABASE_URL", "")}
-        workers_ = [
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "celery",
-                    "--app",
-                    "config",
-                    "worker",
-                    "--loglevel",
-                    "WARNING",
-                    "--concurrency",
-                    "1",
-                    "--without-mingle",
-                    "--without-gossip",
-                    "--hostname",
-                    f"bench{n}-{uuid.uuid4().hex[:6]}@%h",
-                ],
-                env=env,
-            )
-            for n in range(count)
-        ]
-        time.sleep(4)
-        return workers_
-
-    # --- measurements -------------------------------------------------------------------------
 
     def _timed(self, label: str, work) -> float:
         started = time.perf_counter()
