@@ -95,3 +95,35 @@ def contact_nurture_panel(contact) -> dict:
         "enrolments": contact.enrolments.select_related("sequence"),
         "nurture_sequences": Sequence.objects.filter(status=Sequence.Status.ACTIVE),
     }
+
+
+def daily_results(sequence: Sequence, *, days: int = 30) -> list[dict]:
+    """Emails sent, opened and clicked per day over the last `days` days (the chart)."""
+    from datetime import timedelta
+
+    from django.db.models.functions import TruncDate
+    from django.utils import timezone
+
+    since = timezone.now() - timedelta(days=days)
+    email_ids = list(
+        StepSend.objects.filter(enrolment__sequence=sequence, email__isnull=False).values_list("email_id", flat=True)
+    )
+    series: dict = {}
+    sent = (
+        OutboundEmail.objects.filter(id__in=email_ids, status=OutboundEmail.Status.SENT, sent_at__gte=since)
+        .annotate(day=TruncDate("sent_at"))
+        .values("day")
+        .annotate(n=Count("id"))
+    )
+    for row in sent:
+        series.setdefault(row["day"], {"day": row["day"], "sent": 0, "opened": 0, "clicked": 0})["sent"] = row["n"]
+    for key, type_key in (("opened", "email_open"), ("clicked", "email_click")):
+        engaged = (
+            Activity.objects.filter(type__key=type_key, properties__email_id__in=email_ids, occurred_at__gte=since)
+            .annotate(day=TruncDate("occurred_at"))
+            .values("day")
+            .annotate(n=Count("id"))
+        )
+        for row in engaged:
+            series.setdefault(row["day"], {"day": row["day"], "sent": 0, "opened": 0, "clicked": 0})[key] = row["n"]
+    return [series[day] for day in sorted(series)]

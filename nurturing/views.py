@@ -50,6 +50,7 @@ def sequence_detail(request, pk: int):
             "stats": selectors.sequence_stats(sequence),
             "step_stats": selectors.step_stats(sequence),
             "became_mql": selectors.mql_after_enrolment(sequence),
+            "daily": selectors.daily_results(sequence),
             "segment_size": sequences.segment_contacts(sequence).count() if sequence.entry == "segment" else None,
         },
     )

@@ -265,3 +265,18 @@ def test_results_count_opens_and_clicks_per_step_and_variant(sequence):
     assert rows["A"]["total"] + rows["B"]["total"] == 24
     stats = sequence_stats(sequence)
     assert (stats["opened"], stats["clicked"], stats["enrolled"]) == (3, 1, 24)
+
+
+def test_the_sequence_page_charts_sends_per_day(marketer_client, sequence):
+    from nurturing.services import outbox_send_due
+
+    enrolment = enrol_contact(sequence=sequence, contact=ContactFactory())
+    _due(enrolment)
+    enrolments_advance_due()
+    outbox_send_due()
+
+    response = marketer_client.get(reverse("nurturing:sequence_detail", args=[sequence.pk]))
+
+    [today] = response.context["daily"]
+    assert (today["sent"], today["opened"]) == (1, 0)
+    assert "Emails sent, opened and clicked per day" in response.content.decode()
