@@ -9,7 +9,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives, get_connection
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import F
 from django.template.loader import render_to_string
 from django.utils import timezone
@@ -88,8 +88,9 @@ def outbox_send_due(*, limit: int = 20_000, time_budget: float = 50.0) -> int:
             batch = _claim_batch(CLAIM_BATCH)
             if not batch:
                 break
-            for email in batch:
-                sent += _send_one(email, connection)
+            accepted = [email.pk for email in batch if _send_one(email, connection)]
+            _mark_sent(accepted)
+            sent += len(accepted)
             processed += len(batch)
     return sent
 
@@ -112,6 +113,8 @@ def _claim_batch(size: int) -> list[OutboundEmail]:
 
 
 def _send_one(email: OutboundEmail, connection) -> bool:
+    """Send one claimed email; True when the server accepted it (the caller records that).
+    Failures and skips are recorded here."""
     if email.marketing:
         from .compliance import suppression_reason  # compliance builds on this module
 
@@ -142,7 +145,6 @@ def _send_one(email: OutboundEmail, connection) -> bool:
             _mark(email, OutboundEmail.Status.QUEUED, error=str(error), next_attempt_at=timezone.now() + backoff)
         logger.warning("Sending email %s failed: %s", email.pk, error)
         return False
-    _mark(email, OutboundEmail.Status.SENT, sent_at=timezone.now(), error="")
     return True
 
 
@@ -157,15 +159,17 @@ def _is_permanent(error: Exception) -> bool:
 
 
 def _mark(email: OutboundEmail, status: str, **fields) -> None:
-    """Record a send's result. On PostgreSQL the commit does not wait for the disk flush:
-    one flush per email was most of the outbox's time, and a worker crash still loses
-    nothing (the server has the commit); only a database crash could forget the last
-    fraction of a second of results, leaving those rows "sending" rather than re-sent."""
-    with transaction.atomic():
-        if connection.vendor == "postgresql":
-            with connection.cursor() as cursor:
-                cursor.execute("SET LOCAL synchronous_commit TO OFF")
-        OutboundEmail.objects.filter(pk=email.pk, status=OutboundEmail.Status.SENDING).update(status=status, **fields)
+    OutboundEmail.objects.filter(pk=email.pk, status=OutboundEmail.Status.SENDING).update(status=status, **fields)
+
+
+def _mark_sent(email_ids: list[int]) -> None:
+    """One UPDATE for a batch's successful sends: per-email round trips were most of the
+    outbox's time. A worker that dies mid-batch strands at most this batch in "sending",
+    as the batch claim already could."""
+    if email_ids:
+        OutboundEmail.objects.filter(pk__in=email_ids, status=OutboundEmail.Status.SENDING).update(
+            status=OutboundEmail.Status.SENT, sent_at=timezone.now(), error=""
+        )
 
 
 def _message_id(email: OutboundEmail) -> str:
