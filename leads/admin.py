@@ -9,6 +9,7 @@ from .models import (
     CustomAttribute,
     HandoffDecision,
     ImportJob,
+    ImportRejectedRow,
     LeadFeedback,
     Outcome,
     RepRotation,
@@ -141,3 +142,10 @@ class RoutingRuleAdmin(admin.ModelAdmin):
 class RepRotationAdmin(admin.ModelAdmin):
     list_display = ["rep", "is_active", "last_assigned_at"]
     list_editable = ["is_active"]
+
+
+@admin.register(ImportRejectedRow)
+class ImportRejectedRowAdmin(admin.ModelAdmin):
+    list_display = ["job", "row_number", "errors"]
+    list_filter = ["job"]
+    readonly_fields = ["job", "row_number", "values", "errors"]

@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from .models import EmailLink, Enrolment, OutboundEmail, Sequence, Suppression
+from .models import EmailLink, Enrolment, OutboundEmail, Sequence, SequenceStep, StepSend, StepVariant, Suppression
 
 
 @admin.register(OutboundEmail)
@@ -48,3 +48,21 @@ class EnrolmentAdmin(admin.ModelAdmin):
     list_display = ["contact", "sequence", "status", "next_due_at", "exit_reason"]
     list_filter = ["status", "sequence"]
     raw_id_fields = ["contact"]
+
+
+@admin.register(SequenceStep)
+class SequenceStepAdmin(admin.ModelAdmin):
+    list_display = ["sequence", "position", "subject", "delay_amount", "delay_unit"]
+    list_filter = ["sequence"]
+
+
+@admin.register(StepVariant)
+class StepVariantAdmin(admin.ModelAdmin):
+    list_display = ["step", "label", "subject", "weight"]
+
+
+@admin.register(StepSend)
+class StepSendAdmin(admin.ModelAdmin):
+    list_display = ["enrolment", "step", "variant", "skipped", "email", "created_at"]
+    list_filter = ["variant", "skipped"]
+    raw_id_fields = ["enrolment", "email"]

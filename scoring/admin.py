@@ -1,6 +1,21 @@
 from django.contrib import admin
 
-from .models import ContactScore, EngagementRule, FitRule, ModelVersion, MqlLevel, RescoreRun, ScoringModel
+from .models import (
+    AccountScore,
+    ContactScore,
+    DailyEngagement,
+    EngagementRule,
+    FitRule,
+    Matcher,
+    ModelVersion,
+    MqlLevel,
+    MqlQualification,
+    RescoreChunk,
+    RescoreRun,
+    ScoreChange,
+    ScoreExplanation,
+    ScoringModel,
+)
 
 
 class PublishedReadOnly:
@@ -64,3 +79,89 @@ class ContactScoreAdmin(admin.ModelAdmin):
 @admin.register(RescoreRun)
 class RescoreRunAdmin(admin.ModelAdmin):
     list_display = ["id", "version", "reason", "total_contacts", "done_chunks", "total_chunks", "finished_at"]
+
+
+class PublishedRuleAdmin(admin.ModelAdmin):
+    """Rules of published versions are read-only here too (scores were computed from them)."""
+
+    list_filter = ["version"]
+    search_fields = ["name"]
+
+    def has_change_permission(self, request, obj=None):
+        return (obj is None or obj.version.status == ModelVersion.Status.DRAFT) and super().has_change_permission(
+            request, obj
+        )
+
+    def has_delete_permission(self, request, obj=None):
+        return (obj is None or obj.version.status == ModelVersion.Status.DRAFT) and super().has_delete_permission(
+            request, obj
+        )
+
+
+@admin.register(FitRule)
+class FitRuleAdmin(PublishedRuleAdmin):
+    list_display = ["name", "version", "field", "operator", "points"]
+
+
+@admin.register(EngagementRule)
+class EngagementRuleAdmin(PublishedRuleAdmin):
+    list_display = ["name", "version", "activity_type", "points", "cap", "window_days", "half_life_days"]
+
+
+@admin.register(MqlLevel)
+class MqlLevelAdmin(PublishedRuleAdmin):
+    list_display = ["name", "version", "min_score", "min_fit_grade"]
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Derived data written by the scoring engine: browse, never edit by hand."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Matcher)
+class MatcherAdmin(ReadOnlyAdmin):
+    list_display = ["key", "activity_type", "property_name", "property_operator", "property_value", "backfilled"]
+
+
+@admin.register(DailyEngagement)
+class DailyEngagementAdmin(ReadOnlyAdmin):
+    list_display = ["contact", "matcher", "day", "count"]
+    raw_id_fields = ["contact"]
+    list_filter = ["matcher"]
+
+
+@admin.register(ScoreExplanation)
+class ScoreExplanationAdmin(ReadOnlyAdmin):
+    list_display = ["score"]
+    raw_id_fields = ["score"]
+
+
+@admin.register(ScoreChange)
+class ScoreChangeAdmin(ReadOnlyAdmin):
+    list_display = ["changed_at", "contact", "old_total", "new_total", "delta", "reason"]
+    raw_id_fields = ["contact"]
+    date_hierarchy = "changed_at"
+
+
+@admin.register(MqlQualification)
+class MqlQualificationAdmin(ReadOnlyAdmin):
+    list_display = ["qualified_at", "contact", "level", "total", "fit_grade"]
+    list_filter = ["level", "fit_grade"]
+    raw_id_fields = ["contact"]
+
+
+@admin.register(AccountScore)
+class AccountScoreAdmin(ReadOnlyAdmin):
+    list_display = ["account", "total", "fit", "engagement", "engaged_contacts", "is_mqa"]
+    list_filter = ["is_mqa"]
+
+
+@admin.register(RescoreChunk)
+class RescoreChunkAdmin(ReadOnlyAdmin):
+    list_display = ["run", "first_contact_id", "last_contact_id", "status", "attempts", "changed_contacts"]
+    list_filter = ["status"]
