@@ -97,7 +97,10 @@ class QueueView(generics.ListAPIView):
     filter_backends = []
 
     def get_queryset(self):
-        return QueueFilter(self.request.query_params, queryset=mql_queue()).qs
+        filterset = QueueFilter(self.request.query_params, queryset=mql_queue())
+        if not filterset.is_valid():
+            raise serializers.ValidationError(filterset.errors)  # a bad filter is a 400, not ignored
+        return filterset.qs
 
 
 RESPONSES = {

@@ -9,11 +9,12 @@ from django import forms
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.paginator import Paginator
-from django.db.models import Q, QuerySet
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from .models import Contact, LifecycleStage
 from .roles import SALES
+from .selectors import contact_search
 
 GRADES = [("A", "A"), ("B", "B"), ("C", "C"), ("D", "D")]
 
@@ -65,14 +66,7 @@ class QueueFilter(django_filters.FilterSet):
         self.filters["owner"].queryset = sales_reps()  # evaluated per request, not at import
 
     def search(self, queryset, name, value):
-        for word in value.split():
-            queryset = queryset.filter(
-                Q(first_name__icontains=word)
-                | Q(last_name__icontains=word)
-                | Q(email__icontains=word)
-                | Q(account__name__icontains=word)
-            )
-        return queryset
+        return contact_search(queryset, value)
 
     def only_unassigned(self, queryset, name, value):
         return queryset.filter(owner__isnull=True) if value else queryset

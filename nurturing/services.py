@@ -63,8 +63,17 @@ def email_enqueue_message(
         },
     )
     if created:
-        transaction.on_commit(outbox_send.delay)
+        _send_after_commit(outbox_send)
     return email
+
+
+def _send_after_commit(task) -> None:
+    """Queue one send task per transaction, not one per email: a task drains every due
+    email, so a rescore that routes 300 MQLs needs one, not 300."""
+    connection = transaction.get_connection()
+    if connection.in_atomic_block and any(func == task.delay for _, func, _ in connection.run_on_commit):
+        return
+    transaction.on_commit(task.delay)
 
 
 CLAIM_BATCH = 50

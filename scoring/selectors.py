@@ -21,7 +21,7 @@ from .engine import (
     property_matches,
 )
 from .matchers import matcher_key
-from .models import ContactScore, DailyEngagement, ModelVersion
+from .models import AccountScore, ContactScore, DailyEngagement, ModelVersion
 
 PROFILE_CONTACT_FIELDS = [
     "job_title",
@@ -207,7 +207,5 @@ def contact_score_panel(contact: Contact) -> dict:
     return {"score": score, "score_changes": changes}
 
 
-def account_score(account):
-    from .models import AccountScore
-
+def account_score(account) -> AccountScore | None:
     return AccountScore.objects.filter(account=account).select_related("version").first()

@@ -98,3 +98,9 @@ def test_a_rep_cannot_reassign(rep_api, rep, other_rep):
 
     assert response.status_code == 403
     assert Contact.objects.get(pk=contact.pk).owner == rep
+
+
+def test_a_bad_queue_filter_is_a_400_with_the_field(rep_api):
+    response = rep_api.get("/api/queue/", {"waiting_hours": "abc"})
+
+    assert response.status_code == 400 and "waiting_hours" in response.json()

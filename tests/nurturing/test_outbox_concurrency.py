@@ -38,3 +38,17 @@ def test_two_workers_send_each_email_once():
     delivered = Counter(message.extra_headers["Message-ID"] for message in mail.outbox)
     assert len(delivered) == 300 and max(delivered.values()) == 1
     assert OutboundEmail.objects.filter(status="sent").count() == 300
+
+
+@pytest.mark.django_db
+def test_emails_queued_in_one_transaction_queue_one_send_task(django_capture_on_commit_callbacks):
+    from django.db import transaction
+
+    from nurturing.services import email_enqueue_message
+
+    with django_capture_on_commit_callbacks() as callbacks, transaction.atomic():
+        for n in range(3):
+            email_enqueue_message(key=f"once-{n}", to=f"p{n}@example.com", subject="s", body_text="b")
+
+    assert len(callbacks) == 1
+    assert OutboundEmail.objects.filter(key__startswith="once-").count() == 3
