@@ -343,3 +343,50 @@ class RescoreChunk(models.Model):
 
     def __str__(self) -> str:
         return f"Chunk {self.first_contact_id}–{self.last_contact_id} of run {self.run_id}"
+
+
+class ModelSuggestion(models.Model):
+    """A scorecard learned from sales feedback and outcomes, proposed as a draft version."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        INSUFFICIENT = "insufficient", "Not enough labelled leads"
+        FAILED = "failed", "Failed"
+
+    class Target(models.TextChoices):
+        PRECISION = "precision", "Target precision"
+        VOLUME = "volume", "Target MQL volume"
+
+    scoring_model = models.ForeignKey(ScoringModel, on_delete=models.CASCADE, related_name="suggestions")
+    base_version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="+")
+    draft = models.ForeignKey(ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.QUEUED)
+    target_kind = models.CharField(max_length=10, choices=Target.choices, default=Target.PRECISION)
+    target_value = models.DecimalField(
+        max_digits=4, decimal_places=3, help_text="A precision (0–1) or a share of leads to flag as MQL (0–1)."
+    )
+    max_rules = models.PositiveIntegerField(default=25)
+    points_to_double = models.PositiveIntegerField(default=20, help_text="Points that double the odds.")
+    holdout = models.DecimalField(max_digits=3, decimal_places=2, default=0.30)
+    seed = models.PositiveIntegerField(default=42)
+    progress = models.PositiveIntegerField(default=0)
+    stage = models.CharField(max_length=120, blank=True)
+    message = models.TextField(blank=True)
+    result = models.JSONField(default=dict, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"Suggestion #{self.pk} for {self.scoring_model} ({self.get_status_display()})"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in (self.Status.DONE, self.Status.INSUFFICIENT, self.Status.FAILED)

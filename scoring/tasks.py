@@ -28,3 +28,12 @@ def rescore_sweep() -> int:
 def scores_refresh() -> None:
     """Beat, daily: apply decay and look-back windows to stored scores."""
     services.scores_refresh_start()
+
+
+@shared_task(acks_late=True)
+def suggest_model(suggestion_id: int) -> bool:
+    """Fit a suggested scorecard. Claimed with a conditional update, so a second delivery
+    of the same message does nothing."""
+    from .tuning.suggest import suggestion_run
+
+    return suggestion_run(suggestion_id=suggestion_id)
