@@ -262,3 +262,11 @@ LOGGING = {
         "django.db.backends": {"level": "WARNING"},
     },
 }
+
+# Model suggestions never learn from these profile fields: ones that sales fills in after
+# talking to a lead would teach the model the outcome itself (the demo's "budget confirmed").
+SCORING_TUNING_EXCLUDED_FIELDS = [
+    field.strip()
+    for field in os.environ.get("SCORING_TUNING_EXCLUDED_FIELDS", "attribute.budget_confirmed").split(",")
+    if field.strip()
+]

@@ -125,3 +125,33 @@ class VersionSettingsForm(forms.ModelForm):
         if None not in grades and not grades[0] > grades[1] > grades[2]:
             raise ValidationError("Grade thresholds must fall: A above B above C.")
         return data
+
+
+class SuggestionForm(forms.Form):
+    target_kind = forms.ChoiceField(
+        label="Choose the MQL threshold by",
+        choices=[
+            ("precision", "Target precision — the share of MQLs that should turn out good"),
+            ("volume", "Target MQL volume — the share of leads to pass to sales"),
+        ],
+        initial="precision",
+        widget=forms.RadioSelect,
+    )
+    target_value = forms.DecimalField(
+        label="Target (%)",
+        min_value=1,
+        max_value=99,
+        decimal_places=1,
+        initial=80,
+        help_text="E.g. 80 for 80% precision, or 30 to flag 30% of leads.",
+    )
+    max_rules = forms.IntegerField(
+        label="At most this many rules", min_value=3, max_value=60, initial=25, help_text="Fewer rules read easier."
+    )
+    points_to_double = forms.IntegerField(
+        label="Points that double the odds",
+        min_value=5,
+        max_value=100,
+        initial=20,
+        help_text="The scale of the points: a rule worth this many points doubles a lead's odds of a good outcome.",
+    )

@@ -1,6 +1,6 @@
 from django.urls import path, register_converter
 
-from . import views
+from . import tuning_views, views
 
 
 class RuleKindConverter:
@@ -29,4 +29,9 @@ urlpatterns = [
     path("compare/", views.version_compare, name="version_compare"),
     path("runs/<int:pk>/", views.run_detail, name="run_detail"),
     path("runs/<int:pk>/progress/", views.run_progress, name="run_progress"),
+    path("versions/<int:pk>/discard/", tuning_views.draft_discard, name="draft_discard"),
+    path("versions/<int:pk>/performance/", tuning_views.version_performance, name="version_performance"),
+    path("models/<int:model_pk>/suggest/", tuning_views.suggestion_new, name="suggestion_new"),
+    path("suggestions/<int:pk>/", tuning_views.suggestion_detail, name="suggestion_detail"),
+    path("suggestions/<int:pk>/progress/", tuning_views.suggestion_progress, name="suggestion_progress"),
 ]

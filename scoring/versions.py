@@ -185,3 +185,9 @@ def rule_delete(*, version: ModelVersion, rule) -> None:
 def version_settings_save(*, version: ModelVersion, form) -> None:
     _require_draft(version)
     form.save()
+
+
+def draft_discard(*, draft: ModelVersion) -> None:
+    """Delete a draft and its rules; published versions stay forever."""
+    _require_draft(draft)
+    draft.delete()

@@ -53,3 +53,37 @@ def score_history_chart(changes) -> str:
         " ".join(path),
         mark_safe(dots),
     )
+
+
+@register.simple_tag
+def score_distribution_chart(histogram) -> str:
+    """Good and bad leads' score distributions as paired bars per score band."""
+    edges, good, bad = histogram.get("edges", []), histogram.get("good", []), histogram.get("bad", [])
+    if not good:
+        return ""
+    width, height, pad = 360, 160, 24
+    band = (width - 2 * pad) / len(good)
+    top = max(*good, *bad, 0.01)
+    bars = []
+    for i, (g, b) in enumerate(zip(good, bad, strict=True)):
+        x = pad + i * band
+        label = escape(f"{edges[i]:g} to {edges[i + 1]:g} points: {g:.0%} of good, {b:.0%} of bad leads")
+        for offset, share, css in ((0, b, "bar-bad"), (band / 2, g, "bar-good")):
+            h = (height - 2 * pad) * share / top
+            bars.append(
+                f'<rect x="{x + offset:.1f}" y="{height - pad - h:.1f}" width="{band / 2 - 1:.1f}" '
+                f'height="{h:.1f}" class="{css}"><title>{label}</title></rect>'
+            )
+    axis = (
+        f'<line x1="{pad}" y1="{height - pad}" x2="{width - pad}" y2="{height - pad}" class="axis"/>'
+        f'<text x="{pad}" y="{height - 6}">{edges[0]:g}</text>'
+        f'<text x="{width - pad}" y="{height - 6}" text-anchor="end">{edges[-1]:g} points</text>'
+    )
+    return format_html(
+        '<svg class="chart" viewBox="0 0 {} {}" role="img" aria-label="Score distribution of good and bad leads">'
+        "{}{}</svg>",
+        width,
+        height,
+        mark_safe(axis),
+        mark_safe("".join(bars)),
+    )

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import date
 from typing import Any
 
 import numpy as np
@@ -50,6 +51,7 @@ class Candidate:
     half_life_days: int | None = None
     occurrence_cap: int | None = None
     current_points: int | None = None
+    rule_id: int | None = None  # the base version's rule it came from
 
     @property
     def matcher_key(self) -> str:
@@ -69,7 +71,16 @@ def excluded_fields() -> set[str]:
 
 def current_candidates(version: ModelVersion) -> list[Candidate]:
     found = [
-        Candidate("fit", r.name, "current", field=r.field, operator=r.operator, value=r.value, current_points=r.points)
+        Candidate(
+            "fit",
+            r.name,
+            "current",
+            field=r.field,
+            operator=r.operator,
+            value=r.value,
+            current_points=r.points,
+            rule_id=r.pk,
+        )
         for r in version.fit_rules.all()
     ]
     for r in version.engagement_rules.select_related("activity_type"):
@@ -88,6 +99,7 @@ def current_candidates(version: ModelVersion) -> list[Candidate]:
                 half_life_days=r.half_life_days,
                 occurrence_cap=cap,
                 current_points=r.points,
+                rule_id=r.pk,
             )
         )
     return found
@@ -208,18 +220,24 @@ def candidate_ruleset(candidates: list[Candidate]) -> RuleSet:
 
 
 def feature_matrix(
-    candidates: list[Candidate], contact_ids: list[int], *, progress: Callable[[int], None] | None = None
+    candidates: list[Candidate],
+    contact_ids: list[int],
+    *,
+    as_of: dict[int, date] | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> np.ndarray:
-    """Row per contact, column per candidate: matches (0/1) or occurrences counted (engagement)."""
+    """Row per contact, column per candidate: matches (0/1) or occurrences counted
+    (engagement), with engagement counted as of each contact's day in `as_of` (default today)."""
     rules = candidate_ruleset(candidates)
-    as_of = timezone.localdate()
+    today, as_of = timezone.localdate(), as_of or {}
     matrix = np.zeros((len(contact_ids), len(candidates)))
     for start in range(0, len(contact_ids), FEATURE_CHUNK):
         chunk = contact_ids[start : start + FEATURE_CHUNK]
         profiles = scoring_profiles(chunk)
         engagement = engagement_for(chunk, rules.matcher_keys)
         for offset, contact_id in enumerate(chunk):
-            result = evaluate(rules, profiles[contact_id], engagement.get(contact_id, {}), as_of)
+            day = as_of.get(contact_id, today)
+            result = evaluate(rules, profiles[contact_id], engagement.get(contact_id, {}), day)
             for part in result.contributions:
                 matrix[start + offset, part.rule_id] = float(part.points)
         if progress:

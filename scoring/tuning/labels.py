@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import date
+
+from django.db.models import Min
+from django.utils import timezone
 from sklearn.model_selection import train_test_split
 
-from leads.models import HandoffDecision, LeadFeedback, Outcome, RejectReason
+from leads.models import HandoffDecision, LeadFeedback, LifecycleStage, Outcome, RejectReason, StageChange
 
 POSITIVE_OUTCOMES = {Outcome.Kind.CONVERTED, Outcome.Kind.OPPORTUNITY, Outcome.Kind.WON}
 NEGATIVE_OUTCOMES = {Outcome.Kind.NOT_CONVERTED, Outcome.Kind.LOST}
@@ -43,3 +47,45 @@ def stratified_split(labels: dict[int, int], *, holdout: float, seed: int) -> tu
         ids, test_size=holdout, random_state=seed, stratify=[labels[cid] for cid in ids]
     )
     return sorted(training), sorted(held_out)
+
+
+def decision_days(contact_ids: list[int]) -> dict[int, date]:
+    """The day each lead was judged on: when it became an MQL (the hand-off's or the first
+    MQL stage change), else the day its first label was recorded.
+
+    Engagement is counted as of that day, not today: what a lead did after sales judged it
+    (a customer's product emails, a lost lead's silence) must not teach the model, or the
+    rules learned would only recognise leads that are already decided.
+    """
+    ids = list(contact_ids)
+    moments: dict[int, object] = {}
+
+    def keep_earliest(rows):
+        for contact_id, at in rows:
+            if at is not None and (contact_id not in moments or at < moments[contact_id]):
+                moments[contact_id] = at
+
+    for start in range(0, len(ids), 5000):
+        chunk = ids[start : start + 5000]
+        keep_earliest(
+            HandoffDecision.objects.filter(contact_id__in=chunk, mql_at__isnull=False)
+            .values("contact_id")
+            .annotate(at=Min("mql_at"))
+            .values_list("contact_id", "at")
+        )
+        keep_earliest(
+            StageChange.objects.filter(contact_id__in=chunk, to_stage=LifecycleStage.MQL)
+            .values("contact_id")
+            .annotate(at=Min("changed_at"))
+            .values_list("contact_id", "at")
+        )
+        undecided = [cid for cid in chunk if cid not in moments]
+        for model, field in ((Outcome, "occurred_at"), (LeadFeedback, "given_at"), (HandoffDecision, "decided_at")):
+            keep_earliest(
+                model.objects.filter(contact_id__in=undecided)
+                .values("contact_id")
+                .annotate(at=Min(field))
+                .values_list("contact_id", "at")
+            )
+    today = timezone.localdate()
+    return {cid: min(timezone.localdate(at), today) for cid, at in moments.items()}

@@ -14,7 +14,7 @@ from ..models import EngagementRule, FitRule, ModelSuggestion, ModelVersion, Mql
 from ..selectors import engagement_for, ruleset_for, scoring_profiles
 from ..versions import version_copy, version_diff
 from .candidates import Candidate, current_candidates, data_candidates, feature_matrix, merge_candidates
-from .labels import stratified_split, training_labels
+from .labels import decision_days, stratified_split, training_labels
 from .scorecard import Cut, Scorecard, fit_scorecard, roc_auc, threshold_for_precision, threshold_for_volume
 
 MIN_LABELS = 200
@@ -121,9 +121,11 @@ def suggestion_compute(suggestion: ModelSuggestion) -> ModelSuggestion:
     generated = data_candidates(scoring_profiles(training).values(), training, min_support=min_support)
     candidates = merge_candidates(current_candidates(suggestion.base_version), generated)
     _progress(suggestion, 5, f"Counting {len(candidates)} candidate rules on {len(training)} leads")
+    days = decision_days(training + held_out)
     features = feature_matrix(
         candidates,
         training,
+        as_of=days,
         progress=lambda done: _progress(
             suggestion, 5 + 55 * done / len(training), f"Counting {len(candidates)} candidate rules"
         ),
@@ -159,7 +161,7 @@ def suggestion_compute(suggestion: ModelSuggestion) -> ModelSuggestion:
         "regularisation": card.regularisation,
         "threshold": _cut_json(cut),
         "evidence": rule_evidence(card, candidates, features, outcomes),
-        "backtest": backtest(suggestion.base_version, draft, held_out, labels),
+        "backtest": backtest(suggestion.base_version, draft, held_out, labels, days),
     }
     _finish(suggestion, ModelSuggestion.Status.DONE)
     return suggestion
@@ -294,17 +296,21 @@ def rule_evidence(card: Scorecard, candidates: list[Candidate], features: np.nda
     return evidence
 
 
-def scores_for(version: ModelVersion, contact_ids: list[int]) -> tuple[np.ndarray, np.ndarray]:
-    """(totals, MQL flags) the engine gives these contacts under `version`, as of today."""
+def scores_for(
+    version: ModelVersion, contact_ids: list[int], as_of: dict | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(totals, MQL flags) the engine gives these contacts under `version`, each as of its
+    day in `as_of` (default today)."""
     rules = ruleset_for(version)
-    as_of = timezone.localdate()
+    today, as_of = timezone.localdate(), as_of or {}
     totals, flags = [], []
     for start in range(0, len(contact_ids), 2000):
         chunk = contact_ids[start : start + 2000]
         profiles = scoring_profiles(chunk)
         engagement = engagement_for(chunk, rules.matcher_keys)
         for contact_id in chunk:
-            result = evaluate(rules, profiles[contact_id], engagement.get(contact_id, {}), as_of)
+            day = as_of.get(contact_id, today)
+            result = evaluate(rules, profiles[contact_id], engagement.get(contact_id, {}), day)
             totals.append(float(result.total))
             flags.append(bool(result.mql_level))
     return np.array(totals), np.array(flags)
@@ -322,11 +328,12 @@ def model_metrics(totals: np.ndarray, flags: np.ndarray, outcomes: np.ndarray) -
     }
 
 
-def backtest(base: ModelVersion, draft: ModelVersion, held_out: list[int], labels: dict[int, int]) -> dict:
+def backtest(base: ModelVersion, draft: ModelVersion, held_out: list[int], labels: dict[int, int], days: dict) -> dict:
+    """Both versions scored by the engine on the held-out leads, as of the day each was judged."""
     outcomes = np.array([labels[cid] for cid in held_out])
     results = {"leads": len(held_out), "good": int(outcomes.sum())}
     for key, version in (("current", base), ("suggested", draft)):
-        totals, flags = scores_for(version, held_out)
+        totals, flags = scores_for(version, held_out, days)
         results[key] = model_metrics(totals, flags, outcomes)
     return results
 

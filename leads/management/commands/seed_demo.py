@@ -34,7 +34,11 @@ from leads.models import (
     ConsentStatus,
     Contact,
     CustomAttribute,
+    HandoffDecision,
+    LeadFeedback,
     LifecycleStage,
+    Outcome,
+    RejectReason,
     Seniority,
     StageChange,
 )
@@ -270,6 +274,8 @@ def demo_data_exists() -> bool:
 class DemoSeeder:
     def __init__(self, *, seed: int, as_of: date, quiet: bool = False):
         self.rng = random.Random(seed)
+        # Sales history draws from its own stream, so adding it left the rest of the data as it was.
+        self.sales_rng = random.Random(f"sales-{seed}")
         self.end = timezone.make_aware(datetime.combine(as_of, datetime.min.time()))
         self.start = self.end - timedelta(days=WINDOW_DAYS)
         self.quiet = quiet
@@ -510,6 +516,76 @@ class DemoSeeder:
         for plan in self.progress([plan for plan in plans if plan.outcome], "Recording outcomes"):
             converted, occurred_at = plan.outcome
             services.outcome_record_imported(contact=plan.contact, converted=converted, occurred_at=occurred_at)
+        self.record_sales_history(plans)
+
+    def record_sales_history(self, plans: list[ContactPlan]) -> None:
+        """Hand-off decisions, quality ratings and sales outcomes that agree with each stage
+        path: what rule performance and model suggestions learn from."""
+        decisions, ratings, outcomes = [], [], []
+        for plan in plans:
+            for (stage, mql_at, _), (next_stage, decided_at, _) in itertools.pairwise(plan.stages):
+                if stage == LifecycleStage.MQL and next_stage in HANDOFF_STAGES:
+                    decision = self.handoff_decision(plan, mql_at, next_stage, decided_at)
+                    decisions.append(decision)
+                    if chance(self.sales_rng, 0.45):
+                        ratings.append(self.quality_rating(plan, decision))
+            outcomes += self.sales_outcomes(plan)
+        self.bulk_create(HandoffDecision, decisions, "Writing hand-off decisions")
+        self.bulk_create(LeadFeedback, ratings, "Writing quality ratings")
+        self.bulk_create(Outcome, outcomes, "Writing sales outcomes")
+
+    def handoff_decision(self, plan: ContactPlan, mql_at, to_stage: str, decided_at) -> HandoffDecision:
+        accepted = to_stage == LifecycleStage.SQL
+        return HandoffDecision(
+            contact=plan.contact,
+            decision=HandoffDecision.Decision.ACCEPTED if accepted else HandoffDecision.Decision.REJECTED,
+            reason="" if accepted else rejection_reason(self.sales_rng, plan),
+            decided_by=plan.contact.owner or (self.sales_rng.choice(self.reps) if self.reps else None),
+            decided_at=decided_at,
+            mql_at=mql_at,
+            to_stage=to_stage,
+        )
+
+    def quality_rating(self, plan: ContactPlan, decision: HandoffDecision) -> LeadFeedback:
+        rng = self.sales_rng
+        good = plan.outcome[0] if plan.outcome else chance(rng, 0.3 + 0.6 * plan.propensity)
+        return LeadFeedback(
+            contact=plan.contact,
+            rating=LeadFeedback.Rating.GOOD if good else LeadFeedback.Rating.BAD,
+            reason="" if good else (decision.reason or rejection_reason(rng, plan)),
+            given_by=decision.decided_by,
+            given_at=min(decision.decided_at + timedelta(days=rng.uniform(0.5, 20)), self.end),
+        )
+
+    def sales_outcomes(self, plan: ContactPlan) -> list[Outcome]:
+        kinds = {LifecycleStage.OPPORTUNITY: Outcome.Kind.OPPORTUNITY, LifecycleStage.CUSTOMER: Outcome.Kind.WON}
+        found = [
+            Outcome(
+                contact=plan.contact,
+                kind=kinds[stage],
+                source=Outcome.Source.SALES,
+                occurred_at=at,
+                recorded_by=plan.contact.owner,
+            )
+            for stage, at, _ in plan.stages
+            if stage in kinds
+        ]
+        stages = [stage for stage, _, _ in plan.stages]
+        if LifecycleStage.OPPORTUNITY in stages and LifecycleStage.CUSTOMER not in stages:
+            opened = next(at for stage, at, _ in plan.stages if stage == LifecycleStage.OPPORTUNITY)
+            if opened < self.end - timedelta(days=60) and chance(self.sales_rng, 0.6):
+                lost_at = opened + timedelta(days=self.sales_rng.uniform(20, 60))
+                found.append(
+                    Outcome(
+                        contact=plan.contact,
+                        kind=Outcome.Kind.LOST,
+                        source=Outcome.Source.SALES,
+                        occurred_at=lost_at,
+                        recorded_by=plan.contact.owner,
+                        note="Chose another vendor",
+                    )
+                )
+        return found
 
     def start_mql_clocks(self, changes: list[StageChange]) -> None:
         """Open MQLs wait in the queue since they became MQLs: the queue's age and the SLA count from there."""
@@ -561,6 +637,28 @@ def stage_changes(plan: ContactPlan) -> list[StageChange]:
 
 
 # --- drawing helpers ------------------------------------------------------------------------
+
+
+HANDOFF_STAGES = {LifecycleStage.SQL, LifecycleStage.RECYCLED, LifecycleStage.DISQUALIFIED}
+
+
+def rejection_reason(rng: random.Random, plan: ContactPlan) -> str:
+    """Why sales turned the lead down: rivals are competitors, weak leads mostly lack fit,
+    budget or authority, and good leads that slipped were mostly a matter of timing."""
+    if plan.competitor:
+        return RejectReason.COMPETITOR
+    if plan.contact.seniority == Seniority.STUDENT:
+        return RejectReason.NOT_A_FIT
+    weak = 1 - plan.propensity
+    weights = {
+        RejectReason.BAD_TIMING: 0.2 + 0.5 * plan.propensity,
+        RejectReason.NOT_A_FIT: 0.35 * weak,
+        RejectReason.NO_BUDGET: 0.25 * weak,
+        RejectReason.NO_AUTHORITY: 0.2 * weak,
+        RejectReason.BAD_DATA: 0.05,
+        RejectReason.OTHER: 0.05,
+    }
+    return rng.choices(list(weights), weights=list(weights.values()))[0]
 
 
 def chance(rng: random.Random, probability: float) -> bool:

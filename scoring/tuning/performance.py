@@ -1,0 +1,144 @@
+"""Rule performance: for each rule of a version, the MQLs it helped make and how leads it
+fired on fared with sales (acceptance) and in the end (good outcome), against leads it
+did not fire on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from leads.models import HandoffDecision
+
+from ..models import ModelVersion, MqlQualification
+from .candidates import current_candidates, feature_matrix
+from .labels import decision_days, training_labels
+
+SMALL_SAMPLE = 30
+MOST_LABELLED = 50_000  # the latest labelled leads are plenty to estimate a rate
+
+
+@dataclass
+class Rate:
+    hits: int = 0
+    count: int = 0
+
+    @property
+    def value(self) -> float | None:
+        return self.hits / self.count if self.count else None
+
+    @property
+    def is_small(self) -> bool:
+        return self.count < SMALL_SAMPLE
+
+
+@dataclass
+class RulePerformance:
+    name: str
+    kind: str
+    points: int
+    mqls: int
+    accepted_fired: Rate
+    accepted_not: Rate
+    good_fired: Rate
+    good_not: Rate
+
+    @property
+    def rates(self) -> tuple[Rate, Rate, Rate, Rate]:
+        return self.accepted_fired, self.accepted_not, self.good_fired, self.good_not
+
+    @property
+    def lift(self) -> float | None:
+        """How much likelier a good outcome is where the rule fired than where it did not."""
+        fired, not_fired = self.good_fired.value, self.good_not.value
+        if fired is None or not not_fired:
+            return None
+        return fired / not_fired
+
+    @property
+    def acceptance_lift(self) -> float | None:
+        fired, not_fired = self.accepted_fired.value, self.accepted_not.value
+        if fired is None or not not_fired:
+            return None
+        return fired / not_fired
+
+    @property
+    def small_sample(self) -> bool:
+        return self.good_fired.is_small or self.good_not.is_small
+
+    @property
+    def hurts(self) -> str:
+        """Why the rule points the wrong way, when the samples are big enough to say so."""
+        for lift, fired, not_fired, what in (
+            (self.lift, self.good_fired, self.good_not, "turn out good"),
+            (self.acceptance_lift, self.accepted_fired, self.accepted_not, "are accepted by sales"),
+        ):
+            if lift is None or fired.is_small or not_fired.is_small:
+                continue
+            if self.points > 0 and lift < 1:
+                return f"Adds points, yet leads it fires on {what} less often ({lift:.2f}×)."
+            if self.points < 0 and lift > 1:
+                return f"Takes points away, yet leads it fires on {what} more often ({lift:.2f}×)."
+        return ""
+
+
+def rule_performance(version: ModelVersion) -> dict:
+    candidates = current_candidates(version)
+    fired_in_mqls, mql_contacts = _fired_in_qualifications(version)
+    decisions = _latest_decisions(version)
+    labels = training_labels()
+    labelled = sorted(labels)[-MOST_LABELLED:]
+    features = feature_matrix(candidates, labelled, as_of=decision_days(labelled)) if candidates and labelled else None
+    rows = []
+    for column, candidate in enumerate(candidates):
+        fired = fired_in_mqls.get((candidate.kind, candidate.rule_id), set())
+        row = RulePerformance(
+            name=candidate.name,
+            kind=candidate.kind,
+            points=candidate.current_points or 0,
+            mqls=len(fired),
+            accepted_fired=Rate(),
+            accepted_not=Rate(),
+            good_fired=Rate(),
+            good_not=Rate(),
+        )
+        for contact_id, accepted in decisions.items():
+            rate = row.accepted_fired if contact_id in fired else row.accepted_not
+            rate.count += 1
+            rate.hits += accepted
+        if features is not None:
+            for index, contact_id in enumerate(labelled):
+                rate = row.good_fired if features[index, column] > 0 else row.good_not
+                rate.count += 1
+                rate.hits += labels[contact_id]
+        rows.append(row)
+    return {
+        "rows": rows,
+        "mqls": len(mql_contacts),
+        "decided": len(decisions),
+        "labelled": len(labelled),
+        "good": sum(labels[cid] for cid in labelled),
+        "small_sample": SMALL_SAMPLE,
+    }
+
+
+def _fired_in_qualifications(version: ModelVersion) -> tuple[dict[tuple[str, int], set[int]], set[int]]:
+    """{(kind, rule id): contacts whose qualification under `version` it contributed to}."""
+    fired: dict[tuple[str, int], set[int]] = {}
+    contacts = set()
+    for contact_id, explanation in MqlQualification.objects.filter(version=version).values_list(
+        "contact_id", "explanation"
+    ):
+        contacts.add(contact_id)
+        for part in explanation or []:
+            if part.get("kind") in ("fit", "engagement") and part.get("rule_id") is not None:
+                fired.setdefault((part["kind"], part["rule_id"]), set()).add(contact_id)
+    return fired, contacts
+
+
+def _latest_decisions(version: ModelVersion) -> dict[int, bool]:
+    """{contact id: accepted?} from the latest hand-off decision on each MQL of `version`."""
+    decisions = {}
+    qualified = MqlQualification.objects.filter(version=version).values("contact_id")
+    rows = HandoffDecision.objects.filter(contact_id__in=qualified).order_by("decided_at", "id")
+    for contact_id, decision in rows.values_list("contact_id", "decision"):
+        decisions[contact_id] = decision == HandoffDecision.Decision.ACCEPTED
+    return decisions
