@@ -304,7 +304,7 @@ def test_rule_performance_counts_mqls_acceptance_and_lift(marketer_client):
         value="software",
         points=10,
     )
-    pager = FitRule.objects.create(
+    FitRule.objects.create(
         version=version, name="Uses a pager", field="attribute.pager", operator="equals", value=True, points=5
     )
     now = timezone.now()
