@@ -358,7 +358,9 @@ def suggestion_diff(suggestion: ModelSuggestion) -> list[dict]:
     if suggestion.draft is None:
         return []
     evidence = suggestion.result.get("evidence", {})
-    return [
-        {"diff": diff, "evidence": evidence.get(diff.name)}
-        for diff in version_diff(suggestion.base_version, suggestion.draft)
-    ]
+    order = {"added": 0, "changed": 1, "removed": 2}
+    diffs = sorted(
+        version_diff(suggestion.base_version, suggestion.draft),
+        key=lambda d: (d.kind in ("level", "setting"), order[d.change], d.kind, d.name),
+    )
+    return [{"diff": diff, "evidence": evidence.get(diff.name)} for diff in diffs]
