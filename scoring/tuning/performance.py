@@ -81,32 +81,35 @@ class RulePerformance:
 
 
 def rule_performance(version: ModelVersion) -> dict:
+    """Whether a rule fired on a decided or labelled lead is judged with the engine as of the
+    day that lead was judged, so every hand-off counts, not only this version's MQLs."""
     candidates = current_candidates(version)
     fired_in_mqls, mql_contacts = _fired_in_qualifications(version)
-    decisions = _latest_decisions(version)
+    decisions = _latest_decisions()
     labels = training_labels()
     labelled = sorted(labels)[-MOST_LABELLED:]
-    features = feature_matrix(candidates, labelled, as_of=decision_days(labelled)) if candidates and labelled else None
+    judged = sorted(set(labelled) | set(decisions))
+    features = feature_matrix(candidates, judged, as_of=decision_days(judged)) if candidates and judged else None
     rows = []
     for column, candidate in enumerate(candidates):
-        fired = fired_in_mqls.get((candidate.kind, candidate.rule_id), set())
         row = RulePerformance(
             name=candidate.name,
             kind=candidate.kind,
             points=candidate.current_points or 0,
-            mqls=len(fired),
+            mqls=len(fired_in_mqls.get((candidate.kind, candidate.rule_id), ())),
             accepted_fired=Rate(),
             accepted_not=Rate(),
             good_fired=Rate(),
             good_not=Rate(),
         )
-        for contact_id, accepted in decisions.items():
-            rate = row.accepted_fired if contact_id in fired else row.accepted_not
-            rate.count += 1
-            rate.hits += accepted
-        if features is not None:
-            for index, contact_id in enumerate(labelled):
-                rate = row.good_fired if features[index, column] > 0 else row.good_not
+        for index, contact_id in enumerate(judged if features is not None else []):
+            fired = features[index, column] > 0
+            if contact_id in decisions:
+                rate = row.accepted_fired if fired else row.accepted_not
+                rate.count += 1
+                rate.hits += decisions[contact_id]
+            if contact_id in labels:
+                rate = row.good_fired if fired else row.good_not
                 rate.count += 1
                 rate.hits += labels[contact_id]
         rows.append(row)
@@ -134,11 +137,11 @@ def _fired_in_qualifications(version: ModelVersion) -> tuple[dict[tuple[str, int
     return fired, contacts
 
 
-def _latest_decisions(version: ModelVersion) -> dict[int, bool]:
-    """{contact id: accepted?} from the latest hand-off decision on each MQL of `version`."""
+def _latest_decisions() -> dict[int, bool]:
+    """{contact id: accepted?} from the latest hand-off decision on each lead (the latest
+    MOST_LABELLED leads decided)."""
     decisions = {}
-    qualified = MqlQualification.objects.filter(version=version).values("contact_id")
-    rows = HandoffDecision.objects.filter(contact_id__in=qualified).order_by("decided_at", "id")
-    for contact_id, decision in rows.values_list("contact_id", "decision"):
+    rows = HandoffDecision.objects.order_by("decided_at", "id").values_list("contact_id", "decision")
+    for contact_id, decision in rows:
         decisions[contact_id] = decision == HandoffDecision.Decision.ACCEPTED
-    return decisions
+    return dict(list(decisions.items())[-MOST_LABELLED:])
