@@ -7,7 +7,7 @@ PORT ?= 8000
 SEED ?= 42
 TEST_VAR := $(CURDIR)/var/test
 
-.PHONY: install run test lint clean bench-scoring bench-nurture
+.PHONY: install run test lint clean bench-scoring bench-nurture bench-load
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -59,3 +59,12 @@ bench-nurture: install
 		|| psql "$(dir $(BENCH_NURTURE_DB))postgres" -c "CREATE DATABASE $(notdir $(BENCH_NURTURE_DB))"
 	DATABASE_URL=$(BENCH_NURTURE_DB) REDIS_URL=$(BENCH_REDIS) $(BIN)/python manage.py migrate --noinput -v0
 	DATABASE_URL=$(BENCH_NURTURE_DB) REDIS_URL=$(BENCH_REDIS) $(BIN)/python manage.py bench_nurture $(BENCH_ARGS)
+
+BENCH_LOAD_DB ?= postgres://postgres@127.0.0.1:5432/bench_load
+BENCH_LOAD_REDIS ?= redis://127.0.0.1:6379/13
+bench-load: install
+	psql "$(dir $(BENCH_LOAD_DB))postgres" -tAc "SELECT 1 FROM pg_database WHERE datname='$(notdir $(BENCH_LOAD_DB))'" | grep -q 1 \
+		|| psql "$(dir $(BENCH_LOAD_DB))postgres" -c "CREATE DATABASE $(notdir $(BENCH_LOAD_DB))"
+	DATABASE_URL=$(BENCH_LOAD_DB) REDIS_URL=$(BENCH_LOAD_REDIS) $(BIN)/python manage.py migrate --noinput -v0
+	$(BIN)/python manage.py collectstatic --noinput -v0
+	DATABASE_URL=$(BENCH_LOAD_DB) REDIS_URL=$(BENCH_LOAD_REDIS) $(BIN)/python manage.py bench_load $(BENCH_ARGS)
