@@ -7,6 +7,7 @@ from .models import (
     EngagementRule,
     FitRule,
     Matcher,
+    ModelSuggestion,
     ModelVersion,
     MqlLevel,
     MqlQualification,
@@ -165,3 +166,9 @@ class AccountScoreAdmin(ReadOnlyAdmin):
 class RescoreChunkAdmin(ReadOnlyAdmin):
     list_display = ["run", "first_contact_id", "last_contact_id", "status", "attempts", "changed_contacts"]
     list_filter = ["status"]
+
+
+@admin.register(ModelSuggestion)
+class ModelSuggestionAdmin(ReadOnlyAdmin):
+    list_display = ["created_at", "scoring_model", "status", "target_kind", "target_value", "draft", "created_by"]
+    list_filter = ["status", "target_kind"]

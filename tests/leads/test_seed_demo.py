@@ -11,7 +11,7 @@ from django.db.models import Count, Max, Min, Q, Sum
 from django.utils import timezone
 
 from leads.management.commands.seed_demo import DEMO_DOMAIN_SUFFIX
-from leads.models import Account, Activity, Contact, Outcome, StageChange
+from leads.models import Account, Activity, Contact, HandoffDecision, LeadFeedback, Outcome, StageChange
 from leads.normalise import FREE_MAIL_DOMAINS
 from scoring.models import DailyEngagement
 
@@ -75,11 +75,12 @@ def snapshot() -> dict[str, list]:
 
 
 def signal_counts_by_outcome() -> dict[str, list[int]]:
-    contacts = Contact.objects.filter(outcomes__isnull=False).annotate(
-        signals=Count("activities", filter=Q(activities__type__key__in=BUYING_SIGNALS))
+    """Buying signals per contact, by its imported (historical) outcome."""
+    outcomes = Outcome.objects.filter(source="import").annotate(
+        signals=Count("contact__activities", filter=Q(contact__activities__type__key__in=BUYING_SIGNALS))
     )
     counts = {"converted": [], "not_converted": []}
-    for kind, signals in contacts.values_list("outcomes__kind", "signals"):
+    for kind, signals in outcomes.values_list("kind", "signals"):
         counts[kind].append(signals)
     return counts
 
@@ -165,13 +166,43 @@ def test_activities_fall_in_the_180_days_before_the_as_of_date():
 def test_outcomes_are_recorded_only_after_30_days_without_marketing_activity():
     seed_demo()
 
-    contacts = Contact.objects.filter(outcomes__isnull=False).annotate(
+    contacts = Contact.objects.filter(outcomes__source="import").annotate(
         last_seen=Max("activities__occurred_at", filter=~Q(activities__type__key="sales_call"))
     )
     assert contacts.exists()
     assert all(c.last_seen < AS_OF_MIDNIGHT - timedelta(days=30) for c in contacts)
     assert not Outcome.objects.filter(occurred_at__gte=AS_OF_MIDNIGHT).exists()
-    assert set(Outcome.objects.values_list("source", flat=True)) == {"import"}
+    assert set(Outcome.objects.values_list("source", flat=True)) == {"import", "sales"}
+
+
+def test_sales_history_agrees_with_the_stage_history():
+    """Hand-offs, ratings and sales outcomes are what tuning learns from: each must match
+    the lead's stage path."""
+    seed_demo()
+
+    accepted = HandoffDecision.objects.filter(decision="accepted")
+    assert accepted.exists()
+    for decision in accepted:
+        assert StageChange.objects.filter(
+            contact=decision.contact, to_stage="sql", from_stage="mql", changed_at=decision.decided_at
+        ).exists()
+    rejected = HandoffDecision.objects.filter(decision="rejected")
+    assert rejected.exists() and not rejected.filter(reason="").exists()
+    for decision in rejected:
+        assert StageChange.objects.filter(
+            contact=decision.contact,
+            from_stage="mql",
+            to_stage__in=["recycled", "disqualified"],
+            changed_at=decision.decided_at,
+        ).exists()
+    for kind, stage in (("opportunity", "opportunity"), ("won", "customer")):
+        for outcome in Outcome.objects.filter(source="sales", kind=kind):
+            assert StageChange.objects.filter(
+                contact=outcome.contact, to_stage=stage, changed_at=outcome.occurred_at
+            ).exists()
+    assert not Outcome.objects.filter(source="sales", kind="lost", contact__lifecycle_stage="customer").exists()
+    assert LeadFeedback.objects.filter(rating="good").exists() and LeadFeedback.objects.filter(rating="bad").exists()
+    assert not LeadFeedback.objects.filter(given_at__gt=AS_OF_MIDNIGHT).exists()
 
 
 def test_each_contacts_stage_history_leads_to_its_current_stage():
@@ -225,7 +256,7 @@ def test_converted_contacts_are_more_often_senior():
 def test_roughly_a_tenth_to_a_fifth_of_closed_contacts_convert():
     seed_demo_medium()
 
-    kinds = list(Outcome.objects.values_list("kind", flat=True))
+    kinds = list(Outcome.objects.filter(source="import").values_list("kind", flat=True))
     assert 0.08 <= kinds.count("converted") / len(kinds) <= 0.25
 
 
