@@ -32,11 +32,12 @@ from decimal import Decimal
 from fractions import Fraction
 
 import pytest
+from django.core.management import call_command
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from leads.models import Activity, ActivityType, AuditEntry, CampaignCost, Contact, StageChange
+from leads.models import Activity, ActivityType, AuditEntry, CampaignCost, Contact, HandoffDecision, StageChange
 from leads.reports import Period, Report
 from leads.reports.tables import TABLES
 from leads.roles import MANAGER, SALES
@@ -684,3 +685,31 @@ def test_campaign_names_from_outside_are_escaped(marketer_client, utc):
     assert "<script>alert(1)</script>" not in report_page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in report_page
     assert "<b>bold</b>" not in costs_page and "&lt;b&gt;bold&lt;/b&gt;" in costs_page
+
+
+# --- demo data ---------------------------------------------------------------------------------------
+
+
+def seed_demo():
+    call_command(
+        "seed_demo",
+        *("--seed", "7", "--as-of", "2025-06-30", "--accounts", "20", "--contacts", "300", "--activities", "4000"),
+        verbosity=0,
+        stdout=io.StringIO(),
+        stderr=io.StringIO(),
+    )
+
+
+def test_the_demo_gives_every_sales_section_numbers_and_a_second_run_adds_none(rep, utc):
+    seed_demo()
+    demo = Report(Period(date(2025, 1, 1), date(2025, 6, 29)), deal_value=Decimal(10000))
+    assert demo.handoffs.accepted and demo.handoffs.rejected and demo.rejection_reasons
+    assert demo.spend["EUR"] > 0 and any(row.cost_per_mql_first_touch for row in demo.campaigns)
+    # Each decision matches the stage history: the contact moved to its stage at that moment.
+    for decision in HandoffDecision.objects.all():
+        assert StageChange.objects.filter(
+            contact=decision.contact_id, from_stage="mql", to_stage=decision.to_stage, changed_at=decision.decided_at
+        ).exists()
+    counts = (HandoffDecision.objects.count(), CampaignCost.objects.count())
+    seed_demo()
+    assert (HandoffDecision.objects.count(), CampaignCost.objects.count()) == counts
