@@ -86,9 +86,9 @@ def attribution(entries: list[Mql], touches: dict[int, set[str]]) -> dict[str, C
     for entry in entries:
         first = campaign_key(entry.utm_campaign)
         credits[first].first_touch += 1
-        touched = touches.get(entry.contact_id, set()) | ({first} if first else set())
-        for campaign in touched or {""}:
-            credits[campaign].linear += Fraction(1, len(touched or {""}))
+        touched = (touches.get(entry.contact_id, set()) | {first}) - {""} or {""}
+        for campaign in touched:
+            credits[campaign].linear += Fraction(1, len(touched))
     return credits
 
 
@@ -122,9 +122,8 @@ class CampaignRow:
 def _per(cost: Decimal | None, mqls: int | Fraction) -> Decimal | None:
     if cost is None or not mqls:
         return None
-    return (
-        cost / (Decimal(mqls.numerator) / Decimal(mqls.denominator) if isinstance(mqls, Fraction) else mqls)
-    ).quantize(CENT, ROUND_HALF_UP)
+    mqls = Fraction(mqls)
+    return (cost * mqls.denominator / mqls.numerator).quantize(CENT, ROUND_HALF_UP)
 
 
 def campaign_rows(credits: dict[str, Credit], costs: dict[str, dict[str, Decimal]]) -> list[CampaignRow]:
