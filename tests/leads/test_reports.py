@@ -33,7 +33,9 @@ from fractions import Fraction
 
 import pytest
 from django.core.management import call_command
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
@@ -713,3 +715,19 @@ def test_the_demo_gives_every_sales_section_numbers_and_a_second_run_adds_none(r
     counts = (HandoffDecision.objects.count(), CampaignCost.objects.count())
     seed_demo()
     assert (HandoffDecision.objects.count(), CampaignCost.objects.count()) == counts
+
+
+def test_the_page_runs_the_same_number_of_queries_however_many_mqls(client, marketer, dataset):
+    client.force_login(marketer)
+
+    def queries() -> int:
+        with CaptureQueriesContext(connection) as captured:
+            assert client.get(reverse("leads:report"), QUERY).status_code == 200
+        return len(captured)
+
+    before = queries()
+    for day in range(6, 16):
+        contact = contact_with_path(("lead", at(5)), ("mql", at(day)), utm_campaign=f"campaign-{day}")
+        touch(contact, "email_click", at(day, 9), campaign=f"email-{day}")
+        decide(contact, "rejected", at(day), at(day, 12), "no_budget")
+    assert queries() == before
