@@ -6,6 +6,7 @@ transport). DATABASE_URL and REDIS_URL switch to PostgreSQL and Redis.
 """
 
 import os
+from decimal import Decimal
 from pathlib import Path
 
 import dj_database_url
@@ -218,6 +219,11 @@ MQL_ROUTING = os.environ.get("MQL_ROUTING", "round_robin")
 SLA_REMINDER_HOURS = int(os.environ.get("SLA_REMINDER_HOURS", 24))
 SLA_EXPIRY_DAYS = int(os.environ.get("SLA_EXPIRY_DAYS", 5))
 SITE_URL = os.environ.get("SITE_URL", "http://127.0.0.1:8000")
+
+# Funnel reports: the value of a won deal (the expected value of open MQLs is this times each
+# MQL's chance to convert; the report page can try another value) and the currency it is in.
+DEFAULT_DEAL_VALUE = Decimal(os.environ.get("DEFAULT_DEAL_VALUE", "10000"))
+REPORT_CURRENCY = os.environ.get("REPORT_CURRENCY", "EUR").upper()
 
 CELERY_BEAT_SCHEDULE = {
     "outbox-send": {"task": "nurturing.tasks.outbox_send", "schedule": 60.0},

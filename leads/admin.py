@@ -5,6 +5,7 @@ from .models import (
     Activity,
     ActivityType,
     AuditEntry,
+    CampaignCost,
     Contact,
     CustomAttribute,
     HandoffDecision,
@@ -149,3 +150,22 @@ class ImportRejectedRowAdmin(admin.ModelAdmin):
     list_display = ["job", "row_number", "errors"]
     list_filter = ["job"]
     readonly_fields = ["job", "row_number", "values", "errors"]
+
+
+@admin.register(CampaignCost)
+class CampaignCostAdmin(admin.ModelAdmin):
+    """Read-only: marketers change costs at /reports/costs/, which refuses overlapping periods
+    (they would count spend twice) and writes the audit log."""
+
+    list_display = ["campaign", "period_start", "period_end", "amount", "currency", "created_by"]
+    list_filter = ["currency"]
+    search_fields = ["campaign", "name"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False

@@ -1,4 +1,4 @@
-from .roles import ADMIN, MARKETING, SALES, user_roles
+from .roles import ADMIN, MANAGER, MARKETING, SALES, user_roles
 
 
 def roles(request):
@@ -7,4 +7,5 @@ def roles(request):
         "is_sales": SALES in held,
         "is_marketing": MARKETING in held,
         "is_admin": ADMIN in held,
+        "can_see_reports": bool(held & {MARKETING, MANAGER, ADMIN}),
     }

@@ -448,3 +448,37 @@ class RepRotation(models.Model):
 
     def __str__(self) -> str:
         return f"{self.rep} ({'active' if self.is_active else 'paused'})"
+
+
+class CampaignCost(models.Model):
+    """What marketing spent on a campaign over a period: the reports divide it by the MQLs it brought."""
+
+    campaign = models.CharField(
+        max_length=200,
+        help_text="Exactly as in utm_campaign (or an activity’s “campaign”).",
+    )
+    name = models.CharField(max_length=200, blank=True, help_text="A readable name, if the key is cryptic.")
+    period_start = models.DateField("From")
+    period_end = models.DateField("To", help_text="Inclusive.")
+    amount = models.DecimalField(max_digits=12, decimal_places=2)
+    currency = models.CharField(max_length=3, help_text="ISO 4217 code, e.g. EUR.")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-period_start", "campaign", "id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(period_end__gte=F("period_start")), name="campaign_cost_period_order"),
+            models.CheckConstraint(condition=Q(amount__gte=0), name="campaign_cost_amount_not_negative"),
+        ]
+        indexes = [models.Index(fields=["period_start", "period_end"], name="campaign_cost_period_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.campaign} {self.period_start}–{self.period_end}: {self.amount} {self.currency}"
+
+    @property
+    def days(self) -> int:
+        return (self.period_end - self.period_start).days + 1

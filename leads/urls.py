@@ -1,6 +1,6 @@
 from django.urls import path, re_path
 
-from . import handoff_views, views
+from . import handoff_views, report_views, views
 
 app_name = "leads"
 urlpatterns = [
@@ -22,4 +22,9 @@ urlpatterns = [
     path("imports/<int:pk>/start/", views.import_start, name="import_start"),
     path("imports/<int:pk>/progress/", views.import_progress, name="import_progress"),
     path("imports/<int:pk>/rejected.csv", views.import_rejected_csv, name="import_rejected_csv"),
+    path("reports/", report_views.report, name="report"),
+    path("reports/<slug:table>.csv", report_views.report_csv, name="report_csv"),
+    path("reports/costs/", report_views.cost_list, name="cost_list"),
+    path("reports/costs/<int:pk>/edit/", report_views.cost_edit, name="cost_edit"),
+    path("reports/costs/<int:pk>/delete/", report_views.cost_delete, name="cost_delete"),
 ]

@@ -1,9 +1,12 @@
+from datetime import timedelta
+from decimal import Decimal
+
 import factory
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.utils import timezone
 
-from leads.models import Account, Activity, ActivityType, Contact
+from leads.models import Account, Activity, ActivityType, CampaignCost, Contact, HandoffDecision, Outcome
 
 
 class UserFactory(factory.django.DjangoModelFactory):
@@ -54,3 +57,34 @@ class ActivityFactory(factory.django.DjangoModelFactory):
     source = "test"
     external_id = factory.Sequence(lambda n: f"evt-{n}")
     dedupe_key = factory.LazyAttribute(lambda a: a.external_id)
+
+
+class HandoffDecisionFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = HandoffDecision
+
+    contact = factory.SubFactory(ContactFactory)
+    decision = HandoffDecision.Decision.ACCEPTED
+    decided_at = factory.LazyFunction(timezone.now)
+    to_stage = factory.LazyAttribute(lambda d: "sql" if d.decision == "accepted" else "recycled")
+
+
+class OutcomeFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Outcome
+
+    contact = factory.SubFactory(ContactFactory)
+    kind = Outcome.Kind.WON
+    source = Outcome.Source.SALES
+    occurred_at = factory.LazyFunction(timezone.now)
+
+
+class CampaignCostFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = CampaignCost
+
+    campaign = "brand-search"
+    period_start = factory.LazyFunction(lambda: timezone.localdate().replace(day=1))
+    period_end = factory.LazyAttribute(lambda c: c.period_start + timedelta(days=27))
+    amount = Decimal("1000.00")
+    currency = "EUR"

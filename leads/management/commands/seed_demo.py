@@ -26,11 +26,12 @@ from django.db import transaction
 from django.utils import timezone
 from tqdm import tqdm
 
-from leads import services
+from leads import report_demo, services
 from leads.models import (
     Account,
     Activity,
     ActivityType,
+    CampaignCost,
     ConsentStatus,
     Contact,
     CustomAttribute,
@@ -276,6 +277,7 @@ class DemoSeeder:
         self.rng = random.Random(seed)
         # Sales history draws from its own stream, so adding it left the rest of the data as it was.
         self.sales_rng = random.Random(f"sales-{seed}")
+        self.costs_rng = random.Random(f"campaign-costs-{seed}")  # the same, for campaign costs
         self.end = timezone.make_aware(datetime.combine(as_of, datetime.min.time()))
         self.start = self.end - timedelta(days=WINDOW_DAYS)
         self.quiet = quiet
@@ -513,6 +515,8 @@ class DemoSeeder:
         changes = [change for plan in plans for change in stage_changes(plan)]
         self.bulk_create(StageChange, changes, "Writing stage history")
         self.start_mql_clocks(changes)
+        costs = report_demo.campaign_costs(start=self.start.date(), end=self.end.date(), rng=self.costs_rng)
+        self.bulk_create(CampaignCost, costs, "Writing campaign costs")
         for plan in self.progress([plan for plan in plans if plan.outcome], "Recording outcomes"):
             converted, occurred_at = plan.outcome
             services.outcome_record_imported(contact=plan.contact, converted=converted, occurred_at=occurred_at)
