@@ -23,11 +23,14 @@ class IsSales(BasePermission):
 
 
 class QueueItemOutput(serializers.ModelSerializer):
-    account_name = serializers.CharField(source="account.name", default=None)
-    owner = serializers.CharField(source="owner.username", default=None)
-    score = serializers.DecimalField(source="score.total", max_digits=8, decimal_places=1, default=None)
-    fit_grade = serializers.CharField(source="score.fit_grade", default=None)
-    mql_level = serializers.CharField(source="score.mql_level", default=None)
+    # Null when the lead has no account, no owner or no score yet.
+    account_name = serializers.CharField(source="account.name", default=None, allow_null=True)
+    owner = serializers.CharField(source="owner.username", default=None, allow_null=True)
+    score = serializers.DecimalField(
+        source="score.total", max_digits=8, decimal_places=1, default=None, allow_null=True
+    )
+    fit_grade = serializers.CharField(source="score.fit_grade", default=None, allow_null=True)
+    mql_level = serializers.CharField(source="score.mql_level", default=None, allow_null=True)
     top_reasons = serializers.SerializerMethodField()
     sla = serializers.SerializerMethodField()
 
