@@ -1,5 +1,6 @@
 """Server-rendered pages of the CRM core. Each view is short and checks roles on the server."""
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
@@ -28,6 +29,15 @@ def home(request):
     if has_role(request.user, *ANY_ROLE):
         return redirect("leads:contact_list")
     return render(request, "no_role.html", status=403)
+
+
+def login_locked_out(request, response, credentials):
+    """django-axes calls this instead of logging in a locked-out username + address."""
+    context = {
+        "failure_limit": settings.AXES_FAILURE_LIMIT,
+        "minutes": int(settings.AXES_COOLOFF_TIME.total_seconds() // 60),
+    }
+    return render(request, "registration/locked_out.html", context, status=429)
 
 
 @role_required(*ANY_ROLE)
