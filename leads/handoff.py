@@ -15,6 +15,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from . import audit
 from .models import (
     AuditEntry,
     Contact,
@@ -54,15 +55,7 @@ def can_act_on(user, contact: Contact) -> bool:
 
 
 def audit_record(*, actor, action: str, contact: Contact, before: dict, after: dict) -> AuditEntry:
-    return AuditEntry.objects.create(
-        actor=actor,
-        action=action,
-        object_type="contact",
-        object_id=str(contact.pk),
-        before=before,
-        after=after,
-        at=timezone.now(),
-    )
+    return audit.audit_record(actor=actor, action=action, target=contact, before=before, after=after)
 
 
 def _locked(contact_id: int) -> Contact:

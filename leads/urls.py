@@ -1,6 +1,6 @@
 from django.urls import path, re_path
 
-from . import handoff_views, views
+from . import audit_views, handoff_views, views
 
 app_name = "leads"
 urlpatterns = [
@@ -22,4 +22,5 @@ urlpatterns = [
     path("imports/<int:pk>/start/", views.import_start, name="import_start"),
     path("imports/<int:pk>/progress/", views.import_progress, name="import_progress"),
     path("imports/<int:pk>/rejected.csv", views.import_rejected_csv, name="import_rejected_csv"),
+    path("audit/", audit_views.audit_log, name="audit_log"),
 ]
