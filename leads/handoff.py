@@ -224,10 +224,11 @@ def lead_claim(*, contact_id: int, user) -> Contact:
     """A rep takes an unassigned MQL."""
     contact = _locked(contact_id)
     _require_mql(contact)
-    if contact.owner_id is not None:
-        raise HandoffError(f"{contact} was already assigned to {contact.owner}.")
     if not has_role(user, SALES):
         raise NotAllowed("Only sales reps can claim leads.")
+    _require_can_act(user, contact)  # another rep's lead is theirs: forbidden, as for every action
+    if contact.owner_id is not None:
+        raise HandoffError(f"{contact} was already assigned to {contact.owner}.")
     before = _snapshot(contact)
     _set_owner(contact, user, timezone.now())
     audit_record(actor=user, action="lead.claim", contact=contact, before=before, after=_snapshot(contact))
