@@ -27,8 +27,6 @@ class IdFilter(IntegerFilter):
     page, as any other filter value that matches nothing), not a 400 as Django's model
     choice filter would answer."""
 
-    field_class = forms.IntegerField
-
 
 class AccountFilter(django_filters.FilterSet):
     name = django_filters.CharFilter(lookup_expr="icontains")

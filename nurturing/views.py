@@ -1,8 +1,12 @@
-"""Marketer pages for nurture sequences."""
+"""Marketer pages for nurture sequences.
+
+The views that change a sequence are atomic: the change and its audit entry commit together.
+"""
 
 import uuid
 
 from django.contrib import messages
+from django.db import transaction
 from django.db.models import Count, Q
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -29,6 +33,7 @@ def sequence_list(request):
 
 
 @role_required(MARKETING)
+@transaction.atomic
 def sequence_edit(request, pk: int | None = None):
     sequence = get_object_or_404(Sequence, pk=pk) if pk else None
     form = SequenceForm(request.POST or None, instance=sequence)
@@ -67,6 +72,7 @@ def sequence_detail(request, pk: int):
 
 @require_POST
 @role_required(MARKETING)
+@transaction.atomic
 def sequence_status(request, pk: int, status: str):
     sequence = get_object_or_404(Sequence, pk=pk)
     if status == Sequence.Status.ACTIVE and not sequence.steps.exists():
@@ -87,6 +93,7 @@ def sequence_status(request, pk: int, status: str):
 
 
 @role_required(MARKETING)
+@transaction.atomic
 def step_edit(request, pk: int, step_pk: int | None = None):
     sequence = get_object_or_404(Sequence, pk=pk)
     step = get_object_or_404(sequence.steps, pk=step_pk) if step_pk else None
@@ -104,6 +111,7 @@ def step_edit(request, pk: int, step_pk: int | None = None):
 
 @require_POST
 @role_required(MARKETING)
+@transaction.atomic
 def step_delete(request, pk: int, step_pk: int):
     step = get_object_or_404(SequenceStep.objects.select_related("sequence"), pk=step_pk, sequence_id=pk)
     audit_record(
@@ -118,6 +126,7 @@ def step_delete(request, pk: int, step_pk: int):
 
 
 @role_required(MARKETING)
+@transaction.atomic
 def variant_edit(request, pk: int, step_pk: int, variant_pk: int | None = None):
     step = get_object_or_404(SequenceStep.objects.select_related("sequence"), pk=step_pk, sequence_id=pk)
     variant = get_object_or_404(step.variants, pk=variant_pk) if variant_pk else None
@@ -139,6 +148,7 @@ def variant_edit(request, pk: int, step_pk: int, variant_pk: int | None = None):
 
 @require_POST
 @role_required(MARKETING)
+@transaction.atomic
 def variant_delete(request, pk: int, step_pk: int, variant_pk: int):
     variant = get_object_or_404(
         StepVariant.objects.select_related("step__sequence"), pk=variant_pk, step_id=step_pk, step__sequence_id=pk
