@@ -1,5 +1,8 @@
+from datetime import UTC
+
 import django_filters
 from django import forms
+from django_filters.fields import IsoDateTimeField
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 
@@ -28,6 +31,22 @@ class IdFilter(IntegerFilter):
     choice filter would answer."""
 
 
+class UtcDateTimeField(IsoDateTimeField):
+    """An ISO 8601 time, converted to UTC: PostgreSQL refuses offsets beyond ±15:59, which
+    ISO 8601 (and Python) allow, and a year-1 time east of Greenwich has no UTC value."""
+
+    def to_python(self, value):
+        value = super().to_python(value)
+        try:
+            return value.astimezone(UTC) if value is not None else None
+        except OverflowError:
+            raise forms.ValidationError("This time is out of range.", code="invalid") from None
+
+
+class UtcDateTimeFilter(django_filters.IsoDateTimeFilter):
+    field_class = UtcDateTimeField
+
+
 class AccountFilter(django_filters.FilterSet):
     name = django_filters.CharFilter(lookup_expr="icontains")
     domain = django_filters.CharFilter()
@@ -48,8 +67,8 @@ class ContactFilter(django_filters.FilterSet):
     country = django_filters.CharFilter(lookup_expr="iexact")
     lead_source = django_filters.CharFilter(lookup_expr="iexact")
     external_id = django_filters.CharFilter()
-    created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
-    created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    created_after = UtcDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = UtcDateTimeFilter(field_name="created_at", lookup_expr="lt")
     unassigned = django_filters.BooleanFilter(field_name="owner", lookup_expr="isnull")
     account = IdFilter(field_name="account_id")
     owner = IdFilter(field_name="owner_id")
@@ -61,8 +80,8 @@ class ContactFilter(django_filters.FilterSet):
 
 class ActivityFilter(django_filters.FilterSet):
     type = django_filters.CharFilter(field_name="type__key")
-    occurred_after = django_filters.IsoDateTimeFilter(field_name="occurred_at", lookup_expr="gte")
-    occurred_before = django_filters.IsoDateTimeFilter(field_name="occurred_at", lookup_expr="lt")
+    occurred_after = UtcDateTimeFilter(field_name="occurred_at", lookup_expr="gte")
+    occurred_before = UtcDateTimeFilter(field_name="occurred_at", lookup_expr="lt")
     contact = IdFilter(field_name="contact_id")
 
     class Meta:

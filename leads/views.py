@@ -75,7 +75,8 @@ def contact_detail(request, pk: int):
 @role_required(*ANY_ROLE)
 def account_list(request):
     accounts = Account.objects.annotate(contact_count=Count("contacts")).order_by("name", "id")
-    query = request.GET.get("q", "").strip()
+    # NUL cannot be in a PostgreSQL query's text; DRF's search drops it the same way.
+    query = request.GET.get("q", "").replace("\x00", "").strip()
     if query:
         accounts = accounts.filter(Q(name__icontains=query) | Q(domain__icontains=query))
     page = Paginator(accounts, 50).get_page(request.GET.get("page"))

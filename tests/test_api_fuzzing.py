@@ -77,7 +77,7 @@ def _aim_at_real_rows(case, data: dict) -> None:
     """Point generated ids at real rows, so success paths are fuzzed too, not only 404s.
 
     Path ids: half are mapped onto existing rows, the other half stay as generated (mostly
-    404). In a schema-valid body, references (owner, account, activity type, rep, custom
+    404). In a schema-valid request, references (owner, account, activity type, rep, custom
     attributes) always name a real row, a new activity type's key is unused and an event's
     time is not in the future: a schema cannot say which rows exist or what time it is, and
     the 400 such a request rightly gets would count as "a valid request refused".
@@ -92,6 +92,8 @@ def _aim_at_real_rows(case, data: dict) -> None:
             params[name] = ids[table][value // 2 % len(ids[table])]
     if case.meta is None or case.meta.generation.mode != GenerationMode.POSITIVE:
         return
+    if (case.query or {}).get("owner") is not None and case.path == "/api/queue/":  # a rep, as on the page
+        case.query["owner"] = data["users"]["rep"].pk
     body = case.body
     events = body if isinstance(body, list) else body.get("events") if isinstance(body, dict) else None
     for item in [body, *(events or [])]:

@@ -561,6 +561,29 @@ def test_html_in_email_content_is_sanitised_in_the_preview(users):
     assert not re.search(r"<a[^>]*javascript:", page)
 
 
+# --- hostile input is answered, never a server error ---------------------------------------------------
+
+HOSTILE_QUERIES = [
+    "/contacts/?q=a%00b",
+    "/accounts/?q=a%00b",
+    "/queue/?q=a%00b&account=%00&waiting_hours=1e30",
+    "/audit/?action=%00&since=0001-01-01",
+    "/api/contacts/?search=a%00b&created_after=0001-01-01T00:00:00%2B20:00",
+    "/api/activities/?occurred_before=2020-01-01T00:00:00-23:59",
+    "/api/queue/?waiting_hours=1e30",
+]
+
+
+@pytest.mark.parametrize("path", HOSTILE_QUERIES)
+def test_hostile_query_strings_get_an_answer_not_a_server_error(path, users):
+    """NUL characters (PostgreSQL refuses them), time-zone offsets beyond ±15:59 (PostgreSQL
+    refuses them too) and numbers no date arithmetic can hold."""
+    client = Client()
+    client.force_login(users["admin"])
+
+    assert client.get(path).status_code in (200, 400)
+
+
 # --- login brute force -----------------------------------------------------------------------------------
 
 
