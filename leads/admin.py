@@ -1,5 +1,9 @@
 from django.contrib import admin
+from django.contrib.auth import get_user_model
+from django.contrib.auth.admin import GroupAdmin, UserAdmin
+from django.contrib.auth.models import Group
 
+from .audit import audit_record
 from .models import (
     Account,
     Activity,
@@ -133,6 +137,16 @@ class AuditEntryAdmin(admin.ModelAdmin):
     search_fields = ["object_id", "action"]
     readonly_fields = ["actor", "action", "object_type", "object_id", "before", "after", "at"]
 
+    # The log is a record: nobody adds, edits or deletes entries by hand.
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
 
 @admin.register(RoutingRule)
 class RoutingRuleAdmin(admin.ModelAdmin):
@@ -169,3 +183,65 @@ class CampaignCostAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+# --- roles and permissions, audited ------------------------------------------------------------
+# Roles are groups, changed in this admin: the admin's save hooks record each change with the
+# acting admin. (An m2m_changed signal on User.groups would fire too, but without knowing who
+# made the change; and no service of ours changes roles.)
+
+
+def _user_access(user) -> dict:
+    return {
+        "groups": sorted(user.groups.values_list("name", flat=True)),
+        "permissions": sorted(user.user_permissions.values_list("codename", flat=True)),
+        "is_active": user.is_active,
+        "is_staff": user.is_staff,
+        "is_superuser": user.is_superuser,
+    }
+
+
+def _group_access(group) -> dict:
+    return {"permissions": sorted(group.permissions.values_list("codename", flat=True))}
+
+
+class _AuditedAccessAdmin:
+    """Records the access a user or group had before the admin's save and has after it,
+    in the admin's transaction (the change form saves in one)."""
+
+    access = None  # the function reading an object's access
+    action = ""
+
+    def save_model(self, request, obj, form, change):
+        stored = type(obj).objects.filter(pk=obj.pk).first() if change else None
+        request.access_before = type(self).access(stored) if stored else {}
+        super().save_model(request, obj, form, change)
+
+    def save_related(self, request, form, formsets, change):
+        super().save_related(request, form, formsets, change)
+        before, after = request.access_before, type(self).access(form.instance)
+        changed = [name for name in after if before.get(name) != after[name]]
+        if changed:
+            audit_record(
+                actor=request.user,
+                action=self.action,
+                target=form.instance,
+                before={name: before.get(name) for name in changed},
+                after={name: after[name] for name in changed},
+            )
+
+
+class AuditedUserAdmin(_AuditedAccessAdmin, UserAdmin):
+    access = _user_access
+    action = "user.access"
+
+
+class AuditedGroupAdmin(_AuditedAccessAdmin, GroupAdmin):
+    access = _group_access
+    action = "group.permissions"
+
+
+admin.site.unregister(get_user_model())
+admin.site.register(get_user_model(), AuditedUserAdmin)
+admin.site.unregister(Group)
+admin.site.register(Group, AuditedGroupAdmin)

@@ -13,12 +13,12 @@ from . import services
 from .filters import AccountFilter, ActivityFilter, ContactFilter
 from .models import Account, Activity, ActivityType, Contact
 from .permissions import IsMarketing
+from .schema import RequiredBodySchema
 from .serializers import (
     AccountInput,
     AccountOutput,
     ActivityOutput,
     ActivityTypeSerializer,
-    BulkIngestInput,
     BulkIngestOutput,
     ContactInput,
     ContactOutput,
@@ -56,6 +56,7 @@ class AccountViewSet(viewsets.ModelViewSet):
 
 
 class ContactViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    schema = RequiredBodySchema()
     queryset = Contact.objects.select_related("account").order_by("-created_at", "-id")
     serializer_class = ContactOutput
     filterset_class = ContactFilter
@@ -133,6 +134,18 @@ class ActivityViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
         return Response(IngestResultOutput(outcome).data, status=code)
 
 
+_EVENTS = {
+    "type": "array",
+    "items": {"$ref": "#/components/schemas/IngestEventInputRequest"},
+    "minItems": 1,
+    "maxItems": settings.BULK_INGEST_MAX_EVENTS,
+}
+# Both shapes _events_from accepts: {"events": [...]} or the bare array.
+BULK_INGEST_BODY = {
+    "oneOf": [{"type": "object", "properties": {"events": _EVENTS}, "required": ["events"]}, _EVENTS],
+}
+
+
 class BulkIngestView(APIView):
     """Up to BULK_INGEST_MAX_EVENTS events per request, each validated on its own.
 
@@ -140,9 +153,10 @@ class BulkIngestView(APIView):
     """
 
     permission_classes = [IsMarketing]
+    schema = RequiredBodySchema()
 
     @extend_schema(
-        request=BulkIngestInput,
+        request={"application/json": BULK_INGEST_BODY},
         responses={
             200: BulkIngestOutput,
             400: OpenApiResponse(description="Malformed JSON, not a list, or too many events."),

@@ -15,6 +15,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from . import audit
 from .models import (
     AuditEntry,
     Contact,
@@ -54,15 +55,7 @@ def can_act_on(user, contact: Contact) -> bool:
 
 
 def audit_record(*, actor, action: str, contact: Contact, before: dict, after: dict) -> AuditEntry:
-    return AuditEntry.objects.create(
-        actor=actor,
-        action=action,
-        object_type="contact",
-        object_id=str(contact.pk),
-        before=before,
-        after=after,
-        at=timezone.now(),
-    )
+    return audit.audit_record(actor=actor, action=action, target=contact, before=before, after=after)
 
 
 def _locked(contact_id: int) -> Contact:
@@ -231,10 +224,11 @@ def lead_claim(*, contact_id: int, user) -> Contact:
     """A rep takes an unassigned MQL."""
     contact = _locked(contact_id)
     _require_mql(contact)
-    if contact.owner_id is not None:
-        raise HandoffError(f"{contact} was already assigned to {contact.owner}.")
     if not has_role(user, SALES):
         raise NotAllowed("Only sales reps can claim leads.")
+    _require_can_act(user, contact)  # another rep's lead is theirs: forbidden, as for every action
+    if contact.owner_id is not None:
+        raise HandoffError(f"{contact} was already assigned to {contact.owner}.")
     before = _snapshot(contact)
     _set_owner(contact, user, timezone.now())
     audit_record(actor=user, action="lead.claim", contact=contact, before=before, after=_snapshot(contact))

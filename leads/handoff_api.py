@@ -2,7 +2,8 @@
 
 from django.contrib.auth import get_user_model
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from django_filters.rest_framework import DjangoFilterBackend
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, serializers, status
 from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
@@ -11,7 +12,7 @@ from rest_framework.views import APIView
 from . import handoff
 from .forms_handoff import REP_REASONS
 from .models import Contact, LeadFeedback, Outcome
-from .queue import QueueFilter, mql_queue, sla_state, top_reasons
+from .queue import MAX_WAITING_HOURS, QueueFilter, mql_queue, sla_state, top_reasons
 from .roles import SALES, has_role
 
 
@@ -23,11 +24,14 @@ class IsSales(BasePermission):
 
 
 class QueueItemOutput(serializers.ModelSerializer):
-    account_name = serializers.CharField(source="account.name", default=None)
-    owner = serializers.CharField(source="owner.username", default=None)
-    score = serializers.DecimalField(source="score.total", max_digits=8, decimal_places=1, default=None)
-    fit_grade = serializers.CharField(source="score.fit_grade", default=None)
-    mql_level = serializers.CharField(source="score.mql_level", default=None)
+    # Null when the lead has no account, no owner or no score yet.
+    account_name = serializers.CharField(source="account.name", default=None, allow_null=True)
+    owner = serializers.CharField(source="owner.username", default=None, allow_null=True)
+    score = serializers.DecimalField(
+        source="score.total", max_digits=8, decimal_places=1, default=None, allow_null=True
+    )
+    fit_grade = serializers.CharField(source="score.fit_grade", default=None, allow_null=True)
+    mql_level = serializers.CharField(source="score.mql_level", default=None, allow_null=True)
     top_reasons = serializers.SerializerMethodField()
     sla = serializers.SerializerMethodField()
 
@@ -89,18 +93,27 @@ class HandoffResultOutput(serializers.Serializer):
     detail = serializers.CharField()
 
 
+@extend_schema(
+    parameters=[
+        OpenApiParameter(
+            "waiting_hours",
+            {"type": "number", "minimum": 0, "maximum": MAX_WAITING_HOURS},
+            description="Waiting at least this many hours.",
+        )
+    ]
+)
 class QueueView(generics.ListAPIView):
     """MQLs waiting for sales, best score first; the same filters as the queue page."""
 
     permission_classes = [IsSales]
     serializer_class = QueueItemOutput
-    filter_backends = []
+    # django-filter's backend answers a bad filter with a 400 (not ignored) and puts the
+    # filters in the schema.
+    filter_backends = [DjangoFilterBackend]
+    filterset_class = QueueFilter
 
     def get_queryset(self):
-        filterset = QueueFilter(self.request.query_params, queryset=mql_queue())
-        if not filterset.is_valid():
-            raise serializers.ValidationError(filterset.errors)  # a bad filter is a 400, not ignored
-        return filterset.qs
+        return mql_queue()
 
 
 RESPONSES = {

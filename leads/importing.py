@@ -33,6 +33,7 @@ from django.db.models import F
 from django.utils import timezone
 from django.utils.text import slugify
 
+from .audit import audit_record
 from .models import (
     Account,
     ConsentStatus,
@@ -358,11 +359,12 @@ def import_job_prepare(*, job: ImportJob) -> bool:
     job.mapping = mapping_validate(job.mapping, job.headers)
     with transaction.atomic():
         _ensure_attributes(job.mapping)
-        return bool(
-            ImportJob.objects.filter(pk=job.pk, status=ImportJob.Status.MAPPING).update(
-                status=ImportJob.Status.QUEUED, mapping=job.mapping
-            )
+        started = ImportJob.objects.filter(pk=job.pk, status=ImportJob.Status.MAPPING).update(
+            status=ImportJob.Status.QUEUED, mapping=job.mapping
         )
+        if started:  # whoever uploaded the file starts it (the page checks it is a marketer)
+            audit_record(actor=job.created_by, action="import.start", target=job, after=_audited(job, "mapping"))
+        return bool(started)
 
 
 def import_job_start(*, job: ImportJob) -> bool:
@@ -417,14 +419,26 @@ def import_job_run_next_chunk(*, job_id: int) -> bool:
             ImportJob.objects.filter(pk=job.pk).update(
                 status=ImportJob.Status.DONE, finished_at=timezone.now(), processed_rows=job.total_rows
             )
+            audit_record(actor=None, action="import.finish", target=job, after=_audited(job, *FINISH_FIELDS))
             return False
     return True
 
 
 def import_job_fail(*, job_id: int, error: str) -> None:
-    ImportJob.objects.filter(pk=job_id).exclude(status=ImportJob.Status.DONE).update(
-        status=ImportJob.Status.FAILED, error=error[:5000], finished_at=timezone.now()
-    )
+    if (
+        ImportJob.objects.filter(pk=job_id)
+        .exclude(status=ImportJob.Status.DONE)
+        .update(status=ImportJob.Status.FAILED, error=error[:5000], finished_at=timezone.now())
+    ):
+        audit_record(actor=None, action="import.fail", target=ImportJob(pk=job_id), after={"error": error[:500]})
+
+
+FINISH_FIELDS = ("status", "total_rows", "created_count", "updated_count", "rejected_count")
+
+
+def _audited(job: ImportJob, *fields: str) -> dict:
+    """What an import's audit entry records: the file, plus the given fields as stored now."""
+    return {"file": job.filename, **ImportJob.objects.values(*fields).get(pk=job.pk)}
 
 
 def _import_row(job: ImportJob, number: int, values: dict[str, str]) -> tuple[str, int | None]:

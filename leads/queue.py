@@ -17,6 +17,7 @@ from .roles import SALES
 from .selectors import contact_search
 
 GRADES = [("A", "A"), ("B", "B"), ("C", "C"), ("D", "D")]
+MAX_WAITING_HOURS = 100 * 365 * 24  # beyond this "now - hours" is no date at all
 
 
 def mql_queue() -> QuerySet[Contact]:
@@ -55,7 +56,9 @@ class QueueFilter(django_filters.FilterSet):
     source = django_filters.CharFilter(field_name="lead_source", lookup_expr="icontains", label="Source")
     account = django_filters.CharFilter(field_name="account__name", lookup_expr="icontains", label="Company")
     country = django_filters.CharFilter(lookup_expr="iexact")
-    waiting_hours = django_filters.NumberFilter(method="waiting_at_least", label="Waiting at least (hours)")
+    waiting_hours = django_filters.NumberFilter(
+        method="waiting_at_least", label="Waiting at least (hours)", min_value=0, max_value=MAX_WAITING_HOURS
+    )
 
     class Meta:
         model = Contact

@@ -4,6 +4,7 @@ from datetime import timedelta
 
 from django.utils import timezone
 from rest_framework import serializers
+from rest_framework.validators import UniqueValidator
 
 from .models import (
     Account,
@@ -56,7 +57,7 @@ class AccountInput(serializers.ModelSerializer):
 
 
 class ContactOutput(serializers.ModelSerializer):
-    account_name = serializers.CharField(source="account.name", default=None, read_only=True)
+    account_name = serializers.CharField(source="account.name", default=None, allow_null=True, read_only=True)
 
     class Meta:
         model = Contact
@@ -89,6 +90,23 @@ class ContactOutput(serializers.ModelSerializer):
             "created_at",
             "updated_at",
         ]
+
+
+def no_nul_characters(value) -> None:
+    """PostgreSQL stores no NUL (\\u0000) in text or jsonb: refused here as a 400, not a 500
+    from the database. DRF's text fields refuse it already; this covers free-form JSON."""
+    if _has_nul(value):
+        raise serializers.ValidationError("Text may not contain NUL characters (\\u0000).")
+
+
+def _has_nul(value) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(key) or _has_nul(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(item) for item in value)
+    return False
 
 
 def validate_attributes(value: dict) -> dict:
@@ -144,7 +162,12 @@ class ContactInput(serializers.Serializer):
     lifecycle_stage = serializers.ChoiceField(choices=LifecycleStage.choices, required=False)
     email_consent_status = serializers.ChoiceField(choices=ConsentStatus.choices, required=False)
     email_consent_source = serializers.CharField(required=False, allow_blank=True, max_length=200)
-    attributes = serializers.JSONField(required=False)
+    attributes = serializers.DictField(
+        child=serializers.JSONField(allow_null=True),
+        required=False,
+        validators=[no_nul_characters],
+        help_text="Custom attribute values by key; each key must name a defined custom attribute.",
+    )
 
     def validate_email(self, value):
         return normalise_email(value)
@@ -168,6 +191,14 @@ class ContactInput(serializers.Serializer):
 
 
 class ActivityTypeSerializer(serializers.ModelSerializer):
+    # The pattern is stated for the schema; validate_key below is what enforces it.
+    key = serializers.RegexField(
+        r"^[a-z][a-z0-9_]*$",
+        max_length=60,
+        validators=[UniqueValidator(queryset=ActivityType.objects.all())],
+        error_messages={"invalid": "Use lower case letters, digits and underscores, starting with a letter."},
+    )
+
     class Meta:
         model = ActivityType
         fields = ["key", "name", "description", "is_system"]
@@ -212,7 +243,7 @@ class IngestEventInput(serializers.Serializer):
     external_id = serializers.CharField(
         required=False, allow_blank=True, max_length=200, help_text="The source's event id; a re-sent id counts once."
     )
-    properties = serializers.DictField(required=False, default=dict)
+    properties = serializers.DictField(required=False, default=dict, validators=[no_nul_characters])
     contact = IngestContactFields(required=False, help_text="Fields for a contact this event creates.")
 
     def validate_occurred_at(self, value):
@@ -241,10 +272,6 @@ class IngestEventInput(serializers.Serializer):
             contact_id=data.get("contact_id"),
             contact_fields=data.get("contact", {}),
         )
-
-
-class BulkIngestInput(serializers.Serializer):
-    events = serializers.ListField(child=serializers.JSONField(), allow_empty=False)
 
 
 class IngestResultOutput(serializers.Serializer):

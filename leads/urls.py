@@ -1,6 +1,6 @@
 from django.urls import path, re_path
 
-from . import handoff_views, report_views, views
+from . import audit_views, handoff_views, report_views, views
 
 app_name = "leads"
 urlpatterns = [
@@ -27,4 +27,5 @@ urlpatterns = [
     path("reports/costs/", report_views.cost_list, name="cost_list"),
     path("reports/costs/<int:pk>/edit/", report_views.cost_edit, name="cost_edit"),
     path("reports/costs/<int:pk>/delete/", report_views.cost_delete, name="cost_delete"),
+    path("audit/", audit_views.audit_log, name="audit_log"),
 ]

@@ -1,5 +1,6 @@
 """Server-rendered pages of the CRM core. Each view is short and checks roles on the server."""
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
@@ -28,6 +29,15 @@ def home(request):
     if has_role(request.user, *ANY_ROLE):
         return redirect("leads:contact_list")
     return render(request, "no_role.html", status=403)
+
+
+def login_locked_out(request, response, credentials):
+    """django-axes calls this instead of logging in a locked-out username + address."""
+    context = {
+        "failure_limit": settings.AXES_FAILURE_LIMIT,
+        "minutes": int(settings.AXES_COOLOFF_TIME.total_seconds() // 60),
+    }
+    return render(request, "registration/locked_out.html", context, status=429)
 
 
 @role_required(*ANY_ROLE)
@@ -65,7 +75,8 @@ def contact_detail(request, pk: int):
 @role_required(*ANY_ROLE)
 def account_list(request):
     accounts = Account.objects.annotate(contact_count=Count("contacts")).order_by("name", "id")
-    query = request.GET.get("q", "").strip()
+    # NUL cannot be in a PostgreSQL query's text; DRF's search drops it the same way.
+    query = request.GET.get("q", "").replace("\x00", "").strip()
     if query:
         accounts = accounts.filter(Q(name__icontains=query) | Q(domain__icontains=query))
     page = Paginator(accounts, 50).get_page(request.GET.get("page"))

@@ -1,13 +1,18 @@
-"""Marketer pages for nurture sequences."""
+"""Marketer pages for nurture sequences.
+
+The views that change a sequence are atomic: the change and its audit entry commit together.
+"""
 
 import uuid
 
 from django.contrib import messages
+from django.db import transaction
 from django.db.models import Count, Q
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
+from leads.audit import audit_record, form_changes
 from leads.decorators import role_required
 from leads.models import Contact
 from leads.roles import MARKETING
@@ -28,11 +33,20 @@ def sequence_list(request):
 
 
 @role_required(MARKETING)
+@transaction.atomic
 def sequence_edit(request, pk: int | None = None):
     sequence = get_object_or_404(Sequence, pk=pk) if pk else None
     form = SequenceForm(request.POST or None, instance=sequence)
     if request.method == "POST" and form.is_valid():
+        before, after = form_changes(form)
         sequence = form.save()
+        audit_record(
+            actor=request.user,
+            action="sequence.edit" if pk else "sequence.create",
+            target=sequence,
+            before=before,
+            after=after,
+        )
         messages.success(request, f"Saved “{sequence}”.")
         return redirect("nurturing:sequence_detail", pk=sequence.pk)
     return render(request, "nurturing/sequence_form.html", {"form": form, "sequence": sequence})
@@ -58,18 +72,28 @@ def sequence_detail(request, pk: int):
 
 @require_POST
 @role_required(MARKETING)
+@transaction.atomic
 def sequence_status(request, pk: int, status: str):
     sequence = get_object_or_404(Sequence, pk=pk)
     if status == Sequence.Status.ACTIVE and not sequence.steps.exists():
         messages.error(request, "Add at least one step before activating the sequence.")
     else:
+        before = sequence.status
         sequence.status = status
         sequence.save(update_fields=["status", "updated_at"])
+        audit_record(
+            actor=request.user,
+            action="sequence.status",
+            target=sequence,
+            before={"status": before},
+            after={"status": status},
+        )
         messages.success(request, f"“{sequence}” is now {sequence.get_status_display().lower()}.")
     return redirect("nurturing:sequence_detail", pk=sequence.pk)
 
 
 @role_required(MARKETING)
+@transaction.atomic
 def step_edit(request, pk: int, step_pk: int | None = None):
     sequence = get_object_or_404(Sequence, pk=pk)
     step = get_object_or_404(sequence.steps, pk=step_pk) if step_pk else None
@@ -79,6 +103,7 @@ def step_edit(request, pk: int, step_pk: int | None = None):
         step = form.save(commit=False)
         step.sequence = sequence
         step.save()
+        audit_record(actor=request.user, action="sequence.step_save", target=sequence, **_step_changes(form, step))
         messages.success(request, f"Saved step {step.position}.")
         return redirect("nurturing:sequence_detail", pk=sequence.pk)
     return render(request, "nurturing/step_form.html", {"form": form, "sequence": sequence, "step": step})
@@ -86,14 +111,22 @@ def step_edit(request, pk: int, step_pk: int | None = None):
 
 @require_POST
 @role_required(MARKETING)
+@transaction.atomic
 def step_delete(request, pk: int, step_pk: int):
-    step = get_object_or_404(SequenceStep, pk=step_pk, sequence_id=pk)
+    step = get_object_or_404(SequenceStep.objects.select_related("sequence"), pk=step_pk, sequence_id=pk)
+    audit_record(
+        actor=request.user,
+        action="sequence.step_delete",
+        target=step.sequence,
+        before={"step": step.position, "subject": step.subject},
+    )
     step.delete()
     messages.success(request, f"Removed step {step.position}.")
     return redirect("nurturing:sequence_detail", pk=pk)
 
 
 @role_required(MARKETING)
+@transaction.atomic
 def variant_edit(request, pk: int, step_pk: int, variant_pk: int | None = None):
     step = get_object_or_404(SequenceStep.objects.select_related("sequence"), pk=step_pk, sequence_id=pk)
     variant = get_object_or_404(step.variants, pk=variant_pk) if variant_pk else None
@@ -102,6 +135,12 @@ def variant_edit(request, pk: int, step_pk: int, variant_pk: int | None = None):
         variant = form.save(commit=False)
         variant.step = step
         variant.save()
+        audit_record(
+            actor=request.user,
+            action="sequence.variant_save",
+            target=step.sequence,
+            **_step_changes(form, step, variant.label),
+        )
         messages.success(request, f"Saved variant {variant.label}.")
         return redirect("nurturing:sequence_detail", pk=pk)
     return render(request, "nurturing/variant_form.html", {"form": form, "step": step, "variant": variant})
@@ -109,9 +148,26 @@ def variant_edit(request, pk: int, step_pk: int, variant_pk: int | None = None):
 
 @require_POST
 @role_required(MARKETING)
+@transaction.atomic
 def variant_delete(request, pk: int, step_pk: int, variant_pk: int):
-    get_object_or_404(StepVariant, pk=variant_pk, step_id=step_pk, step__sequence_id=pk).delete()
+    variant = get_object_or_404(
+        StepVariant.objects.select_related("step__sequence"), pk=variant_pk, step_id=step_pk, step__sequence_id=pk
+    )
+    audit_record(
+        actor=request.user,
+        action="sequence.variant_delete",
+        target=variant.step.sequence,
+        before={"step": variant.step.position, "variant": variant.label},
+    )
+    variant.delete()
     return redirect("nurturing:sequence_detail", pk=pk)
+
+
+def _step_changes(form, step: SequenceStep, variant: str = "") -> dict:
+    """An audit entry's before/after for a step (or variant) edit, naming which one changed."""
+    before, after = form_changes(form)
+    which = {"step": step.position} | ({"variant": variant} if variant else {})
+    return {"before": which | before, "after": which | after}
 
 
 def _preview_contact(request, sequence: Sequence) -> Contact | None:

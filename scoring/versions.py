@@ -8,6 +8,8 @@ from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
+from leads.audit import audit_record
+
 from .models import EngagementRule, FitRule, ModelVersion, MqlLevel, RescoreRun, ScoringModel
 
 VERSION_FIELDS = ["fit_cap", "engagement_cap", "grade_a_min", "grade_b_min", "grade_c_min", "mqa_threshold"]
@@ -85,12 +87,24 @@ def version_publish(*, draft: ModelVersion, user=None) -> RescoreRun:
         locked = ModelVersion.objects.select_for_update().get(pk=draft.pk)
         if locked.status != ModelVersion.Status.DRAFT:
             raise VersionError("This draft was published meanwhile.")
+        replaced = ModelVersion.objects.filter(status=ModelVersion.Status.ACTIVE).first()
         ModelVersion.objects.filter(status=ModelVersion.Status.ACTIVE).update(status=ModelVersion.Status.ARCHIVED)
         locked.status = ModelVersion.Status.ACTIVE
         locked.published_at = timezone.now()
         locked.published_by = user
         locked.save(update_fields=["status", "published_at", "published_by"])
+        audit_record(actor=user, action="scoring.publish", target=locked, **_publish_audit(replaced, locked))
         return rescore_run_start(version=locked, reason=RescoreRun.Reason.PUBLISH, started_by=user)
+
+
+def _publish_audit(replaced: ModelVersion | None, published: ModelVersion) -> dict:
+    """Before and after of a publish: the active version, and each rule or setting it changed."""
+    diffs = version_diff(replaced, published) if replaced else []
+    return {
+        "before": {"active version": f"v{replaced.number}" if replaced else None}
+        | {f"{d.kind}: {d.name}": d.before for d in diffs},
+        "after": {"active version": f"v{published.number}"} | {f"{d.kind}: {d.name}": d.after for d in diffs},
+    }
 
 
 # --- comparing ------------------------------------------------------------------------------
