@@ -18,12 +18,20 @@ from django.urls import URLResolver, get_resolver
 from django.utils import timezone
 
 from leads.importing import import_job_create, import_job_set_mapping, import_run_to_end
-from leads.models import AuditEntry, Contact, CustomAttribute, HandoffDecision, LeadFeedback, LifecycleStage
+from leads.models import (
+    AuditEntry,
+    CampaignCost,
+    Contact,
+    CustomAttribute,
+    HandoffDecision,
+    LeadFeedback,
+    LifecycleStage,
+)
 from leads.roles import ADMIN, SALES
 from nurturing.compliance import prepare_marketing_email, unsubscribe_url
 from nurturing.models import Sequence, SequenceStep, StepVariant
 from nurturing.services import email_enqueue_message
-from scoring.models import RescoreRun
+from scoring.models import ModelSuggestion, RescoreRun
 from scoring.selectors import active_version
 from scoring.services import contacts_rescore
 from scoring.versions import draft_get_or_create
@@ -112,6 +120,36 @@ EXPECTATIONS = {
     "scoring/compare/": ("get", "/scoring/compare/?old={active}&new={draft}", None, PAGE_MARKETING),
     "scoring/runs/<int:pk>/": ("get", "/scoring/runs/{run}/", None, PAGE_MARKETING),
     "scoring/runs/<int:pk>/progress/": ("get", "/scoring/runs/{run}/progress/", None, PAGE_MARKETING),
+    "scoring/versions/<int:pk>/discard/": (
+        "post",
+        "/scoring/versions/{draft}/discard/",
+        None,
+        POST_MARKETING_REDIRECTS,
+    ),
+    "scoring/versions/<int:pk>/performance/": (
+        "get",
+        "/scoring/versions/{active}/performance/",
+        None,
+        PAGE_MARKETING,
+    ),
+    "scoring/models/<int:model_pk>/suggest/": ("get", "/scoring/models/{scoring_model}/suggest/", None, PAGE_MARKETING),
+    "scoring/suggestions/<int:pk>/": ("get", "/scoring/suggestions/{suggestion}/", None, PAGE_MARKETING),
+    "scoring/suggestions/<int:pk>/progress/": (
+        "get",
+        "/scoring/suggestions/{suggestion}/progress/",
+        None,
+        PAGE_MARKETING,
+    ),
+    "reports/": ("get", "/reports/", None, PAGE_MARKETING),
+    "reports/<slug:table>.csv": ("get", "/reports/funnel.csv", None, PAGE_MARKETING),
+    "reports/costs/": ("get", "/reports/costs/", None, PAGE_MARKETING),
+    "reports/costs/<int:pk>/edit/": ("get", "/reports/costs/{campaign_cost}/edit/", None, PAGE_MARKETING),
+    "reports/costs/<int:pk>/delete/": (
+        "post",
+        "/reports/costs/{campaign_cost}/delete/",
+        None,
+        POST_MARKETING_REDIRECTS,
+    ),
     "sequences/": ("get", "/sequences/", None, PAGE_MARKETING),
     "sequences/new/": ("get", "/sequences/new/", None, PAGE_MARKETING),
     "sequences/<int:pk>/": ("get", "/sequences/{sequence}/", None, PAGE_MARKETING),
@@ -307,7 +345,15 @@ def world(users):
     step = SequenceStep.objects.create(sequence=sequence, position=1, subject="Hi", body="Hello")
     variant = StepVariant.objects.create(step=step, label="B", subject="Hey", body="Hello")
     email = _marketing_email(lead)
+    suggestion = ModelSuggestion.objects.create(
+        scoring_model=active.scoring_model, base_version=active, target_value="0.8", created_by=users["marketer"]
+    )
+    cost = CampaignCost.objects.create(
+        campaign="spring", period_start="2026-03-01", period_end="2026-03-31", amount="1200.00", currency="EUR"
+    )
     return {
+        "suggestion": suggestion.pk,
+        "campaign_cost": cost.pk,
         "lead": lead.pk,
         "unassigned_lead": unassigned.pk,
         "account": account.pk,
