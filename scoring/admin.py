@@ -11,6 +11,7 @@ from .models import (
     MqlLevel,
     MqlQualification,
     RescoreChunk,
+    RescoreRequest,
     RescoreRun,
     ScoreChange,
     ScoreExplanation,
@@ -165,3 +166,9 @@ class AccountScoreAdmin(ReadOnlyAdmin):
 class RescoreChunkAdmin(ReadOnlyAdmin):
     list_display = ["run", "first_contact_id", "last_contact_id", "status", "attempts", "changed_contacts"]
     list_filter = ["status"]
+
+
+@admin.register(RescoreRequest)
+class RescoreRequestAdmin(ReadOnlyAdmin):
+    list_display = ["contact", "reason", "requested_at"]
+    raw_id_fields = ["contact"]

@@ -343,3 +343,17 @@ class RescoreChunk(models.Model):
 
     def __str__(self) -> str:
         return f"Chunk {self.first_contact_id}–{self.last_contact_id} of run {self.run_id}"
+
+
+class RescoreRequest(models.Model):
+    """A contact whose score must follow data that changed: written in the transaction that
+    changed the data, deleted by the rescore that reads it. The task queued after that
+    commit normally does so within seconds; beat queues the requests whose task never ran
+    (a broker restarted without persistence, a publish that failed) once more."""
+
+    contact = models.OneToOneField(Contact, on_delete=models.CASCADE, primary_key=True, related_name="+")
+    reason = models.CharField(max_length=200)
+    requested_at = models.DateTimeField(db_index=True)
+
+    def __str__(self) -> str:
+        return f"Rescore {self.contact_id} ({self.reason})"
