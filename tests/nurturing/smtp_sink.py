@@ -1,6 +1,5 @@
 """A real SMTP server for tests (aiosmtpd on 127.0.0.1) and a nurture email to send through it."""
 
-import socket
 from email import message_from_bytes, policy
 
 from nurturing.compliance import prepare_marketing_email
@@ -31,12 +30,6 @@ class RecordingHandler:
     @property
     def messages(self):
         return [message_from_bytes(envelope.content, policy=policy.default) for envelope in self.envelopes]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def queue_nurture_email(contact, *, key="nurture:1:1"):

@@ -19,8 +19,8 @@ from nurturing.models import OutboundEmail
 from nurturing.tasks import outbox_send
 
 from ..factories import AccountFactory, ContactFactory
-from ..worker import WorkerProcess, purge_broker, wait_for
-from .smtp_sink import RecordingHandler, free_port, queue_nurture_email
+from ..worker import WorkerProcess, free_port, purge_broker, wait_for
+from .smtp_sink import RecordingHandler, queue_nurture_email
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
 

@@ -13,7 +13,8 @@ from nurturing.sequences import enrol_contact, enrolments_advance_due
 from nurturing.services import outbox_send_due
 
 from ..factories import AccountFactory, ContactFactory
-from .smtp_sink import RecordingHandler, free_port, queue_nurture_email
+from ..worker import free_port
+from .smtp_sink import RecordingHandler, queue_nurture_email
 
 pytestmark = pytest.mark.django_db
 
