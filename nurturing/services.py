@@ -141,10 +141,10 @@ def outbox_leases_expire() -> int:
 @contextmanager
 def _commits_without_flush_wait():
     """On PostgreSQL, the outbox's leases and results are committed without waiting for the
-    WAL flush to disk: one flush per email took most of the time (make bench-nurture, on a
-    busy machine: 287 s instead of 108 s for 100,000 emails). A killed worker loses nothing by this, since the
-    server has the commit. Only a crash of the database server itself could forget the
-    last fraction of a second (up to 3 × wal_writer_delay); emails sent in it go out again."""
+    WAL flush to disk: one flush per email made make bench-nurture take 56.5 s instead of
+    28.4 s. A killed worker loses nothing by this, since the server has the commit. Only a
+    crash of the database server itself could forget the last fraction of a second (up to
+    3 × wal_writer_delay), and emails sent in it would go out again."""
     if db_connection.vendor != "postgresql":
         yield
         return
@@ -266,7 +266,7 @@ def _mark(email: OutboundEmail, status: str, **fields) -> None:
 
 def _mark_sent(email: OutboundEmail) -> None:
     """_mark for the result recorded once per email sent, in plain SQL: with the ORM's
-    query building, make bench-nurture took 3 times as long on a busy machine."""
+    query building, make bench-nurture took 45.7 s instead of 32.0 s."""
     table = db_connection.ops.quote_name(OutboundEmail._meta.db_table)
     with db_connection.cursor() as cursor:
         cursor.execute(
