@@ -43,9 +43,9 @@ class OutboundEmail(models.Model):
     class Meta:
         ordering = ["-created_at"]
         indexes = [
-            # In the claim's order: claiming reads 50 rows and never sorts. Ending at
-            # next_attempt_at, a planner whose statistics predate a bulk enqueue (no queued
-            # rows) chose this index and sorted every queued row, on every claim.
+            # In the claim's order, like outbox_queued_idx: ending at next_attempt_at, it was
+            # what a planner with statistics from before a bulk enqueue ("no queued rows")
+            # chose, sorting every queued row on every claim until autovacuum analysed.
             models.Index(fields=["status", "next_attempt_at", "id"], name="outbox_due_idx"),
             # Only queued rows: stays small however many sent rows pile up, so claiming is fast.
             models.Index(
