@@ -273,6 +273,11 @@ EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND", "django.core.mail.backends.fileb
 EMAIL_FILE_PATH = str(VAR_DIR / "sent-mail")
 EMAIL_HOST = os.environ.get("EMAIL_HOST", "localhost")
 EMAIL_PORT = int(os.environ.get("EMAIL_PORT", 25))
+# Seconds an SMTP socket operation may block: a hung server must not hold the outbox's lease.
+EMAIL_TIMEOUT = int(os.environ.get("EMAIL_TIMEOUT", 30))
+# How long a worker's claim on a batch of outbox rows lasts; rows still "sending" after
+# that are presumed abandoned by a dead worker and queued again (the outbox beat task).
+OUTBOX_LEASE_SECONDS = int(os.environ.get("OUTBOX_LEASE_SECONDS", 300))
 DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "Marketing <marketing@example.com>")
 # Marketing email: the sender's postal address shown in every footer (anti-spam law), how long
 # unsubscribe and tracking links stay valid, and the shared secret that signs bounce and

@@ -375,12 +375,18 @@ def _after_activities_stored(activities: list[Activity]) -> None:
 
 def contacts_queue_rescore(contact_ids, *, reason: str) -> None:
     """Rescore these contacts once the current transaction commits: their score follows
-    the data they were just given (activities, or fields that fit rules read)."""
+    the data they were just given (activities, or fields that fit rules read).
+
+    The request is stored in the transaction, so it cannot be lost: if the broker is down
+    when the task is queued (the data is stored all the same, and the caller is told so)
+    or loses the task, beat queues it again (scoring.services.rescore_requests_sweep)."""
+    from scoring.services import rescore_requests_record
     from scoring.tasks import score_contacts
 
     ids = sorted(set(contact_ids))
     if ids:
-        transaction.on_commit(lambda: score_contacts.delay(ids, reason))
+        rescore_requests_record(contact_ids=ids, reason=reason)
+        transaction.on_commit(lambda: score_contacts.delay(ids, reason), robust=True)
 
 
 def _stored_activities(keys: list[tuple[str, str]]) -> dict[tuple[str, str], Activity]:

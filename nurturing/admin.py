@@ -18,6 +18,7 @@ class OutboundEmailAdmin(admin.ModelAdmin):
         "headers",
         "attempts",
         "claimed_at",
+        "claimed_by",
         "sent_at",
         "error",
         "created_at",

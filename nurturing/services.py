@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import logging
+import os
 import smtplib
+import socket
 import time
+import uuid
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives, get_connection
-from django.db import transaction
+from django.db import DatabaseError, transaction
+from django.db import connection as db_connection
 from django.db.models import F
+from django.db.models.functions import Now
 from django.template.loader import render_to_string
 from django.utils import timezone
 
@@ -82,48 +89,128 @@ CLAIM_BATCH = 50
 def outbox_send_due(*, limit: int = 20_000, time_budget: float = 50.0) -> int:
     """Send due emails until none is due (or the budget is spent); returns how many were sent.
 
-    Workers claim batches of CLAIM_BATCH with SELECT … FOR UPDATE SKIP LOCKED and mark them
-    "sending" in the same short transaction, so two workers never take the same row and
-    never wait for each other; each message is then sent outside any transaction. A
-    worker that dies holds at most one batch in "sending". A transient error puts a row
-    back with a backoff; a permanent one, or too many attempts, marks it failed.
-    Marketing email to a contact who opted out, or to a suppressed address, is marked
-    skipped instead (see nurturing.compliance).
+    A worker leases a batch of CLAIM_BATCH rows (SELECT … FOR UPDATE SKIP LOCKED, then
+    "sending" with `claimed_at` and `claimed_by`, committed), so two workers never take the
+    same row and never wait for each other. It sends each message outside any transaction
+    and records its result before sending the next one: a worker killed mid-batch leaves
+    one message unrecorded at most, the one in flight, and `outbox_leases_expire` returns it
+    and the rest of the batch to the queue. That message goes out twice only if the server
+    had accepted it just before the worker died, which SMTP gives no way to rule out; its
+    Message-ID is stable, so the receiver can tell.
+
+    A transient error puts a row back with a backoff; a permanent one, or too many
+    attempts, marks it failed. Marketing email to a contact who opted out, or to a
+    suppressed address, is marked skipped instead (see nurturing.compliance).
     """
     sent = processed = 0
     deadline = time.monotonic() + time_budget
-    with get_connection() as connection:
+    with get_connection() as connection, _commits_without_flush_wait():
         while processed < limit and time.monotonic() < deadline:
-            batch = _claim_batch(CLAIM_BATCH)
-            if not batch:
+            lease = _lease_batch(CLAIM_BATCH)
+            if not lease.emails:
                 break
-            accepted = [email.pk for email in batch if _send_one(email, connection)]
-            _mark_sent(accepted)
-            sent += len(accepted)
-            processed += len(batch)
+            sent += _send_leased(lease, connection)
+            processed += len(lease.emails)
     return sent
 
 
-def _claim_batch(size: int) -> list[OutboundEmail]:
-    now = timezone.now()
+def outbox_leases_expire() -> int:
+    """Return rows whose lease expired to the queue (their worker died or stalled mid-batch);
+    returns how many. The outbox_send task runs this before claiming.
+
+    Safe next to live workers: a worker starts no send after half its lease (see
+    _send_leased) and records a result only while it holds the lease. A row leased
+    MAX_ATTEMPTS times is failed instead, so a message that kills its worker cannot do so
+    forever. Conditional updates: safe to run twice or concurrently.
+    """
+    lease = timedelta(seconds=settings.OUTBOX_LEASE_SECONDS)
+    expired = OutboundEmail.objects.filter(status=OutboundEmail.Status.SENDING, claimed_at__lt=Now() - lease)
+    failed = expired.filter(attempts__gte=MAX_ATTEMPTS).update(
+        status=OutboundEmail.Status.FAILED, error=f"gave up after {MAX_ATTEMPTS} attempts: lease expired"
+    )
+    requeued = expired.update(
+        status=OutboundEmail.Status.QUEUED,
+        next_attempt_at=Now(),
+        error="lease expired: the worker that claimed it stopped before recording a result",
+    )
+    if failed or requeued:
+        logger.warning("Outbox leases expired: %s emails requeued, %s failed", requeued, failed)
+    return requeued
+
+
+@contextmanager
+def _commits_without_flush_wait():
+    """On PostgreSQL, the outbox's leases and results are committed without waiting for the
+    WAL flush to disk: one flush per email made make bench-nurture take 56.5 s instead of
+    28.4 s. A killed worker loses nothing by this, since the server has the commit. Only a
+    crash of the database server itself could forget the last fraction of a second (up to
+    3 × wal_writer_delay), and emails sent in it would go out again."""
+    if db_connection.vendor != "postgresql":
+        yield
+        return
+    with db_connection.cursor() as cursor:
+        cursor.execute("SET synchronous_commit TO OFF")
+    try:
+        yield
+    finally:
+        # A broken connection is discarded anyway, and must not hide the error that broke it.
+        with suppress(DatabaseError), db_connection.cursor() as cursor:
+            cursor.execute("RESET synchronous_commit")
+
+
+class _LeaseLost(Exception):
+    """The row is no longer ours: its lease expired and was handed back to the queue."""
+
+
+@dataclass
+class _Lease:
+    owner: str
+    emails: list[OutboundEmail]
+    send_until: float  # time.monotonic(): no send starts later, well inside the lease
+
+
+def _lease_batch(size: int) -> _Lease:
+    owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    # Taken before the claim, so it is earlier than the claimed_at the reaper will compare.
+    send_until = time.monotonic() + settings.OUTBOX_LEASE_SECONDS / 2
     with transaction.atomic():
-        ids = list(
+        emails = list(
             OutboundEmail.objects.select_for_update(skip_locked=True)
-            .filter(status=OutboundEmail.Status.QUEUED, next_attempt_at__lte=now)
-            .order_by("next_attempt_at", "id")
-            .values_list("id", flat=True)[:size]
+            .filter(status=OutboundEmail.Status.QUEUED, next_attempt_at__lte=timezone.now())
+            .order_by("next_attempt_at", "id")[:size]
         )
-        if not ids:
-            return []
-        OutboundEmail.objects.filter(id__in=ids, status=OutboundEmail.Status.QUEUED).update(
-            status=OutboundEmail.Status.SENDING, claimed_at=now, attempts=F("attempts") + 1
+        if not emails:
+            return _Lease(owner, [], send_until)
+        # The database's clock, as the reaper's: workers on other machines may drift.
+        OutboundEmail.objects.filter(id__in=[email.pk for email in emails]).update(
+            status=OutboundEmail.Status.SENDING, claimed_at=Now(), claimed_by=owner, attempts=F("attempts") + 1
         )
-    return list(OutboundEmail.objects.filter(id__in=ids, status=OutboundEmail.Status.SENDING).order_by("id"))
+    for email in emails:  # what the UPDATE wrote: the rows were locked, so rather than read them again
+        email.status, email.claimed_by, email.attempts = OutboundEmail.Status.SENDING, owner, email.attempts + 1
+    return _Lease(owner, emails, send_until)
+
+
+def _send_leased(lease: _Lease, connection) -> int:
+    """Send a leased batch in order, each result recorded before the next send; returns how
+    many the server accepted."""
+    sent = 0
+    for position, email in enumerate(lease.emails):
+        if time.monotonic() > lease.send_until:  # a slow server: hand the rest back, unattempted
+            unsent = [email.pk for email in lease.emails[position:]]
+            OutboundEmail.objects.filter(
+                pk__in=unsent, status=OutboundEmail.Status.SENDING, claimed_by=lease.owner
+            ).update(status=OutboundEmail.Status.QUEUED, attempts=F("attempts") - 1)
+            break
+        try:
+            sent += _send_one(email, connection)
+        except _LeaseLost:
+            logger.error("Outbox lease on email %s expired while it was being sent; stopping this batch", email.pk)
+            break
+    return sent
 
 
 def _send_one(email: OutboundEmail, connection) -> bool:
-    """Send one claimed email; True when the server accepted it (the caller records that).
-    Failures and skips are recorded here."""
+    """Send one leased email and record the result; True when the server accepted it."""
     if email.marketing:
         from .compliance import suppression_reason  # compliance builds on this module
 
@@ -154,6 +241,7 @@ def _send_one(email: OutboundEmail, connection) -> bool:
             _mark(email, OutboundEmail.Status.QUEUED, error=str(error), next_attempt_at=timezone.now() + backoff)
         logger.warning("Sending email %s failed: %s", email.pk, error)
         return False
+    _mark_sent(email)
     return True
 
 
@@ -168,17 +256,26 @@ def _is_permanent(error: Exception) -> bool:
 
 
 def _mark(email: OutboundEmail, status: str, **fields) -> None:
-    OutboundEmail.objects.filter(pk=email.pk, status=OutboundEmail.Status.SENDING).update(status=status, **fields)
+    """Record a result, only while this worker still holds the row's lease."""
+    updated = OutboundEmail.objects.filter(
+        pk=email.pk, status=OutboundEmail.Status.SENDING, claimed_by=email.claimed_by
+    ).update(status=status, **fields)
+    if not updated:
+        raise _LeaseLost(email.pk)
 
 
-def _mark_sent(email_ids: list[int]) -> None:
-    """One UPDATE for a batch's successful sends: per-email round trips were most of the
-    outbox's time. A worker that dies mid-batch strands at most this batch in "sending",
-    as the batch claim already could."""
-    if email_ids:
-        OutboundEmail.objects.filter(pk__in=email_ids, status=OutboundEmail.Status.SENDING).update(
-            status=OutboundEmail.Status.SENT, sent_at=timezone.now(), error=""
+def _mark_sent(email: OutboundEmail) -> None:
+    """_mark for the result recorded once per email sent, in plain SQL: with the ORM's
+    query building, make bench-nurture took 45.7 s instead of 32.0 s."""
+    table = db_connection.ops.quote_name(OutboundEmail._meta.db_table)
+    with db_connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET status = %s, sent_at = %s, error = ''"
+            " WHERE id = %s AND status = %s AND claimed_by = %s",
+            [OutboundEmail.Status.SENT, timezone.now(), email.pk, OutboundEmail.Status.SENDING, email.claimed_by],
         )
+        if cursor.rowcount != 1:
+            raise _LeaseLost(email.pk)
 
 
 def _message_id(email: OutboundEmail) -> str:

@@ -5,8 +5,10 @@ from . import services
 
 @shared_task(acks_late=True)
 def outbox_send() -> int:
-    """Send due emails (queued after commit, and by beat every minute). Safe to run twice:
-    rows are claimed one by one with a conditional update."""
+    """Send due emails (queued after commit, and by beat every minute), after returning the
+    rows of workers that died mid-batch to the queue. Safe to run twice or concurrently:
+    rows are leased with conditional updates and each result is recorded by its lease's holder."""
+    services.outbox_leases_expire()
     return services.outbox_send_due()
 
 

@@ -12,6 +12,7 @@ from .models import (
     MqlLevel,
     MqlQualification,
     RescoreChunk,
+    RescoreRequest,
     RescoreRun,
     ScoreChange,
     ScoreExplanation,
@@ -172,3 +173,9 @@ class RescoreChunkAdmin(ReadOnlyAdmin):
 class ModelSuggestionAdmin(ReadOnlyAdmin):
     list_display = ["created_at", "scoring_model", "status", "target_kind", "target_value", "draft", "created_by"]
     list_filter = ["status", "target_kind"]
+
+
+@admin.register(RescoreRequest)
+class RescoreRequestAdmin(ReadOnlyAdmin):
+    list_display = ["contact", "reason", "requested_at"]
+    raw_id_fields = ["contact"]

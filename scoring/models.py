@@ -390,3 +390,17 @@ class ModelSuggestion(models.Model):
     @property
     def is_finished(self) -> bool:
         return self.status in (self.Status.DONE, self.Status.INSUFFICIENT, self.Status.FAILED)
+
+
+class RescoreRequest(models.Model):
+    """A contact whose score must follow data that changed: written in the transaction that
+    changed the data, deleted by the rescore that reads it. The task queued after that
+    commit normally does so within seconds; beat queues the requests whose task never ran
+    (a broker restarted without persistence, a publish that failed) once more."""
+
+    contact = models.OneToOneField(Contact, on_delete=models.CASCADE, primary_key=True, related_name="+")
+    reason = models.CharField(max_length=200)
+    requested_at = models.DateTimeField(db_index=True)
+
+    def __str__(self) -> str:
+        return f"Rescore {self.contact_id} ({self.reason})"

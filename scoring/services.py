@@ -27,6 +27,7 @@ from .models import (
     ModelVersion,
     MqlQualification,
     RescoreChunk,
+    RescoreRequest,
     RescoreRun,
     ScoreChange,
     ScoreExplanation,
@@ -218,6 +219,9 @@ def contacts_rescore(
     as_of = as_of or timezone.localdate()
     with transaction.atomic():
         list(Contact.objects.select_for_update().filter(id__in=ids).order_by("id").values_list("id", flat=True))
+        # Before reading: a request committed by now has its data visible to the reads below;
+        # one committed later stays, for its own task (or the sweep).
+        RescoreRequest.objects.filter(contact_id__in=ids).delete()
         profiles = scoring_profiles(ids)
         engagement = engagement_for(ids, rules.matcher_keys)
         stored = ContactScore.objects.select_related("details").in_bulk(ids)
@@ -481,6 +485,36 @@ def rescore_chunk_run(*, chunk_id: int) -> bool:
             finished_at=timezone.now()
         )
     return True
+
+
+def rescore_requests_record(*, contact_ids: Iterable[int], reason: str) -> None:
+    """Record, in the caller's transaction, that these contacts' scores must be recomputed
+    (see RescoreRequest). A contact already waiting keeps one request, with the newest reason."""
+    now = timezone.now()
+    RescoreRequest.objects.bulk_create(
+        [RescoreRequest(contact_id=contact_id, reason=reason[:200], requested_at=now) for contact_id in contact_ids],
+        update_conflicts=True,
+        unique_fields=["contact"],
+        update_fields=["reason", "requested_at"],
+        batch_size=500,
+    )
+
+
+def rescore_requests_sweep() -> int:
+    """Queue once more the rescores requested longer than RESCORE_CLAIM_TIMEOUT ago, whose
+    task must have been lost (beat, every minute); returns how many contacts. They are
+    stamped as requested now, so a long queue is not flooded with the same requests."""
+    from .tasks import score_contacts
+
+    stale = RescoreRequest.objects.filter(requested_at__lt=timezone.now() - _claim_timeout())
+    by_reason = defaultdict(list)
+    for contact_id, reason in stale.order_by("requested_at").values_list("contact_id", "reason")[:10_000]:
+        by_reason[reason].append(contact_id)
+    for reason, contact_ids in by_reason.items():
+        RescoreRequest.objects.filter(contact_id__in=contact_ids).update(requested_at=timezone.now())
+        for start in range(0, len(contact_ids), 500):
+            score_contacts.delay(contact_ids[start : start + 500], reason)
+    return sum(len(contact_ids) for contact_ids in by_reason.values())
 
 
 def rescore_runs_sweep() -> int:

@@ -20,8 +20,9 @@ def rescore_chunk(chunk_id: int) -> bool:
 
 @shared_task
 def rescore_sweep() -> int:
-    """Beat, every minute: re-queue rescore chunks whose worker died."""
-    return services.rescore_runs_sweep()
+    """Beat, every minute: re-queue rescore chunks whose worker died, and contact rescores
+    whose task was lost."""
+    return services.rescore_runs_sweep() + services.rescore_requests_sweep()
 
 
 @shared_task

@@ -1,4 +1,5 @@
-"""Start a real Celery worker process against the test database and the configured broker.
+"""Start real processes against the test database and the configured broker: Celery
+workers, and a web server for tests that need one.
 
 Used by tests marked `worker`: on the default suite the broker is kombu's filesystem
 transport and the database the SQLite test file; in the services suite they are Redis
@@ -6,6 +7,8 @@ and the PostgreSQL test database.
 """
 
 import os
+import signal
+import socket
 import subprocess
 import sys
 import time
@@ -78,6 +81,57 @@ class WorkerProcess:
                 self.process.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 self.kill()
+        self.log.close()
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")[-5000:]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class WebServerProcess:
+    """The app served by gunicorn (one sync worker), as in production."""
+
+    def __init__(self, log_dir: Path, env: dict | None = None):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.extra_env = env or {}
+        self.log_path = log_dir / f"web-{uuid.uuid4().hex[:8]}.log"
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 60) -> "WebServerProcess":
+        env = {**os.environ, "DATABASE_URL": test_database_url(), "VAR_DIR": str(settings.VAR_DIR), **self.extra_env}
+        command = [sys.executable, "-m", "gunicorn", "config.wsgi:application", "--bind", f"127.0.0.1:{self.port}"]
+        command += ["--workers", "1", "--timeout", "120", "--access-logfile", "-"]
+        self.log = self.log_path.open("wb")
+        self.process = subprocess.Popen(
+            command, env=env, stdout=self.log, stderr=subprocess.STDOUT, cwd=settings.BASE_DIR, start_new_session=True
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"gunicorn exited early:\n{self.output()}")
+            if b"Booting worker" in self.log_path.read_bytes():
+                try:
+                    socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                    return self
+                except OSError:
+                    pass
+            time.sleep(0.2)
+        raise RuntimeError(f"gunicorn did not listen in {timeout}s:\n{self.output()}")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=10)
         self.log.close()
 
     def output(self) -> str:

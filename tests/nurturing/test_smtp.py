@@ -1,8 +1,6 @@
 """The outbox against a real SMTP server (aiosmtpd on 127.0.0.1): what arrives, and what does not."""
 
-import socket
 from datetime import timedelta
-from email import message_from_bytes, policy
 from urllib.parse import urlsplit
 
 import pytest
@@ -10,45 +8,15 @@ from aiosmtpd.controller import Controller
 from django.test import Client
 from django.utils import timezone
 
-from nurturing.compliance import prepare_marketing_email
 from nurturing.models import OutboundEmail, Sequence, SequenceStep
-from nurturing.sequences import enrol_contact, enrolments_advance_due, render_message
-from nurturing.services import email_enqueue_message, outbox_send_due
+from nurturing.sequences import enrol_contact, enrolments_advance_due
+from nurturing.services import outbox_send_due
 
 from ..factories import AccountFactory, ContactFactory
+from ..worker import free_port
+from .smtp_sink import RecordingHandler, queue_nurture_email
 
 pytestmark = pytest.mark.django_db
-
-
-class RecordingHandler:
-    """Keeps every message accepted; answers the next RCPT or DATA with a queued reply instead."""
-
-    def __init__(self):
-        self.envelopes = []
-        self.rcpt_replies = []
-        self.data_replies = []
-
-    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
-        if self.rcpt_replies:
-            return self.rcpt_replies.pop(0)
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
-
-    async def handle_DATA(self, server, session, envelope):
-        if self.data_replies:
-            return self.data_replies.pop(0)
-        self.envelopes.append(envelope)
-        return "250 Message accepted for delivery"
-
-    @property
-    def messages(self):
-        return [message_from_bytes(envelope.content, policy=policy.default) for envelope in self.envelopes]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture
@@ -69,17 +37,6 @@ def smtp_server(settings):
 @pytest.fixture
 def contact():
     return ContactFactory(email="ada@lovelace.example", first_name="Ada", account=AccountFactory(name="Analytical"))
-
-
-def queue_nurture_email(contact, *, key="nurture:1:1"):
-    rendered = render_message(
-        "Hi {{ first_name | there }}, a guide for {{ company | you }}",
-        "Hello {{ first_name | there }},\n\nread [the guide](https://docs.example/guide) for **{{ company | you }}**.",
-        contact,
-    )
-    email = email_enqueue_message(key=key, to=contact.email, contact=contact, marketing=True, **rendered)
-    prepare_marketing_email(email)
-    return email
 
 
 def test_a_nurture_email_arrives_with_headers_both_parts_and_the_footer(smtp_server, contact, settings):
