@@ -34,7 +34,7 @@ class OutboundEmail(models.Model):
     attempts = models.PositiveIntegerField(default=0)
     next_attempt_at = models.DateTimeField()
     claimed_at = models.DateTimeField(null=True, blank=True)
-    # Who holds (or last held) the lease: a result is recorded only by the lease's holder.
+    # Who holds the lease (unique per claim; cleared when it expires): only the holder records a result.
     claimed_by = models.CharField(max_length=100, blank=True)
     sent_at = models.DateTimeField(null=True, blank=True)
     error = models.TextField(blank=True)

@@ -16,8 +16,8 @@ from django.conf import settings
 from django.core.mail import EmailMultiAlternatives, get_connection
 from django.db import DatabaseError, transaction
 from django.db import connection as db_connection
-from django.db.models import F
-from django.db.models.functions import Now
+from django.db.models import F, Value
+from django.db.models.functions import Concat, Now
 from django.template.loader import render_to_string
 from django.utils import timezone
 
@@ -125,13 +125,18 @@ def outbox_leases_expire() -> int:
     """
     lease = timedelta(seconds=settings.OUTBOX_LEASE_SECONDS)
     expired = OutboundEmail.objects.filter(status=OutboundEmail.Status.SENDING, claimed_at__lt=Now() - lease)
+    # Clearing claimed_by ends the lease: its holder can no longer record a result.
+    holder = Concat(Value("the lease of "), F("claimed_by"), Value(" expired"))
     failed = expired.filter(attempts__gte=MAX_ATTEMPTS).update(
-        status=OutboundEmail.Status.FAILED, error=f"gave up after {MAX_ATTEMPTS} attempts: lease expired"
+        status=OutboundEmail.Status.FAILED,
+        claimed_by="",
+        error=Concat(Value(f"gave up after {MAX_ATTEMPTS} attempts: "), holder),
     )
     requeued = expired.update(
         status=OutboundEmail.Status.QUEUED,
+        claimed_by="",
         next_attempt_at=Now(),
-        error="lease expired: the worker that claimed it stopped before recording a result",
+        error=Concat(holder, Value(" before it recorded a result")),
     )
     if failed or requeued:
         logger.warning("Outbox leases expired: %s emails requeued, %s failed", requeued, failed)
@@ -256,10 +261,10 @@ def _is_permanent(error: Exception) -> bool:
 
 
 def _mark(email: OutboundEmail, status: str, **fields) -> None:
-    """Record a result, only while this worker still holds the row's lease."""
-    updated = OutboundEmail.objects.filter(
-        pk=email.pk, status=OutboundEmail.Status.SENDING, claimed_by=email.claimed_by
-    ).update(status=status, **fields)
+    """Record a result, only while this worker still holds the row's lease: claimed_by is
+    unique to a lease and cleared when it expires. (Matched by id and holder only, so the
+    database finds the row by its primary key whatever its statistics say about status.)"""
+    updated = OutboundEmail.objects.filter(pk=email.pk, claimed_by=email.claimed_by).update(status=status, **fields)
     if not updated:
         raise _LeaseLost(email.pk)
 
@@ -270,9 +275,8 @@ def _mark_sent(email: OutboundEmail) -> None:
     table = db_connection.ops.quote_name(OutboundEmail._meta.db_table)
     with db_connection.cursor() as cursor:
         cursor.execute(
-            f"UPDATE {table} SET status = %s, sent_at = %s, error = ''"
-            " WHERE id = %s AND status = %s AND claimed_by = %s",
-            [OutboundEmail.Status.SENT, timezone.now(), email.pk, OutboundEmail.Status.SENDING, email.claimed_by],
+            f"UPDATE {table} SET status = %s, sent_at = %s, error = '' WHERE id = %s AND claimed_by = %s",
+            [OutboundEmail.Status.SENT, timezone.now(), email.pk, email.claimed_by],
         )
         if cursor.rowcount != 1:
             raise _LeaseLost(email.pk)
