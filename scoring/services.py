@@ -16,6 +16,7 @@ from leads.handoff import mql_entered
 from leads.models import Account, Activity, ActivityType, Contact, LifecycleStage
 from leads.services import contact_set_stage
 
+from . import sql_rescore
 from .engine import ScoreResult, evaluate, property_matches
 from .matchers import matcher_key
 from .models import (
@@ -203,8 +204,13 @@ def contacts_rescore(
     reason: str,
     as_of: date | None = None,
     version: ModelVersion | None = None,
+    in_sql: bool = False,
 ) -> int:
     """Recompute the scores of these contacts; returns how many changed.
+
+    `in_sql` (for full rescores' chunks) evaluates the batch set-based in PostgreSQL with
+    the same results (scoring.sql_rescore); elsewhere, and for a few contacts, Python is
+    faster to start and runs the engine directly.
 
     Locks the contacts (in id order, so two workers never deadlock) before reading the
     old scores, so a score change is recorded once even when two workers rescore the
@@ -216,6 +222,8 @@ def contacts_rescore(
         return 0
     rules = ruleset_for(version)
     as_of = as_of or timezone.localdate()
+    if in_sql and connection.vendor == "postgresql":
+        return _contacts_rescore_in_sql(ids=ids, rules=rules, version=version, as_of=as_of, reason=reason)
     with transaction.atomic():
         list(Contact.objects.select_for_update().filter(id__in=ids).order_by("id").values_list("id", flat=True))
         profiles = scoring_profiles(ids)
@@ -231,6 +239,25 @@ def contacts_rescore(
         writes.save()
         accounts_rescore(account_ids=writes.accounts - {None}, version=version)
     return writes.changed
+
+
+def _contacts_rescore_in_sql(*, ids: list[int], rules, version: ModelVersion, as_of: date, reason: str) -> int:
+    """contacts_rescore for a big batch on PostgreSQL; same locks, writes and side effects."""
+    now = timezone.now()
+    with transaction.atomic():
+        list(Contact.objects.select_for_update().filter(id__in=ids).order_by("id").values_list("id", flat=True))
+        sql_rescore.scores_compute(rules=rules, ids=ids, as_of=as_of)
+        changed, accounts, qualifying = sql_rescore.scores_write(
+            version_id=version.pk, as_of=as_of, now=now, reason=reason
+        )
+        if qualifying:  # few: the engine's own result drives the MQL transition and its snapshot
+            profiles = scoring_profiles(qualifying)
+            engagement = engagement_for(qualifying, rules.matcher_keys)
+            for contact_id, profile in profiles.items():
+                result = evaluate(rules, profile, engagement.get(contact_id, {}), as_of)
+                _qualify(contact_id, result, version, rules.version_label, now)
+        accounts_rescore(account_ids=accounts, version=version)
+    return changed
 
 
 class _ScoreWrites:
@@ -466,7 +493,11 @@ def rescore_chunk_run(*, chunk_id: int) -> bool:
     )
     with transaction.atomic():
         changed = contacts_rescore(
-            contact_ids=list(ids), reason=f"rescore: {run.get_reason_display()}", as_of=run.as_of, version=run.version
+            contact_ids=list(ids),
+            reason=f"rescore: {run.get_reason_display()}",
+            as_of=run.as_of,
+            version=run.version,
+            in_sql=True,
         )
         done = RescoreChunk.objects.filter(pk=chunk_id, status=RescoreChunk.Status.RUNNING, claimed_at=now).update(
             status=RescoreChunk.Status.DONE, changed_contacts=changed
