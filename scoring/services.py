@@ -242,7 +242,8 @@ def contacts_rescore(
 
 
 def _contacts_rescore_in_sql(*, ids: list[int], rules, version: ModelVersion, as_of: date, reason: str) -> int:
-    """contacts_rescore for a big batch on PostgreSQL; same locks, writes and side effects."""
+    """contacts_rescore for a big batch on PostgreSQL; same locks, writes and side effects,
+    except account scores: the caller (a full rescore's last chunk) rolls them up at once."""
     now = timezone.now()
     with transaction.atomic():
         list(Contact.objects.select_for_update().filter(id__in=ids).order_by("id").values_list("id", flat=True))
@@ -256,7 +257,6 @@ def _contacts_rescore_in_sql(*, ids: list[int], rules, version: ModelVersion, as
             for contact_id, profile in profiles.items():
                 result = evaluate(rules, profile, engagement.get(contact_id, {}), as_of)
                 _qualify(contact_id, result, version, rules.version_label, now)
-        accounts_rescore(account_ids=accounts, version=version)
     return changed
 
 
@@ -508,9 +508,17 @@ def rescore_chunk_run(*, chunk_id: int) -> bool:
         RescoreRun.objects.filter(pk=run.pk).update(
             done_chunks=F("done_chunks") + 1, changed_contacts=F("changed_contacts") + changed
         )
-        RescoreRun.objects.filter(pk=run.pk, done_chunks=F("total_chunks"), finished_at__isnull=True).update(
+        finished = RescoreRun.objects.filter(pk=run.pk, done_chunks=F("total_chunks"), finished_at__isnull=True).update(
             finished_at=timezone.now()
         )
+        if finished and connection.vendor == "postgresql":
+            # The SQL path leaves accounts to the run's last chunk: one rollup of them all.
+            sql_rescore.accounts_rescore_all(
+                rules=ruleset_for(run.version),
+                version_id=run.version_id,
+                mqa_threshold=run.version.mqa_threshold,
+                now=timezone.now(),
+            )
     return True
 
 

@@ -265,7 +265,9 @@ def scores_write(*, version_id: int, as_of: date, now, reason: str) -> tuple[int
         )
         cursor.execute(
             f"""UPDATE {contact} c SET score_total = n.total, score_fit_grade = n.fit_grade,
-                score_mql_level = n.mql_level FROM {NEW} n WHERE c.id = n.contact_id AND n.rewrite"""
+                score_mql_level = n.mql_level FROM {NEW} n WHERE c.id = n.contact_id AND n.rewrite
+                AND (c.score_total, c.score_fit_grade, c.score_mql_level)
+                    IS DISTINCT FROM (n.total, n.fit_grade, n.mql_level)"""
         )
         cursor.execute(
             f"""INSERT INTO {change}
@@ -284,3 +286,46 @@ def scores_write(*, version_id: int, as_of: date, now, reason: str) -> tuple[int
         qualifying = [row[0] for row in cursor.fetchall()]
         cursor.execute(f"DROP TABLE {PARTS}, {NEW}")
     return changed, accounts, qualifying
+
+
+ACCOUNT_PROFILE = ["id", "name", "domain", "industry", "employee_count", "annual_revenue", "country"]
+
+
+def accounts_rescore_all(*, rules: RuleSet, version_id: int, mqa_threshold: int, now) -> None:
+    """Every account with a scored contact: its own fit (account fields only, capped) plus
+    its contacts' engagement — services.accounts_rescore for all accounts in two statements.
+    Run once at the end of a full rescore rather than per chunk: a chunk's contacts spread
+    over thousands of accounts, and each account's rollup reads all of its contacts."""
+    account, contact, score = Account._meta.db_table, Contact._meta.db_table, ContactScore._meta.db_table
+    terms, term_params = [], []
+    with connection.cursor() as cursor:
+        for rule in rules.fit_rules:
+            prefix, _, name = rule.field.partition(".")
+            if prefix != "account":
+                continue  # contact fields are not part of an account's profile
+            column = f"a.{name}" if name in ACCOUNT_PROFILE else "NULL"
+            cursor.execute(f"SELECT DISTINCT ON (1) ({column})::text, {column} FROM {account} a ORDER BY 1")
+            keys = [
+                key for key, raw in cursor.fetchall() if fit_test(rule.operator, rule.value, raw, {rule.field: raw})[0]
+            ]
+            if keys:
+                terms.append(f"CASE WHEN array_position(%s::text[], ({column})::text) IS NOT NULL THEN %s ELSE 0 END")
+                term_params += [keys, rule.points]
+        fit = f"least({' + '.join(terms)}, %s)" if terms else "0"
+        fit_params = [*term_params, rules.fit_cap] if terms else []
+        cursor.execute(
+            f"""INSERT INTO scoring_accountscore (account_id, version_id, fit, engagement, total, engaged_contacts,
+                    is_mqa, computed_at)
+                SELECT a.id, %s, f.fit, r.engagement, f.fit + r.engagement, r.engaged, f.fit + r.engagement >= %s, %s
+                FROM {account} a
+                JOIN (SELECT c.account_id, sum(s.engagement) AS engagement,
+                             count(*) FILTER (WHERE s.engagement > 0) AS engaged
+                      FROM {score} s JOIN {contact} c ON c.id = s.contact_id
+                      WHERE c.account_id IS NOT NULL GROUP BY c.account_id) r ON r.account_id = a.id,
+                LATERAL (SELECT ({fit})::numeric AS fit) f
+                ON CONFLICT (account_id) DO UPDATE SET version_id = excluded.version_id, fit = excluded.fit,
+                    engagement = excluded.engagement, total = excluded.total,
+                    engaged_contacts = excluded.engaged_contacts, is_mqa = excluded.is_mqa,
+                    computed_at = excluded.computed_at""",
+            [version_id, mqa_threshold, now, *fit_params],
+        )

@@ -18,17 +18,25 @@ from hypothesis import strategies as st
 from leads.models import ActivityType, LifecycleStage
 from scoring.engine import evaluate
 from scoring.models import (
+    AccountScore,
     ContactScore,
     DailyEngagement,
     EngagementRule,
     FitRule,
     ModelVersion,
     MqlLevel,
+    RescoreRun,
     ScoreChange,
     ScoringModel,
 )
 from scoring.selectors import engagement_for, ruleset_for, scoring_profiles
-from scoring.services import contacts_rescore, matcher_for_type
+from scoring.services import (
+    accounts_rescore,
+    contacts_rescore,
+    matcher_for_type,
+    rescore_run_start,
+    rescore_run_to_end,
+)
 from tests.factories import AccountFactory, ContactFactory
 
 pytestmark = pytest.mark.skipif(connection.vendor != "postgresql", reason="the SQL rescore runs on PostgreSQL")
@@ -251,3 +259,40 @@ def _version(fit_specs, engagement_specs, caps, levels) -> ModelVersion:
     for n, (min_score, grade) in enumerate(levels):
         MqlLevel.objects.create(version=version, name=f"level{n}", min_score=min_score, min_fit_grade=grade)
     return version
+
+
+@pytest.mark.django_db
+def test_a_full_rescore_in_sql_rolls_accounts_up_like_the_python_path():
+    version = _version(
+        [("account.employee_count", "between", [100, None], 30), ("account.industry", "equals", "software", 45)],
+        [("page_view", 4, None, "none", 0)],
+        (60, 100),
+        [],
+    )
+    people = [
+        {
+            "email_domain": "acme.example",
+            "job_title": "",
+            "country": "",
+            "employee_count": size,
+            "attributes": {},
+            "days": [("page_view", 1, visits)],
+        }
+        for size, visits in ((50, 0), (500, 2), (5000, 3))
+    ]
+    ids = [_contact(person) for person in people]
+    run = rescore_run_start(version=version, reason=RescoreRun.Reason.MANUAL, as_of=AS_OF)
+
+    rescore_run_to_end(run=run)
+
+    in_sql = {
+        row.pk: (row.fit, row.engagement, row.total, row.engaged_contacts, row.is_mqa)
+        for row in AccountScore.objects.all()
+    }
+    accounts_rescore(account_ids=in_sql, version=version)
+    in_python = {
+        row.pk: (row.fit, row.engagement, row.total, row.engaged_contacts, row.is_mqa)
+        for row in AccountScore.objects.all()
+    }
+    assert in_sql == in_python
+    assert len(in_sql) == len(ids)
