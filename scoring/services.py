@@ -247,7 +247,7 @@ def _contacts_rescore_in_sql(*, ids: list[int], rules, version: ModelVersion, as
     now = timezone.now()
     with transaction.atomic():
         list(Contact.objects.select_for_update().filter(id__in=ids).order_by("id").values_list("id", flat=True))
-        sql_rescore.scores_compute(rules=rules, ids=ids, as_of=as_of)
+        sql_rescore.scores_compute(rules=rules, ids=ids, as_of=as_of, version_id=version.pk)
         changed, accounts, qualifying = sql_rescore.scores_write(
             version_id=version.pk, as_of=as_of, now=now, reason=reason
         )

@@ -32,6 +32,20 @@ from .selectors import PROFILE_ACCOUNT_FIELDS, PROFILE_CONTACT_FIELDS
 
 EMAIL_OPERATORS = ("free_mail", "domain_in")
 NEW = "scoring_rescore_new"
+MILLION = 1_000_000
+RULE_COLUMNS = [
+    "ord",
+    "rule_id",
+    "name",
+    "matcher_id",
+    "points",
+    "cap",
+    "window_days",
+    "half_life",
+    "weights_at",
+    "facts",
+    "capped",
+]
 PARTS = "scoring_rescore_parts"
 
 
@@ -93,8 +107,10 @@ def _fit_lookups(cursor, rules: RuleSet, ids: list[int]) -> list[tuple[str, list
     return lookups
 
 
-def scores_compute(*, rules: RuleSet, ids: list[int], as_of: date) -> None:
-    """Fill the temporary table scoring_rescore_new with each contact's score and explanation."""
+def scores_compute(*, rules: RuleSet, ids: list[int], as_of: date, version_id: int) -> None:
+    """Fill the temporary table scoring_rescore_new with each contact's score and explanation,
+    its stored total, and whether its row must be rewritten (new, or total, level, version or
+    explanation differ: as _ScoreWrites.add) or only re-dated."""
     contact, account = Contact._meta.db_table, Account._meta.db_table
     with connection.cursor() as cursor:
         cursor.execute(f"DROP TABLE IF EXISTS {PARTS}, {NEW}")
@@ -141,6 +157,11 @@ def scores_compute(*, rules: RuleSet, ids: list[int], as_of: date) -> None:
         level = f"CASE {' '.join(level_cases)} ELSE '' END" if level_cases else "''"
         cursor.execute(
             f"""CREATE TEMP TABLE {NEW} ON COMMIT DROP AS
+            SELECT n.*, o.total AS old_total,
+                   o.contact_id IS NULL OR o.total <> n.total OR o.mql_level <> n.mql_level OR o.version_id <> %s
+                       OR coalesce(x.explanation, '[]'::jsonb) <> n.explanation AS rewrite,
+                   o.as_of IS DISTINCT FROM %s::date AS redate
+            FROM (
             SELECT g.contact_id, g.account_id, g.lifecycle_stage, g.fit, g.engagement, g.fit + g.engagement AS total,
                    g.grade AS fit_grade, {level} AS mql_level, g.explanation
             FROM (
@@ -156,8 +177,10 @@ def scores_compute(*, rules: RuleSet, ids: list[int], as_of: date) -> None:
                     FROM {contact} c LEFT JOIN {PARTS} p ON p.contact_id = c.id
                     WHERE c.id = ANY(%s) GROUP BY c.id
                 ) s
-            ) g""",
-            [*level_params, ids],
+            ) g
+            ) n LEFT JOIN {ContactScore._meta.db_table} o ON o.contact_id = n.contact_id
+                LEFT JOIN {ScoreExplanation._meta.db_table} x ON x.score_id = n.contact_id""",
+            [version_id, as_of, *level_params, ids],
         )
 
 
@@ -166,11 +189,12 @@ def _engagement_parts(cursor, rules: RuleSet, ids: list[int], as_of: date, first
         return
     matchers = dict(Matcher.objects.filter(key__in=rules.matcher_keys).values_list("key", "id"))
     table = DailyEngagement._meta.db_table
-    cursor.execute(f"SELECT min(day) FROM {table} WHERE contact_id = ANY(%s)", [ids])
-    oldest = cursor.fetchone()[0]
-    max_age = max((as_of - oldest).days, 0) if oldest else 0
-    half_lives = sorted({r.half_life_days for r in rules.engagement_rules if r.half_life_days})
-    weights = [(h, age, str(decay_weight(age, h))) for h in half_lives for age in range(max_age + 1)]
+    # Every half-life's weights, in millionths (exact: weights have six decimals), one after
+    # the other in one int[]: a fixed-width array, so looking an age up is O(1).
+    weights, offsets = [], {}
+    for half_life in sorted({r.half_life_days for r in rules.engagement_rules if r.half_life_days}):
+        offsets[half_life] = len(weights)
+        weights += [int(weight * MILLION) for _, weight in _decay_weights(half_life)]
     rule_rows = [
         (
             first_ord + n,
@@ -181,6 +205,7 @@ def _engagement_parts(cursor, rules: RuleSet, ids: list[int], as_of: date, first
             r.cap,
             r.window_days,
             r.half_life_days or None,
+            offsets.get(r.half_life_days),
             f" × {r.points:+d}"
             + (f" in the last {r.window_days} days" if r.window_days else "")
             + (f", fading with a {r.half_life_days}-day half-life" if r.half_life_days else ""),
@@ -189,37 +214,47 @@ def _engagement_parts(cursor, rules: RuleSet, ids: list[int], as_of: date, first
         for n, r in enumerate(rules.engagement_rules)
     ]
     columns = list(zip(*rule_rows, strict=True))
-    raw = "sum(d.count * coalesce(w.weight, 1)) * r.points"
-    capped = f"(CASE WHEN r.cap IS NOT NULL AND abs({raw}) > r.cap THEN r.cap * sign({raw}) ELSE {raw} END)"
+    # Past 21 half-lives a decaying occurrence weighs 0 (it still counts as an occurrence).
+    weight = (
+        f"CASE WHEN r.half_life IS NULL THEN {MILLION} WHEN %(as_of)s::date - d.day <= 21 * r.half_life "
+        f"THEN (%(weights)s::int[])[r.weights_at + (%(as_of)s::date - d.day) + 1] ELSE 0 END"
+    )
+    capped = "abs(raw) > coalesce(cap, abs(raw))"
     cursor.execute(
         f"""INSERT INTO {PARTS}
         SELECT contact_id, ord, 'engagement', name, rule_id, facts, points FROM (
-            SELECT d.contact_id, r.ord, r.name, r.rule_id,
-                   sum(d.count)::text || r.facts || CASE WHEN r.cap IS NOT NULL AND abs({raw}) > r.cap
-                       THEN r.capped ELSE '' END AS facts,
-                   {_round_half_even(capped)} AS points
-            FROM {table} d
-            JOIN unnest(%s::int[], %s::int[], %s::text[], %s::int[], %s::int[], %s::int[], %s::int[], %s::int[],
-                        %s::text[], %s::text[])
-                 AS r(ord, rule_id, name, matcher_id, points, cap, window_days, half_life, facts, capped)
-                 ON r.matcher_id = d.matcher_id
-            LEFT JOIN unnest(%s::int[], %s::int[], %s::numeric[]) AS w(half_life, age, weight)
-                 ON w.half_life = r.half_life AND w.age = %s::date - d.day
-            WHERE d.contact_id = ANY(%s) AND d.day <= %s::date
-              AND (r.window_days IS NULL OR %s::date - d.day < r.window_days)
-            GROUP BY d.contact_id, r.ord, r.name, r.rule_id, r.points, r.cap, r.facts, r.capped
+            SELECT contact_id, ord, name, rule_id,
+                   occurrences::text || facts || CASE WHEN {capped} THEN capped_facts ELSE '' END AS facts,
+                   {_round_half_even(f"CASE WHEN {capped} THEN cap * sign(raw) ELSE raw END")} AS points
+            FROM (
+                SELECT d.contact_id, r.ord, r.name, r.rule_id, r.cap, r.facts, r.capped AS capped_facts,
+                       sum(d.count) AS occurrences,
+                       sum(d.count::bigint * {weight})::numeric * r.points / {MILLION} AS raw
+                FROM {table} d
+                JOIN unnest(%(ord)s::int[], %(rule_id)s::int[], %(name)s::text[], %(matcher_id)s::int[],
+                            %(points)s::int[], %(cap)s::int[], %(window_days)s::int[], %(half_life)s::int[],
+                            %(weights_at)s::int[], %(facts)s::text[], %(capped)s::text[])
+                     AS r(ord, rule_id, name, matcher_id, points, cap, window_days, half_life, weights_at, facts,
+                          capped)
+                     ON r.matcher_id = d.matcher_id
+                WHERE d.contact_id = ANY(%(ids)s) AND d.day <= %(as_of)s::date
+                  AND (r.window_days IS NULL OR %(as_of)s::date - d.day < r.window_days)
+                GROUP BY d.contact_id, r.ord, r.name, r.rule_id, r.points, r.cap, r.facts, r.capped
+            ) sums
         ) e WHERE points <> 0""",
-        [
-            *[list(column) for column in columns],
-            [w[0] for w in weights],
-            [w[1] for w in weights],
-            [w[2] for w in weights],
-            as_of,
-            ids,
-            as_of,
-            as_of,
-        ],
+        {
+            **dict(zip(RULE_COLUMNS, (list(column) for column in columns), strict=True)),
+            "weights": weights,
+            "as_of": as_of,
+            "ids": ids,
+        },
     )
+
+
+def _decay_weights(half_life: int) -> list[tuple[int, object]]:
+    """engine.decay_weight for every age until it rounds to 0.000000 for good: from 21
+    half-lives on, 0.5 ** 21 < 0.0000005."""
+    return [(age, decay_weight(age, half_life)) for age in range(21 * half_life + 1)]
 
 
 def scores_write(*, version_id: int, as_of: date, now, reason: str) -> tuple[int, set, list[int]]:
@@ -230,21 +265,7 @@ def scores_write(*, version_id: int, as_of: date, now, reason: str) -> tuple[int
     score, explanation = ContactScore._meta.db_table, ScoreExplanation._meta.db_table
     contact, change = Contact._meta.db_table, ScoreChange._meta.db_table
     with connection.cursor() as cursor:
-        # Rewritten: new, or total, level, version or explanation differ (as _ScoreWrites.add).
-        cursor.execute(
-            f"""ALTER TABLE {NEW} ADD COLUMN old_total numeric, ADD COLUMN rewrite boolean,
-                ADD COLUMN redate boolean"""
-        )
-        cursor.execute(
-            f"""UPDATE {NEW} n SET old_total = o.total,
-                rewrite = o.contact_id IS NULL OR o.total <> n.total OR o.mql_level <> n.mql_level
-                          OR o.version_id <> %s OR coalesce(x.explanation, '[]'::jsonb) <> n.explanation,
-                redate = o.as_of IS DISTINCT FROM %s::date
-            FROM {NEW} n2 LEFT JOIN {score} o ON o.contact_id = n2.contact_id
-                 LEFT JOIN {explanation} x ON x.score_id = n2.contact_id
-            WHERE n2.contact_id = n.contact_id""",
-            [version_id, as_of],
-        )
+        # Only rows that differ; a row whose score is unchanged gets at most its new as_of.
         cursor.execute(
             f"""INSERT INTO {score} (contact_id, version_id, fit, engagement, total, fit_grade, mql_level, as_of,
                     computed_at)
