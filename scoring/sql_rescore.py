@@ -110,7 +110,11 @@ def _fit_lookups(cursor, rules: RuleSet, ids: list[int]) -> list[tuple[str, list
 def scores_compute(*, rules: RuleSet, ids: list[int], as_of: date, version_id: int) -> None:
     """Fill the temporary table scoring_rescore_new with each contact's score and explanation,
     its stored total, and whether its row must be rewritten (new, or total, level, version or
-    explanation differ: as _ScoreWrites.add) or only re-dated."""
+    explanation differ: as _ScoreWrites.add) or only re-dated.
+
+    Runs in the caller's transaction, after the caller has locked these contacts (as
+    contacts_rescore does), so the stored scores it compares with cannot change meanwhile.
+    The temporary tables live until scores_write drops them, at the latest until commit."""
     contact, account = Contact._meta.db_table, Account._meta.db_table
     with connection.cursor() as cursor:
         cursor.execute(f"DROP TABLE IF EXISTS {PARTS}, {NEW}")
