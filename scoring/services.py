@@ -16,6 +16,7 @@ from leads.handoff import mql_entered
 from leads.models import Account, Activity, ActivityType, Contact, LifecycleStage
 from leads.services import contact_set_stage
 
+from . import sql_rescore
 from .engine import ScoreResult, evaluate, property_matches
 from .matchers import matcher_key
 from .models import (
@@ -204,8 +205,13 @@ def contacts_rescore(
     reason: str,
     as_of: date | None = None,
     version: ModelVersion | None = None,
+    in_sql: bool = False,
 ) -> int:
     """Recompute the scores of these contacts; returns how many changed.
+
+    `in_sql` (for full rescores' chunks) evaluates the batch set-based in PostgreSQL with
+    the same results (scoring.sql_rescore); elsewhere, and for a few contacts, Python is
+    faster to start and runs the engine directly.
 
     Locks the contacts (in id order, so two workers never deadlock) before reading the
     old scores, so a score change is recorded once even when two workers rescore the
@@ -217,6 +223,8 @@ def contacts_rescore(
         return 0
     rules = ruleset_for(version)
     as_of = as_of or timezone.localdate()
+    if in_sql and connection.vendor == "postgresql":
+        return _contacts_rescore_in_sql(ids=ids, rules=rules, version=version, as_of=as_of, reason=reason)
     with transaction.atomic():
         list(Contact.objects.select_for_update().filter(id__in=ids).order_by("id").values_list("id", flat=True))
         # Before reading: a request committed by now has its data visible to the reads below;
@@ -235,6 +243,25 @@ def contacts_rescore(
         writes.save()
         accounts_rescore(account_ids=writes.accounts - {None}, version=version)
     return writes.changed
+
+
+def _contacts_rescore_in_sql(*, ids: list[int], rules, version: ModelVersion, as_of: date, reason: str) -> int:
+    """contacts_rescore for a big batch on PostgreSQL; same locks, writes and side effects,
+    except account scores: the caller (a full rescore's last chunk) rolls them up at once."""
+    now = timezone.now()
+    with transaction.atomic():
+        list(Contact.objects.select_for_update().filter(id__in=ids).order_by("id").values_list("id", flat=True))
+        sql_rescore.scores_compute(rules=rules, ids=ids, as_of=as_of, version_id=version.pk)
+        changed, accounts, qualifying = sql_rescore.scores_write(
+            version_id=version.pk, as_of=as_of, now=now, reason=reason
+        )
+        if qualifying:  # few: the engine's own result drives the MQL transition and its snapshot
+            profiles = scoring_profiles(qualifying)
+            engagement = engagement_for(qualifying, rules.matcher_keys)
+            for contact_id, profile in profiles.items():
+                result = evaluate(rules, profile, engagement.get(contact_id, {}), as_of)
+                _qualify(contact_id, result, version, rules.version_label, now)
+    return changed
 
 
 class _ScoreWrites:
@@ -470,7 +497,11 @@ def rescore_chunk_run(*, chunk_id: int) -> bool:
     )
     with transaction.atomic():
         changed = contacts_rescore(
-            contact_ids=list(ids), reason=f"rescore: {run.get_reason_display()}", as_of=run.as_of, version=run.version
+            contact_ids=list(ids),
+            reason=f"rescore: {run.get_reason_display()}",
+            as_of=run.as_of,
+            version=run.version,
+            in_sql=True,
         )
         done = RescoreChunk.objects.filter(pk=chunk_id, status=RescoreChunk.Status.RUNNING, claimed_at=now).update(
             status=RescoreChunk.Status.DONE, changed_contacts=changed
@@ -481,9 +512,17 @@ def rescore_chunk_run(*, chunk_id: int) -> bool:
         RescoreRun.objects.filter(pk=run.pk).update(
             done_chunks=F("done_chunks") + 1, changed_contacts=F("changed_contacts") + changed
         )
-        RescoreRun.objects.filter(pk=run.pk, done_chunks=F("total_chunks"), finished_at__isnull=True).update(
+        finished = RescoreRun.objects.filter(pk=run.pk, done_chunks=F("total_chunks"), finished_at__isnull=True).update(
             finished_at=timezone.now()
         )
+        if finished and connection.vendor == "postgresql":
+            # The SQL path leaves accounts to the run's last chunk: one rollup of them all.
+            sql_rescore.accounts_rescore_all(
+                rules=ruleset_for(run.version),
+                version_id=run.version_id,
+                mqa_threshold=run.version.mqa_threshold,
+                now=timezone.now(),
+            )
     return True
 
 

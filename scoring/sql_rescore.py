@@ -1,0 +1,356 @@
+"""Rescoring many contacts in PostgreSQL, set-based, with exactly the engine's results.
+
+`scoring.engine.evaluate` stays the definition of a score; this module reproduces it for
+a batch of contacts in a few statements instead of one Python evaluation per contact:
+
+- Fit: for every fit rule, the batch's *distinct* values of the rule's field are read and
+  judged by the engine's own `fit_test` in Python; SQL then only looks each contact's value
+  up in the list of matching values (`array_position`, which compares NULLs as equal).
+  No operator is re-implemented in SQL, so text, number and boolean semantics cannot drift.
+- Engagement: `DailyEngagement` joined with the rules and with a table of decay weights
+  computed by `engine.decay_weight` (so weights are the engine's, to the sixth decimal);
+  sums are exact `numeric`; rounding to one decimal emulates Decimal's ROUND_HALF_EVEN.
+- Caps, the "cap" explanation lines, grades and MQL levels follow `engine.evaluate`.
+
+Only rows that differ from the stored score are written. Contacts that reach a level in a
+stage where scoring may qualify them are handed back to the caller, which runs the Python
+path (`_qualify`) for those few.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+
+from django.db import connection
+
+from leads.models import Account, Contact
+
+from .engine import RuleSet, decay_weight, fit_test
+from .models import ContactScore, DailyEngagement, Matcher, ScoreChange, ScoreExplanation
+from .selectors import PROFILE_ACCOUNT_FIELDS, PROFILE_CONTACT_FIELDS
+
+EMAIL_OPERATORS = ("free_mail", "domain_in")
+NEW = "scoring_rescore_new"
+MILLION = 1_000_000
+RULE_COLUMNS = [
+    "ord",
+    "rule_id",
+    "name",
+    "matcher_id",
+    "points",
+    "cap",
+    "window_days",
+    "half_life",
+    "weights_at",
+    "facts",
+    "capped",
+]
+PARTS = "scoring_rescore_parts"
+
+
+def _round_half_even(expression: str) -> str:
+    """SQL for Decimal.quantize(Decimal("0.1")) under ROUND_HALF_EVEN; PostgreSQL's round()
+    rounds ties away from zero, so an exact tie on an even tenth is truncated instead."""
+    return (
+        f"(CASE WHEN abs(({expression}) * 10 - trunc(({expression}) * 10)) = 0.5 "
+        f"AND mod(trunc(({expression}) * 10), 2) = 0 THEN trunc(({expression}), 1) "
+        f"ELSE round(({expression}), 1) END)"
+    )
+
+
+def _field_sql(field: str, params: list) -> tuple[str, bool]:
+    """SQL for a profile field's raw value (c = contact, a = account), and whether it is JSON."""
+    if field == "email":
+        return "c.email", False
+    if field == "account_id":
+        return "c.account_id", False
+    prefix, _, name = field.partition(".")
+    if prefix == "contact" and name in PROFILE_CONTACT_FIELDS:
+        return f"c.{name}", False
+    if prefix == "account" and name in PROFILE_ACCOUNT_FIELDS:
+        return f"a.{name}", False
+    if prefix == "attribute" and name:
+        params.append(name)
+        return "(c.attributes -> %s)", True
+    return "NULL", False
+
+
+def _fit_lookups(cursor, rules: RuleSet, ids: list[int]) -> list[tuple[str, list, list[str], list[str]]]:
+    """Per fit rule: (SQL key expression, its params, matching keys, facts per key)."""
+    lookups = []
+    contact, account = Contact._meta.db_table, Account._meta.db_table
+    for rule in rules.fit_rules:
+        params: list = []
+        if rule.operator in EMAIL_OPERATORS:
+            # Contacts with the same text after the last "@" have the same email_domain().
+            key, value, is_json = "substring(c.email from '@([^@]*)$')", "c.email", False
+        else:
+            value, is_json = _field_sql(rule.field, params)
+            key = f"({value})::text"
+        cursor.execute(
+            f"SELECT DISTINCT ON (1) {key}, {value} FROM {contact} c LEFT JOIN {account} a ON a.id = c.account_id "
+            f"WHERE c.id = ANY(%s) ORDER BY 1",
+            [*params, *params, ids],
+        )
+        keys, facts = [], []
+        for key_text, raw in cursor.fetchall():
+            if rule.operator in EMAIL_OPERATORS:
+                matched, fact = fit_test(rule.operator, rule.value, None, {"email": raw})
+            else:
+                actual = json.loads(raw) if is_json and raw is not None else raw
+                matched, fact = fit_test(rule.operator, rule.value, actual, {})
+            if matched:
+                keys.append(key_text)
+                facts.append(fact)
+        lookups.append((key, params, keys, facts))
+    return lookups
+
+
+def scores_compute(*, rules: RuleSet, ids: list[int], as_of: date, version_id: int) -> None:
+    """Fill the temporary table scoring_rescore_new with each contact's score and explanation,
+    its stored total, and whether its row must be rewritten (new, or total, level, version or
+    explanation differ: as _ScoreWrites.add) or only re-dated.
+
+    Runs in the caller's transaction, after the caller has locked these contacts (as
+    contacts_rescore does), so the stored scores it compares with cannot change meanwhile.
+    The temporary tables live until scores_write drops them, at the latest until commit."""
+    contact, account = Contact._meta.db_table, Account._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(f"DROP TABLE IF EXISTS {PARTS}, {NEW}")
+        cursor.execute(
+            f"CREATE TEMP TABLE {PARTS} (contact_id bigint, ord int, kind text, rule text, rule_id int, "
+            f"facts text, points numeric) ON COMMIT DROP"
+        )
+        for ord_, (rule, (key, params, keys, facts)) in enumerate(
+            zip(rules.fit_rules, _fit_lookups(cursor, rules, ids), strict=True)
+        ):
+            if not keys:
+                continue
+            cursor.execute(
+                f"INSERT INTO {PARTS} SELECT c.id, %s, 'fit', %s, %s, (%s::text[])[p], round(%s::numeric, 1) "
+                f"FROM {contact} c LEFT JOIN {account} a ON a.id = c.account_id, "
+                f"LATERAL (SELECT array_position(%s::text[], {key}) AS p) m "
+                f"WHERE c.id = ANY(%s) AND m.p IS NOT NULL",
+                [ord_, rule.name, rule.id, facts, rule.points, keys, *params, ids],
+            )
+        fit_cap_ord = len(rules.fit_rules)
+        _engagement_parts(cursor, rules, ids, as_of, first_ord=fit_cap_ord + 1)
+        engagement_cap_ord = fit_cap_ord + 1 + len(rules.engagement_rules)
+        # The cap lines: "<sum> points, capped at <cap>", worth cap - sum.
+        for kind, label, cap, ord_ in (
+            ("fit", "Fit cap", rules.fit_cap, fit_cap_ord),
+            ("engagement", "Engagement cap", rules.engagement_cap, engagement_cap_ord),
+        ):
+            cursor.execute(
+                f"INSERT INTO {PARTS} SELECT contact_id, %s, 'cap', %s, NULL, "
+                f"sum(points)::text || ' points, capped at ' || %s, %s - sum(points) "
+                f"FROM {PARTS} WHERE kind = %s GROUP BY contact_id HAVING sum(points) > %s",
+                [ord_, label, str(cap), cap, kind, cap],
+            )
+        grade = (
+            f"CASE WHEN s.fit >= {int(rules.grade_a_min)} THEN 'A' WHEN s.fit >= {int(rules.grade_b_min)} THEN 'B' "
+            f"WHEN s.fit >= {int(rules.grade_c_min)} THEN 'C' ELSE 'D' END"
+        )
+        grade_order = "CASE g.grade WHEN 'A' THEN 0 WHEN 'B' THEN 1 WHEN 'C' THEN 2 ELSE 3 END"
+        level_cases, level_params = [], []
+        for level in sorted(rules.levels, key=lambda lv: lv.min_score, reverse=True):
+            order = {"A": 0, "B": 1, "C": 2, "D": 3}[level.min_fit_grade]
+            level_cases.append(f"WHEN g.fit + g.engagement >= %s AND {grade_order} <= {order} THEN %s")
+            level_params += [level.min_score, level.name]
+        level = f"CASE {' '.join(level_cases)} ELSE '' END" if level_cases else "''"
+        cursor.execute(
+            f"""CREATE TEMP TABLE {NEW} ON COMMIT DROP AS
+            SELECT n.*, o.total AS old_total,
+                   o.contact_id IS NULL OR o.total <> n.total OR o.mql_level <> n.mql_level OR o.version_id <> %s
+                       OR coalesce(x.explanation, '[]'::jsonb) <> n.explanation AS rewrite,
+                   o.as_of IS DISTINCT FROM %s::date AS redate
+            FROM (
+            SELECT g.contact_id, g.account_id, g.lifecycle_stage, g.fit, g.engagement, g.fit + g.engagement AS total,
+                   g.grade AS fit_grade, {level} AS mql_level, g.explanation
+            FROM (
+                SELECT s.*, {grade} AS grade FROM (
+                    SELECT c.id AS contact_id, c.account_id, c.lifecycle_stage,
+                           coalesce(sum(p.points) FILTER (WHERE p.kind = 'fit'
+                               OR (p.kind = 'cap' AND p.ord = {fit_cap_ord})), 0) AS fit,
+                           coalesce(sum(p.points) FILTER (WHERE p.kind = 'engagement'
+                               OR (p.kind = 'cap' AND p.ord = {engagement_cap_ord})), 0) AS engagement,
+                           coalesce(jsonb_agg(jsonb_build_object('kind', p.kind, 'rule', p.rule, 'rule_id', p.rule_id,
+                               'facts', p.facts, 'points', p.points::text) ORDER BY p.ord)
+                               FILTER (WHERE p.contact_id IS NOT NULL), '[]'::jsonb) AS explanation
+                    FROM {contact} c LEFT JOIN {PARTS} p ON p.contact_id = c.id
+                    WHERE c.id = ANY(%s) GROUP BY c.id
+                ) s
+            ) g
+            ) n LEFT JOIN {ContactScore._meta.db_table} o ON o.contact_id = n.contact_id
+                LEFT JOIN {ScoreExplanation._meta.db_table} x ON x.score_id = n.contact_id""",
+            [version_id, as_of, *level_params, ids],
+        )
+
+
+def _engagement_parts(cursor, rules: RuleSet, ids: list[int], as_of: date, first_ord: int) -> None:
+    if not rules.engagement_rules:
+        return
+    matchers = dict(Matcher.objects.filter(key__in=rules.matcher_keys).values_list("key", "id"))
+    table = DailyEngagement._meta.db_table
+    # Every half-life's weights, in millionths (exact: weights have six decimals), one after
+    # the other in one int[]: a fixed-width array, so looking an age up is O(1).
+    weights, offsets = [], {}
+    for half_life in sorted({r.half_life_days for r in rules.engagement_rules if r.half_life_days}):
+        offsets[half_life] = len(weights)
+        weights += [int(weight * MILLION) for _, weight in _decay_weights(half_life)]
+    rule_rows = [
+        (
+            first_ord + n,
+            r.id,
+            r.name,
+            matchers.get(r.matcher_key),
+            r.points,
+            r.cap,
+            r.window_days,
+            r.half_life_days or None,
+            offsets.get(r.half_life_days),
+            f" × {r.points:+d}"
+            + (f" in the last {r.window_days} days" if r.window_days else "")
+            + (f", fading with a {r.half_life_days}-day half-life" if r.half_life_days else ""),
+            f", capped at {r.cap}",
+        )
+        for n, r in enumerate(rules.engagement_rules)
+    ]
+    columns = list(zip(*rule_rows, strict=True))
+    # Past 21 half-lives a decaying occurrence weighs 0 (it still counts as an occurrence).
+    weight = (
+        f"CASE WHEN r.half_life IS NULL THEN {MILLION} WHEN %(as_of)s::date - d.day <= 21 * r.half_life "
+        f"THEN (%(weights)s::int[])[r.weights_at + (%(as_of)s::date - d.day) + 1] ELSE 0 END"
+    )
+    capped = "abs(raw) > coalesce(cap, abs(raw))"
+    cursor.execute(
+        f"""INSERT INTO {PARTS}
+        SELECT contact_id, ord, 'engagement', name, rule_id, facts, points FROM (
+            SELECT contact_id, ord, name, rule_id,
+                   occurrences::text || facts || CASE WHEN {capped} THEN capped_facts ELSE '' END AS facts,
+                   {_round_half_even(f"CASE WHEN {capped} THEN cap * sign(raw) ELSE raw END")} AS points
+            FROM (
+                SELECT d.contact_id, r.ord, r.name, r.rule_id, r.cap, r.facts, r.capped AS capped_facts,
+                       sum(d.count) AS occurrences,
+                       sum(d.count::bigint * {weight})::numeric * r.points / {MILLION} AS raw
+                FROM {table} d
+                JOIN unnest(%(ord)s::int[], %(rule_id)s::int[], %(name)s::text[], %(matcher_id)s::int[],
+                            %(points)s::int[], %(cap)s::int[], %(window_days)s::int[], %(half_life)s::int[],
+                            %(weights_at)s::int[], %(facts)s::text[], %(capped)s::text[])
+                     AS r(ord, rule_id, name, matcher_id, points, cap, window_days, half_life, weights_at, facts,
+                          capped)
+                     ON r.matcher_id = d.matcher_id
+                WHERE d.contact_id = ANY(%(ids)s) AND d.day <= %(as_of)s::date
+                  AND (r.window_days IS NULL OR %(as_of)s::date - d.day < r.window_days)
+                GROUP BY d.contact_id, r.ord, r.name, r.rule_id, r.points, r.cap, r.facts, r.capped
+            ) sums
+        ) e WHERE points <> 0""",
+        {
+            **dict(zip(RULE_COLUMNS, (list(column) for column in columns), strict=True)),
+            "weights": weights,
+            "as_of": as_of,
+            "ids": ids,
+        },
+    )
+
+
+def _decay_weights(half_life: int) -> list[tuple[int, object]]:
+    """engine.decay_weight for every age until it rounds to 0.000000 for good: from 21
+    half-lives on, 0.5 ** 21 < 0.0000005."""
+    return [(age, decay_weight(age, half_life)) for age in range(21 * half_life + 1)]
+
+
+def scores_write(*, version_id: int, as_of: date, now, reason: str) -> tuple[int, set, list[int]]:
+    """Write what differs from the stored scores; returns (contacts whose total changed,
+    accounts of rewritten contacts, contacts at a level whose stage scoring may qualify)."""
+    from .services import QUALIFYING_STAGES
+
+    score, explanation = ContactScore._meta.db_table, ScoreExplanation._meta.db_table
+    contact, change = Contact._meta.db_table, ScoreChange._meta.db_table
+    with connection.cursor() as cursor:
+        # Only rows that differ; a row whose score is unchanged gets at most its new as_of.
+        cursor.execute(
+            f"""INSERT INTO {score} (contact_id, version_id, fit, engagement, total, fit_grade, mql_level, as_of,
+                    computed_at)
+                SELECT contact_id, %s, fit, engagement, total, fit_grade, mql_level, %s, %s FROM {NEW} WHERE rewrite
+                ON CONFLICT (contact_id) DO UPDATE SET version_id = excluded.version_id, fit = excluded.fit,
+                    engagement = excluded.engagement, total = excluded.total, fit_grade = excluded.fit_grade,
+                    mql_level = excluded.mql_level, as_of = excluded.as_of, computed_at = excluded.computed_at""",
+            [version_id, as_of, now],
+        )
+        cursor.execute(
+            f"UPDATE {score} s SET as_of = %s, computed_at = %s FROM {NEW} n "
+            f"WHERE s.contact_id = n.contact_id AND NOT n.rewrite AND n.redate",
+            [as_of, now],
+        )
+        cursor.execute(
+            f"""INSERT INTO {explanation} (score_id, explanation) SELECT contact_id, explanation FROM {NEW}
+                WHERE rewrite ON CONFLICT (score_id) DO UPDATE SET explanation = excluded.explanation"""
+        )
+        cursor.execute(
+            f"""UPDATE {contact} c SET score_total = n.total, score_fit_grade = n.fit_grade,
+                score_mql_level = n.mql_level FROM {NEW} n WHERE c.id = n.contact_id AND n.rewrite
+                AND (c.score_total, c.score_fit_grade, c.score_mql_level)
+                    IS DISTINCT FROM (n.total, n.fit_grade, n.mql_level)"""
+        )
+        cursor.execute(
+            f"""INSERT INTO {change}
+                    (contact_id, version_id, changed_at, old_total, new_total, delta, fit_grade, reason)
+                SELECT contact_id, %s, %s, coalesce(old_total, 0), total, total - coalesce(old_total, 0), fit_grade, %s
+                FROM {NEW} WHERE old_total IS NULL OR old_total <> total ORDER BY contact_id""",
+            [version_id, now, reason[:200]],
+        )
+        changed = cursor.rowcount
+        cursor.execute(f"SELECT DISTINCT account_id FROM {NEW} WHERE rewrite AND account_id IS NOT NULL")
+        accounts = {row[0] for row in cursor.fetchall()}
+        cursor.execute(
+            f"SELECT contact_id FROM {NEW} WHERE mql_level <> '' AND lifecycle_stage = ANY(%s) ORDER BY contact_id",
+            [[str(stage) for stage in QUALIFYING_STAGES]],
+        )
+        qualifying = [row[0] for row in cursor.fetchall()]
+        cursor.execute(f"DROP TABLE {PARTS}, {NEW}")
+    return changed, accounts, qualifying
+
+
+ACCOUNT_PROFILE = ["id", "name", "domain", "industry", "employee_count", "annual_revenue", "country"]
+
+
+def accounts_rescore_all(*, rules: RuleSet, version_id: int, mqa_threshold: int, now) -> None:
+    """Every account with a scored contact: its own fit (account fields only, capped) plus
+    its contacts' engagement — services.accounts_rescore for all accounts in two statements.
+    Run once at the end of a full rescore rather than per chunk: a chunk's contacts spread
+    over thousands of accounts, and each account's rollup reads all of its contacts."""
+    account, contact, score = Account._meta.db_table, Contact._meta.db_table, ContactScore._meta.db_table
+    terms, term_params = [], []
+    with connection.cursor() as cursor:
+        for rule in rules.fit_rules:
+            prefix, _, name = rule.field.partition(".")
+            if prefix != "account":
+                continue  # contact fields are not part of an account's profile
+            column = f"a.{name}" if name in ACCOUNT_PROFILE else "NULL"
+            cursor.execute(f"SELECT DISTINCT ON (1) ({column})::text, {column} FROM {account} a ORDER BY 1")
+            keys = [
+                key for key, raw in cursor.fetchall() if fit_test(rule.operator, rule.value, raw, {rule.field: raw})[0]
+            ]
+            if keys:
+                terms.append(f"CASE WHEN array_position(%s::text[], ({column})::text) IS NOT NULL THEN %s ELSE 0 END")
+                term_params += [keys, rule.points]
+        fit = f"least({' + '.join(terms)}, %s)" if terms else "0"
+        fit_params = [*term_params, rules.fit_cap] if terms else []
+        cursor.execute(
+            f"""INSERT INTO scoring_accountscore (account_id, version_id, fit, engagement, total, engaged_contacts,
+                    is_mqa, computed_at)
+                SELECT a.id, %s, f.fit, r.engagement, f.fit + r.engagement, r.engaged, f.fit + r.engagement >= %s, %s
+                FROM {account} a
+                JOIN (SELECT c.account_id, sum(s.engagement) AS engagement,
+                             count(*) FILTER (WHERE s.engagement > 0) AS engaged
+                      FROM {score} s JOIN {contact} c ON c.id = s.contact_id
+                      WHERE c.account_id IS NOT NULL GROUP BY c.account_id) r ON r.account_id = a.id,
+                LATERAL (SELECT ({fit})::numeric AS fit) f
+                ON CONFLICT (account_id) DO UPDATE SET version_id = excluded.version_id, fit = excluded.fit,
+                    engagement = excluded.engagement, total = excluded.total,
+                    engaged_contacts = excluded.engaged_contacts, is_mqa = excluded.is_mqa,
+                    computed_at = excluded.computed_at""",
+            [version_id, mqa_threshold, now, *fit_params],
+        )
