@@ -69,5 +69,5 @@ bench-load: install
 	psql "$(dir $(BENCH_LOAD_DB))postgres" -tAc "SELECT 1 FROM pg_database WHERE datname='$(notdir $(BENCH_LOAD_DB))'" | grep -q 1 \
 		|| psql "$(dir $(BENCH_LOAD_DB))postgres" -c "CREATE DATABASE $(notdir $(BENCH_LOAD_DB))"
 	DATABASE_URL=$(BENCH_LOAD_DB) REDIS_URL=$(BENCH_LOAD_REDIS) $(BIN)/python manage.py migrate --noinput -v0
-	$(BIN)/python manage.py collectstatic --noinput -v0
+	DJANGO_DEBUG=0 DJANGO_SECRET_KEY=collectstatic DJANGO_ALLOWED_HOSTS=127.0.0.1 $(BIN)/python manage.py collectstatic --noinput -v0
 	DATABASE_URL=$(BENCH_LOAD_DB) REDIS_URL=$(BENCH_LOAD_REDIS) $(BIN)/python manage.py bench_load $(BENCH_ARGS)

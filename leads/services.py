@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, OperationalError, transaction
 from django.utils import timezone
 
 from .models import Account, Activity, ActivityType, Contact, Outcome, StageChange
 from .normalise import normalise_domain, normalise_email
 from .selectors import contacts_by_email
+
+DEADLOCK_RETRIES = 3
 
 CONTACT_FIELDS = frozenset(
     """first_name last_name job_title seniority department phone country city lead_source
@@ -343,11 +346,10 @@ def activities_ingest(*, events: list[IngestEvent]) -> list[IngestOutcome]:
                 ingest_batch=batch,
             )
         )
-    with transaction.atomic():
-        Activity.objects.bulk_create(rows, ignore_conflicts=True, batch_size=500)
-        stored = _stored_activities(list(seen))
-        created_rows = [row for row in rows if stored[(row.source, row.dedupe_key)].ingest_batch == batch]
-        _after_activities_stored(created_rows)
+    # In contact order: inserting an activity share-locks its contact, and a rescore locks its
+    # contacts in id order too, so the two never wait on each other in a cycle.
+    rows.sort(key=lambda row: (row.contact.pk, row.occurred_at))
+    stored = _store_activities(rows, list(seen), batch)
     for event in events:
         if event.index in outcomes:
             continue
@@ -360,6 +362,32 @@ def activities_ingest(*, events: list[IngestEvent]) -> list[IngestOutcome]:
             contact_id=activity.contact_id,
         )
     return [outcomes[event.index] for event in events]
+
+
+def _store_activities(rows: list[Activity], keys: list[tuple[str, str]], batch) -> dict:
+    """Insert the rows and count the new ones for scoring, in one transaction; retried when
+    the database breaks a deadlock by aborting it (nothing of it was kept, and the insert is
+    idempotent), so a client never sees a 500 for a conflict it did not cause."""
+    for attempt in range(DEADLOCK_RETRIES):
+        try:
+            with transaction.atomic():
+                Activity.objects.bulk_create(rows, ignore_conflicts=True, batch_size=500)
+                stored = _stored_activities(keys)
+                created_rows = [row for row in rows if stored[(row.source, row.dedupe_key)].ingest_batch == batch]
+                _after_activities_stored(created_rows)
+            return stored
+        except OperationalError as error:
+            if not _is_deadlock(error) or attempt == DEADLOCK_RETRIES - 1:
+                raise
+            for row in rows:
+                row.pk = None  # bulk_create may have set ids that the rollback took back
+            time.sleep(0.01 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def _is_deadlock(error: OperationalError) -> bool:
+    cause = error.__cause__
+    return getattr(cause, "sqlstate", None) in ("40P01", "40001")
 
 
 def _after_activities_stored(activities: list[Activity]) -> None:

@@ -108,9 +108,12 @@ def _lock_shared(matchers: list[Matcher]) -> None:
 
 
 def _add_counts(counts: dict[tuple[int, int, date], int]) -> None:
-    """Add to (contact, matcher, day) counters with one upsert per 500 rows."""
+    """Add to (contact, matcher, day) counters with one upsert per 500 rows.
+
+    Rows go in key order: two ingests touching the same counters then lock them in the
+    same order, so one waits for the other instead of both deadlocking (seen under load)."""
     table = DailyEngagement._meta.db_table
-    rows = [(contact_id, matcher_id, day, n) for (contact_id, matcher_id, day), n in counts.items()]
+    rows = [(contact_id, matcher_id, day, n) for (contact_id, matcher_id, day), n in sorted(counts.items())]
     with connection.cursor() as cursor:
         for start in range(0, len(rows), 500):
             batch = rows[start : start + 500]
