@@ -227,7 +227,7 @@ def contact_set_stage(
     Locks the contact row so that two concurrent transitions are serialised and each
     records the stage it really came from.
     """
-    locked = Contact.objects.select_for_update().get(pk=contact.pk)
+    locked = Contact.objects.select_for_update(no_key=True).get(pk=contact.pk)
     if locked.lifecycle_stage == to_stage:
         return None
     change = stage_change_record(

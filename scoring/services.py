@@ -229,7 +229,14 @@ def contacts_rescore(
     if in_sql and connection.vendor == "postgresql":
         return _contacts_rescore_in_sql(ids=ids, rules=rules, version=version, as_of=as_of, reason=reason)
     with transaction.atomic():
-        list(Contact.objects.select_for_update().filter(id__in=ids).order_by("id").values_list("id", flat=True))
+        # FOR NO KEY UPDATE: serialises rescores of a contact without blocking the inserts that
+        # reference it (an activity's foreign key takes FOR KEY SHARE), so ingest never waits here.
+        list(
+            Contact.objects.select_for_update(no_key=True)
+            .filter(id__in=ids)
+            .order_by("id")
+            .values_list("id", flat=True)
+        )
         # Before reading: a request committed by now has its data visible to the reads below;
         # one committed later stays, for its own task (or the sweep).
         RescoreRequest.objects.filter(contact_id__in=ids).delete()
@@ -253,7 +260,12 @@ def _contacts_rescore_in_sql(*, ids: list[int], rules, version: ModelVersion, as
     except account scores: the caller (a full rescore's last chunk) rolls them up at once."""
     now = timezone.now()
     with transaction.atomic():
-        list(Contact.objects.select_for_update().filter(id__in=ids).order_by("id").values_list("id", flat=True))
+        list(
+            Contact.objects.select_for_update(no_key=True)
+            .filter(id__in=ids)
+            .order_by("id")
+            .values_list("id", flat=True)
+        )
         sql_rescore.scores_compute(rules=rules, ids=ids, as_of=as_of, version_id=version.pk)
         changed, accounts, qualifying = sql_rescore.scores_write(
             version_id=version.pk, as_of=as_of, now=now, reason=reason
