@@ -10,9 +10,9 @@ from datetime import date
 from decimal import Decimal
 
 from django.db import transaction
-from django.utils import timezone
 
-from .models import AuditEntry, CampaignCost
+from .audit import audit_record
+from .models import CampaignCost
 
 FIELDS = ("campaign", "name", "period_start", "period_end", "amount", "currency")
 
@@ -52,18 +52,6 @@ def _snapshot(cost: CampaignCost) -> dict:
     return {name: str(getattr(cost, name)) for name in FIELDS}
 
 
-def _audit(*, actor, action: str, cost_id: int, before: dict, after: dict) -> None:
-    AuditEntry.objects.create(
-        actor=actor,
-        action=action,
-        object_type="campaign_cost",
-        object_id=str(cost_id),
-        before=before,
-        after=after,
-        at=timezone.now(),
-    )
-
-
 def _clean(campaign: str, name: str, currency: str) -> tuple[str, str, str]:
     return campaign.strip(), name.strip(), currency.strip().upper()
 
@@ -88,7 +76,7 @@ def campaign_cost_create(
     )
     _check(values)
     cost = CampaignCost.objects.create(**values, created_by=user)
-    _audit(actor=user, action="campaign_cost.create", cost_id=cost.pk, before={}, after=_snapshot(cost))
+    audit_record(actor=user, action="campaign_cost.create", target=cost, after=_snapshot(cost))
     return cost
 
 
@@ -114,7 +102,7 @@ def campaign_cost_update(
     for key, value in values.items():
         setattr(cost, key, value)
     cost.save(update_fields=[*FIELDS, "updated_at"])
-    _audit(actor=user, action="campaign_cost.update", cost_id=cost.pk, before=before, after=_snapshot(cost))
+    audit_record(actor=user, action="campaign_cost.update", target=cost, before=before, after=_snapshot(cost))
     return cost
 
 
@@ -123,6 +111,5 @@ def campaign_cost_delete(*, cost_id: int, user=None) -> None:
     cost = CampaignCost.objects.select_for_update().filter(pk=cost_id).first()
     if cost is None:
         return  # already gone: deleting twice is not an error
-    before = _snapshot(cost)
+    audit_record(actor=user, action="campaign_cost.delete", target=cost, before=_snapshot(cost))
     cost.delete()
-    _audit(actor=user, action="campaign_cost.delete", cost_id=cost_id, before=before, after={})

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import date
 from decimal import Decimal
 
@@ -116,6 +116,23 @@ def engagement_for(contact_ids: Iterable[int], matcher_keys: set[str]) -> dict[i
     for contact_id, key, day, count in rows.values_list("contact_id", "matcher__key", "day", "count"):
         engagement[contact_id][key][day] = count
     return engagement
+
+
+def evaluate_contacts(
+    rules: RuleSet, contact_ids: list[int], *, as_of: dict[int, date] | None = None, chunk: int = 2000
+) -> Iterator[tuple[int, ScoreResult]]:
+    """(contact id, the engine's result) for each contact, in order, reading profiles and
+    aggregates a chunk at a time; each contact as of its day in `as_of` (default today)."""
+    today, as_of = timezone.localdate(), as_of or {}
+    for start in range(0, len(contact_ids), chunk):
+        ids = contact_ids[start : start + chunk]
+        profiles = scoring_profiles(ids)
+        engagement = engagement_for(ids, rules.matcher_keys)
+        for contact_id in ids:
+            yield (
+                contact_id,
+                evaluate(rules, profiles[contact_id], engagement.get(contact_id, {}), as_of.get(contact_id, today)),
+            )
 
 
 def score_from_scratch(contact: Contact, rules: RuleSet, as_of: date, version: ModelVersion) -> ScoreResult:

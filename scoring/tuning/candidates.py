@@ -15,14 +15,13 @@ from typing import Any
 
 import numpy as np
 from django.conf import settings
-from django.utils import timezone
 
 from leads.models import ActivityType, CustomAttribute
 
-from ..engine import EngagementRuleSpec, FitRuleSpec, RuleSet, _number, evaluate
+from ..engine import EngagementRuleSpec, FitRuleSpec, RuleSet, _number
 from ..matchers import matcher_key
 from ..models import DailyEngagement, ModelVersion
-from ..selectors import engagement_for, scoring_profiles
+from ..selectors import evaluate_contacts
 
 UNCAPPED = 10**9
 QUANTILES = (0.2, 0.4, 0.6, 0.8)
@@ -228,18 +227,11 @@ def feature_matrix(
 ) -> np.ndarray:
     """Row per contact, column per candidate: matches (0/1) or occurrences counted
     (engagement), with engagement counted as of each contact's day in `as_of` (default today)."""
-    rules = candidate_ruleset(candidates)
-    today, as_of = timezone.localdate(), as_of or {}
     matrix = np.zeros((len(contact_ids), len(candidates)))
-    for start in range(0, len(contact_ids), FEATURE_CHUNK):
-        chunk = contact_ids[start : start + FEATURE_CHUNK]
-        profiles = scoring_profiles(chunk)
-        engagement = engagement_for(chunk, rules.matcher_keys)
-        for offset, contact_id in enumerate(chunk):
-            day = as_of.get(contact_id, today)
-            result = evaluate(rules, profiles[contact_id], engagement.get(contact_id, {}), day)
-            for part in result.contributions:
-                matrix[start + offset, part.rule_id] = float(part.points)
-        if progress:
-            progress(start + len(chunk))
+    results = evaluate_contacts(candidate_ruleset(candidates), contact_ids, as_of=as_of, chunk=FEATURE_CHUNK)
+    for row, (_, result) in enumerate(results):
+        for part in result.contributions:
+            matrix[row, part.rule_id] = float(part.points)
+        if progress and ((row + 1) % FEATURE_CHUNK == 0 or row + 1 == len(contact_ids)):
+            progress(row + 1)
     return matrix

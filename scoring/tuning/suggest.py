@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import math
 import traceback
+from collections.abc import Callable
 
 import numpy as np
 from django.db import transaction
 from django.utils import timezone
 
-from ..engine import evaluate
 from ..models import EngagementRule, FitRule, ModelSuggestion, ModelVersion, MqlLevel, ScoringModel
-from ..selectors import engagement_for, ruleset_for, scoring_profiles
+from ..selectors import evaluate_contacts, ruleset_for, scoring_profiles
 from ..versions import version_copy, version_diff
 from .candidates import Candidate, current_candidates, data_candidates, feature_matrix, merge_candidates
 from .labels import decision_days, stratified_split, training_labels
@@ -97,9 +97,11 @@ def suggestion_run(*, suggestion_id: int) -> bool:
     return True
 
 
-def _progress(suggestion: ModelSuggestion, percent: float, stage: str) -> None:
+def _progress(suggestion: ModelSuggestion, percent: float, stage: str, *, notify=None) -> None:
     suggestion.progress, suggestion.stage = int(percent), stage
     suggestion.save(update_fields=["progress", "stage"])
+    if notify:
+        notify(suggestion)
 
 
 def _finish(suggestion: ModelSuggestion, status: str, *, message: str = "") -> None:
@@ -109,29 +111,34 @@ def _finish(suggestion: ModelSuggestion, status: str, *, message: str = "") -> N
     suggestion.save(update_fields=["status", "message", "progress", "finished_at", "stage", "result", "draft"])
 
 
-def suggestion_compute(suggestion: ModelSuggestion) -> ModelSuggestion:
+def suggestion_compute(
+    suggestion: ModelSuggestion, *, progress: Callable[[ModelSuggestion], None] | None = None
+) -> ModelSuggestion:
+    """Fit, draft and backtest; `progress` is told of each step (besides the saved fields)."""
+
+    def step(percent: float, stage: str) -> None:
+        _progress(suggestion, percent, stage, notify=progress)
+
     labels = training_labels()
     shortfall = label_shortfall(labels)
     if shortfall:
         _finish(suggestion, ModelSuggestion.Status.INSUFFICIENT, message=shortfall)
         return suggestion
     training, held_out = stratified_split(labels, holdout=float(suggestion.holdout), seed=suggestion.seed)
-    _progress(suggestion, 3, "Generating candidate rules")
+    step(3, "Generating candidate rules")
     min_support = max(10, round(0.005 * len(training)))
     generated = data_candidates(scoring_profiles(training).values(), training, min_support=min_support)
     candidates = merge_candidates(current_candidates(suggestion.base_version), generated)
-    _progress(suggestion, 5, f"Counting {len(candidates)} candidate rules on {len(training)} leads")
+    step(5, f"Counting {len(candidates)} candidate rules on {len(training)} leads")
     days = decision_days(training + held_out)
     features = feature_matrix(
         candidates,
         training,
         as_of=days,
-        progress=lambda done: _progress(
-            suggestion, 5 + 55 * done / len(training), f"Counting {len(candidates)} candidate rules"
-        ),
+        progress=lambda done: step(5 + 55 * done / len(training), f"Counting {len(candidates)} candidate rules"),
     )
     outcomes = np.array([labels[cid] for cid in training])
-    _progress(suggestion, 62, "Fitting the scorecard (cross-validated)")
+    step(62, "Fitting the scorecard (cross-validated)")
     card = fit_scorecard(
         features,
         outcomes,
@@ -141,7 +148,7 @@ def suggestion_compute(suggestion: ModelSuggestion) -> ModelSuggestion:
     )
     if not card.columns:
         raise TuningError("No rule separates good from bad leads in the labelled data.")
-    _progress(suggestion, 75, "Choosing the MQL threshold")
+    step(75, "Choosing the MQL threshold")
     scores = features[:, card.columns] @ np.array(card.points, dtype=float)
     cut = _choose_threshold(suggestion, scores, outcomes)
     fit_columns = [j for j, c in zip(card.columns, card.points, strict=True) if candidates[j].kind == "fit"]
@@ -152,7 +159,7 @@ def suggestion_compute(suggestion: ModelSuggestion) -> ModelSuggestion:
         draft = draft_from_scorecard(
             suggestion, card, candidates, features, scores=scores, fit_points=fit_points, cut=cut
         )
-    _progress(suggestion, 82, f"Backtesting on {len(held_out)} held-out leads")
+    step(82, f"Backtesting on {len(held_out)} held-out leads")
     suggestion.draft = draft
     suggestion.result = {
         "labels": {"total": len(labels), "good": int(sum(labels.values())), "training": len(training)},
@@ -301,19 +308,8 @@ def scores_for(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(totals, MQL flags) the engine gives these contacts under `version`, each as of its
     day in `as_of` (default today)."""
-    rules = ruleset_for(version)
-    today, as_of = timezone.localdate(), as_of or {}
-    totals, flags = [], []
-    for start in range(0, len(contact_ids), 2000):
-        chunk = contact_ids[start : start + 2000]
-        profiles = scoring_profiles(chunk)
-        engagement = engagement_for(chunk, rules.matcher_keys)
-        for contact_id in chunk:
-            day = as_of.get(contact_id, today)
-            result = evaluate(rules, profiles[contact_id], engagement.get(contact_id, {}), day)
-            totals.append(float(result.total))
-            flags.append(bool(result.mql_level))
-    return np.array(totals), np.array(flags)
+    results = [result for _, result in evaluate_contacts(ruleset_for(version), contact_ids, as_of=as_of)]
+    return np.array([float(r.total) for r in results]), np.array([bool(r.mql_level) for r in results])
 
 
 def model_metrics(totals: np.ndarray, flags: np.ndarray, outcomes: np.ndarray) -> dict:

@@ -103,8 +103,12 @@ class Command(BaseCommand):
         suggestion.seed = seed
         suggestion.save(update_fields=["seed"])
         with tqdm(total=100, unit="%", desc="Suggesting a model") as bar:
-            suggestion.save = _reporting_save(suggestion, bar)
-            suggestion = suggestion_compute(suggestion)
+
+            def progress(current):
+                bar.update(current.progress - bar.n)
+                bar.set_postfix_str(current.stage[:40])
+
+            suggestion = suggestion_compute(suggestion, progress=progress)
         if suggestion.draft is None:
             raise CommandError(f"No suggestion: {suggestion.message}")
         assert suggestion.result["holdout_ids"] == held_out  # the same split the pages use
@@ -116,21 +120,15 @@ class Command(BaseCommand):
         self.report(draft, suggestion, default, tuned, time.monotonic() - started)
 
     def stored_metrics(self, held_out: list[int], labels: dict[int, int]) -> dict:
+        """AUC, precision and recall at the MQL levels, from the scores the engine stored."""
         from scoring.models import ContactScore
-        from scoring.tuning.scorecard import roc_auc
+        from scoring.tuning.suggest import model_metrics
 
         rows = ContactScore.objects.filter(contact_id__in=held_out).values_list("contact_id", "total", "mql_level")
         stored = {contact_id: (total, level) for contact_id, total, level in rows}
         totals = np.array([float(stored.get(cid, (0, ""))[0]) for cid in held_out])
         flags = np.array([bool(stored.get(cid, (0, ""))[1]) for cid in held_out])
-        outcomes = np.array([labels[cid] for cid in held_out])
-        hits = int((flags & (outcomes == 1)).sum())
-        return {
-            "auc": roc_auc(totals, outcomes),
-            "precision": hits / flags.sum() if flags.any() else float("nan"),
-            "recall": hits / outcomes.sum() if outcomes.any() else float("nan"),
-            "share": flags.mean(),
-        }
+        return model_metrics(totals, flags, np.array([labels[cid] for cid in held_out]))
 
     def report(self, draft, suggestion, default: dict, tuned: dict, seconds: float) -> None:
         self.stdout.write("")
@@ -142,20 +140,6 @@ class Command(BaseCommand):
         )
         self.stdout.write(f"{'holdout':<16}{'ROC AUC':>9}{'precision':>11}{'recall':>8}{'flagged':>9}")
         for name, metrics in (("default rules", default), ("tuned model", tuned)):
-            auc = "n/a" if metrics["auc"] is None else f"{metrics['auc']:.3f}"
-            self.stdout.write(
-                f"{name:<16}{auc:>9}{metrics['precision']:>11.3f}{metrics['recall']:>8.3f}{metrics['share']:>9.1%}"
-            )
+            auc, precision = (("n/a" if metrics[k] is None else f"{metrics[k]:.3f}") for k in ("auc", "precision"))
+            self.stdout.write(f"{name:<16}{auc:>9}{precision:>11}{metrics['recall']:>8.3f}{metrics['mql_share']:>9.1%}")
         self.stdout.write(f"Took {seconds:.0f} s.")
-
-
-def _reporting_save(suggestion, bar):
-    """Wrap the suggestion's save so its progress field also moves the terminal bar."""
-    original = suggestion.save
-
-    def save(*args, **kwargs):
-        bar.update(suggestion.progress - bar.n)
-        bar.set_postfix_str(suggestion.stage[:40])
-        return original(*args, **kwargs)
-
-    return save
