@@ -48,17 +48,11 @@ class RulePerformance:
     @property
     def lift(self) -> float | None:
         """How much likelier a good outcome is where the rule fired than where it did not."""
-        fired, not_fired = self.good_fired.value, self.good_not.value
-        if fired is None or not not_fired:
-            return None
-        return fired / not_fired
+        return _ratio(self.good_fired, self.good_not)
 
     @property
     def acceptance_lift(self) -> float | None:
-        fired, not_fired = self.accepted_fired.value, self.accepted_not.value
-        if fired is None or not not_fired:
-            return None
-        return fired / not_fired
+        return _ratio(self.accepted_fired, self.accepted_not)
 
     @property
     def small_sample(self) -> bool:
@@ -78,6 +72,12 @@ class RulePerformance:
             if self.points < 0 and lift > 1:
                 return f"Takes points away, yet leads it fires on {what} more often ({lift:.2f}×)."
         return ""
+
+
+def _ratio(fired: Rate, not_fired: Rate) -> float | None:
+    if fired.value is None or not not_fired.value:
+        return None
+    return fired.value / not_fired.value
 
 
 def rule_performance(version: ModelVersion) -> dict:
