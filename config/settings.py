@@ -247,6 +247,11 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 # finishing before another worker takes it over (its first worker presumed dead).
 RESCORE_CHUNK_SIZE = int(os.environ.get("RESCORE_CHUNK_SIZE", 2000))
 RESCORE_CLAIM_TIMEOUT = int(os.environ.get("RESCORE_CLAIM_TIMEOUT", 300))
+# Scores after new data: a drain task rescores up to this many requested contacts per
+# transaction; while one drain waits in the queue no other is queued (the flag below, in
+# the shared cache, expires after this many seconds in case the broker lost the task).
+RESCORE_DRAIN_BATCH = int(os.environ.get("RESCORE_DRAIN_BATCH", 500))
+RESCORE_DRAIN_FLAG_SECONDS = int(os.environ.get("RESCORE_DRAIN_FLAG_SECONDS", 10))
 
 # Hand-off: how new MQLs find a rep ("round_robin": account owner, territory rules, then
 # round-robin; "off": they wait unassigned for a rep to claim), and the hand-off SLA.

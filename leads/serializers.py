@@ -259,7 +259,10 @@ class IngestEventInput(serializers.Serializer):
         return data
 
     def to_event(self, index: int) -> IngestEvent:
-        data = self.validated_data
+        return self.event_from(self.validated_data, index)
+
+    @staticmethod
+    def event_from(data: dict, index: int) -> IngestEvent:
         return IngestEvent(
             index=index,
             type_key=data["type"],

@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import IntegrityError, OperationalError, transaction
+from django.db import IntegrityError, OperationalError, connection, transaction
 from django.utils import timezone
 
 from .models import Account, Activity, ActivityType, Contact, Outcome, StageChange
@@ -329,15 +329,14 @@ def activities_ingest(*, events: list[IngestEvent]) -> list[IngestOutcome]:
     for event in events:
         if event.index in outcomes:
             continue
-        activity_type = types[event.type_key]
         key = (event.source, event.dedupe_key)
         if key in seen:  # the same event twice in one request counts once
             continue
         seen[key] = event
         rows.append(
             Activity(
-                contact=contacts[event.index],
-                type=activity_type,
+                contact_id=contacts[event.index].pk,
+                type_id=types[event.type_key].pk,
                 occurred_at=event.occurred_at,
                 properties=event.properties,
                 source=event.source,
@@ -348,41 +347,85 @@ def activities_ingest(*, events: list[IngestEvent]) -> list[IngestOutcome]:
         )
     # In contact order: inserting an activity share-locks its contact, and a rescore locks its
     # contacts in id order too, so the two never wait on each other in a cycle.
-    rows.sort(key=lambda row: (row.contact.pk, row.occurred_at))
-    stored = _store_activities(rows, list(seen), batch)
+    rows.sort(key=lambda row: (row.contact_id, row.occurred_at))
+    created, stored = _store_activities(rows)
     for event in events:
         if event.index in outcomes:
             continue
-        activity = stored[(event.source, event.dedupe_key)]
-        created = activity.ingest_batch == batch and seen[(event.source, event.dedupe_key)] is event
+        key = (event.source, event.dedupe_key)
+        activity = stored[key]
         outcomes[event.index] = IngestOutcome(
             event.index,
-            "created" if created else "duplicate",
+            "created" if key in created and seen[key] is event else "duplicate",
             activity_id=activity.pk,
             contact_id=activity.contact_id,
         )
     return [outcomes[event.index] for event in events]
 
 
-def _store_activities(rows: list[Activity], keys: list[tuple[str, str]], batch) -> dict:
-    """Insert the rows and count the new ones for scoring, in one transaction; retried when
-    the database breaks a deadlock by aborting it (nothing of it was kept, and the insert is
+def _store_activities(rows: list[Activity]) -> tuple[set, dict]:
+    """Insert the rows and count the new ones for scoring, in one transaction; returns the
+    keys this call inserted and every row's stored activity. Retried when the database
+    breaks a deadlock by aborting it (nothing of it was kept, and the insert is
     idempotent), so a client never sees a 500 for a conflict it did not cause."""
     for attempt in range(DEADLOCK_RETRIES):
         try:
             with transaction.atomic():
-                Activity.objects.bulk_create(rows, ignore_conflicts=True, batch_size=500)
-                stored = _stored_activities(keys)
-                created_rows = [row for row in rows if stored[(row.source, row.dedupe_key)].ingest_batch == batch]
+                inserted = _insert_new_activities(rows)
+                created_rows = [row for row in rows if (row.source, row.dedupe_key) in inserted]
+                for row in created_rows:
+                    row.pk = inserted[(row.source, row.dedupe_key)]
                 _after_activities_stored(created_rows)
-            return stored
+            duplicates = [(row.source, row.dedupe_key) for row in rows if (row.source, row.dedupe_key) not in inserted]
+            return set(inserted), {
+                **_stored_activities(duplicates),
+                **{(r.source, r.dedupe_key): r for r in created_rows},
+            }
         except OperationalError as error:
             if not _is_deadlock(error) or attempt == DEADLOCK_RETRIES - 1:
                 raise
-            for row in rows:
-                row.pk = None  # bulk_create may have set ids that the rollback took back
             time.sleep(0.01 * (attempt + 1))
     raise AssertionError("unreachable")
+
+
+ACTIVITY_INSERT_COLUMNS = [
+    "contact_id",
+    "type_id",
+    "occurred_at",
+    "properties",
+    "source",
+    "external_id",
+    "dedupe_key",
+    "ingest_batch",
+    "received_at",
+]
+
+
+def _insert_new_activities(rows: list[Activity]) -> dict[tuple[str, str], int]:
+    """INSERT … ON CONFLICT DO NOTHING RETURNING: the ids of exactly the rows this statement
+    stored (a re-sent event hits the (source, dedupe_key) constraint and is not returned),
+    so telling new from duplicate needs no second read. Both PostgreSQL and SQLite ≥ 3.35."""
+    table = Activity._meta.db_table
+    by_attname = {field.attname: field for field in Activity._meta.concrete_fields}
+    fields = [by_attname[name] for name in ACTIVITY_INSERT_COLUMNS]
+    columns = ", ".join(field.column for field in fields)
+    now = timezone.now()
+    inserted = {}
+    with connection.cursor() as cursor:
+        for start in range(0, len(rows), 500):
+            batch = rows[start : start + 500]
+            values = ", ".join([f"({', '.join(['%s'] * len(fields))})"] * len(batch))
+            params = []
+            for row in batch:
+                row.received_at = now
+                params += [field.get_db_prep_save(getattr(row, field.attname), connection) for field in fields]
+            cursor.execute(
+                f"INSERT INTO {table} ({columns}) VALUES {values} "
+                f"ON CONFLICT (source, dedupe_key) DO NOTHING RETURNING id, source, dedupe_key",
+                params,
+            )
+            inserted.update({(source, key): pk for pk, source, key in cursor.fetchall()})
+    return inserted
 
 
 def _is_deadlock(error: OperationalError) -> bool:
@@ -408,13 +451,12 @@ def contacts_queue_rescore(contact_ids, *, reason: str) -> None:
     The request is stored in the transaction, so it cannot be lost: if the broker is down
     when the task is queued (the data is stored all the same, and the caller is told so)
     or loses the task, beat queues it again (scoring.services.rescore_requests_sweep)."""
-    from scoring.services import rescore_requests_record
-    from scoring.tasks import score_contacts
+    from scoring.services import rescore_drain_queue, rescore_requests_record
 
     ids = sorted(set(contact_ids))
     if ids:
         rescore_requests_record(contact_ids=ids, reason=reason)
-        transaction.on_commit(lambda: score_contacts.delay(ids, reason), robust=True)
+        transaction.on_commit(rescore_drain_queue, robust=True)
 
 
 def _stored_activities(keys: list[tuple[str, str]]) -> dict[tuple[str, str], Activity]:
@@ -423,8 +465,10 @@ def _stored_activities(keys: list[tuple[str, str]]) -> dict[tuple[str, str], Act
     for source, dedupe_key in keys:
         by_source.setdefault(source, []).append(dedupe_key)
     for source, dedupe_keys in by_source.items():
-        for activity in Activity.objects.filter(source=source, dedupe_key__in=dedupe_keys).only(
-            "id", "source", "dedupe_key", "ingest_batch", "contact_id"
+        for activity in (
+            Activity.objects.filter(source=source, dedupe_key__in=dedupe_keys)
+            .only("id", "source", "dedupe_key", "contact_id")
+            .order_by()
         ):
             stored[(activity.source, activity.dedupe_key)] = activity
     return stored

@@ -195,6 +195,21 @@ class DailyEngagement(models.Model):
         return f"{self.contact_id} {self.matcher_id} {self.day}: {self.count}"
 
 
+class PendingEngagement(models.Model):
+    """Counts from ingests not yet added to DailyEngagement: insert-only, so concurrent ingests
+    never wait on each other's counter rows. The rescore of the contact (which its ingest
+    requested) folds them in, under the contact's lock; readers add them meanwhile."""
+
+    id = models.BigAutoField(primary_key=True)
+    contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="+")
+    matcher = models.ForeignKey(Matcher, on_delete=models.CASCADE, related_name="+")
+    day = models.DateField()
+    count = models.PositiveIntegerField()
+
+    def __str__(self) -> str:
+        return f"+{self.count} for {self.contact_id} {self.matcher_id} {self.day}"
+
+
 class ContactScore(models.Model):
     contact = models.OneToOneField(Contact, on_delete=models.CASCADE, primary_key=True, related_name="score")
     version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="+")
@@ -401,6 +416,9 @@ class RescoreRequest(models.Model):
     contact = models.OneToOneField(Contact, on_delete=models.CASCADE, primary_key=True, related_name="+")
     reason = models.CharField(max_length=200)
     requested_at = models.DateTimeField(db_index=True)
+    # Bumped by every new request for a waiting contact: a drain deletes only the generation
+    # it read, so data that arrived while it was scoring keeps its request.
+    generation = models.PositiveBigIntegerField(default=0)
 
     def __str__(self) -> str:
         return f"Rescore {self.contact_id} ({self.reason})"

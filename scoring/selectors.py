@@ -21,7 +21,7 @@ from .engine import (
     property_matches,
 )
 from .matchers import matcher_key
-from .models import AccountScore, ContactScore, DailyEngagement, ModelVersion
+from .models import AccountScore, ContactScore, DailyEngagement, ModelVersion, PendingEngagement
 
 PROFILE_CONTACT_FIELDS = [
     "job_title",
@@ -112,9 +112,14 @@ def scoring_profiles(contact_ids: Iterable[int]) -> dict[int, dict]:
 def engagement_for(contact_ids: Iterable[int], matcher_keys: set[str]) -> dict[int, dict[str, dict[date, int]]]:
     """The daily aggregates the rules read: {contact id: {matcher key: {day: count}}}."""
     engagement: dict[int, dict[str, dict[date, int]]] = defaultdict(lambda: defaultdict(dict))
-    rows = DailyEngagement.objects.filter(contact_id__in=list(contact_ids), matcher__key__in=matcher_keys)
+    contact_ids = list(contact_ids)
+    rows = DailyEngagement.objects.filter(contact_id__in=contact_ids, matcher__key__in=matcher_keys)
     for contact_id, key, day, count in rows.values_list("contact_id", "matcher__key", "day", "count"):
         engagement[contact_id][key][day] = count
+    # Counts of recent ingests not folded in yet (see PendingEngagement).
+    pending = PendingEngagement.objects.filter(contact_id__in=contact_ids, matcher__key__in=matcher_keys)
+    for contact_id, key, day, count in pending.values_list("contact_id", "matcher__key", "day", "count"):
+        engagement[contact_id][key][day] = engagement[contact_id][key].get(day, 0) + count
     return engagement
 
 

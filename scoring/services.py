@@ -8,6 +8,7 @@ from datetime import date, timedelta
 from decimal import Decimal
 
 from django.conf import settings
+from django.core.cache import cache
 from django.db import connection, transaction
 from django.db.models import Count, F, Q, Sum
 from django.utils import timezone
@@ -27,6 +28,7 @@ from .models import (
     Matcher,
     ModelVersion,
     MqlQualification,
+    PendingEngagement,
     RescoreChunk,
     RescoreRequest,
     RescoreRun,
@@ -96,6 +98,36 @@ def engagement_record(*, activities: Sequence[Activity]) -> None:
             ):
                 continue
             counts[(activity.contact_id, matcher.pk, day)] += 1
+    PendingEngagement.objects.bulk_create(
+        [
+            PendingEngagement(contact_id=contact_id, matcher_id=matcher_id, day=day, count=n)
+            for (contact_id, matcher_id, day), n in counts.items()
+        ],
+        batch_size=1000,
+    )
+
+
+def engagement_fold(*, contact_ids: list[int]) -> None:
+    """Add these contacts' pending counts to their daily aggregates. The caller holds the
+    contacts' locks (every rescore does), so two folds of one contact never interleave; ingests
+    only insert new pending rows and never wait here."""
+    daily, pending = DailyEngagement._meta.db_table, PendingEngagement._meta.db_table
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"WITH moved AS (DELETE FROM {pending} WHERE contact_id = ANY(%s) "
+                f"RETURNING contact_id, matcher_id, day, count) "
+                f"INSERT INTO {daily} (contact_id, matcher_id, day, count) "
+                f"SELECT contact_id, matcher_id, day, sum(count) FROM moved GROUP BY 1, 2, 3 ORDER BY 1, 2, 3 "
+                f"ON CONFLICT (contact_id, matcher_id, day) DO UPDATE SET count = {daily}.count + excluded.count",
+                [contact_ids],
+            )
+        return
+    rows = PendingEngagement.objects.filter(contact_id__in=contact_ids)
+    counts: dict[tuple[int, int, date], int] = defaultdict(int)
+    for contact_id, matcher_id, day, count in rows.values_list("contact_id", "matcher_id", "day", "count"):
+        counts[(contact_id, matcher_id, day)] += count
+    rows.delete()
     _add_counts(counts)
 
 
@@ -135,7 +167,9 @@ def matcher_backfill(*, matcher_id: int) -> None:
     matcher = Matcher.objects.select_for_update().get(pk=matcher_id)
     if matcher.backfilled:
         return
+    # Counted from scratch below, committed ingests' pending counts included.
     DailyEngagement.objects.filter(matcher=matcher).delete()
+    PendingEngagement.objects.filter(matcher=matcher).delete()
     if connection.vendor == "postgresql":
         _backfill_in_sql(matcher)
     else:
@@ -209,6 +243,7 @@ def contacts_rescore(
     as_of: date | None = None,
     version: ModelVersion | None = None,
     in_sql: bool = False,
+    clear_requests: bool = True,
 ) -> int:
     """Recompute the scores of these contacts; returns how many changed.
 
@@ -239,7 +274,9 @@ def contacts_rescore(
         )
         # Before reading: a request committed by now has its data visible to the reads below;
         # one committed later stays, for its own task (or the sweep).
-        RescoreRequest.objects.filter(contact_id__in=ids).delete()
+        if clear_requests:
+            RescoreRequest.objects.filter(contact_id__in=ids).delete()
+        engagement_fold(contact_ids=ids)
         profiles = scoring_profiles(ids)
         engagement = engagement_for(ids, rules.matcher_keys)
         stored = ContactScore.objects.select_related("details").in_bulk(ids)
@@ -266,6 +303,7 @@ def _contacts_rescore_in_sql(*, ids: list[int], rules, version: ModelVersion, as
             .order_by("id")
             .values_list("id", flat=True)
         )
+        engagement_fold(contact_ids=ids)
         sql_rescore.scores_compute(rules=rules, ids=ids, as_of=as_of, version_id=version.pk)
         changed, accounts, qualifying = sql_rescore.scores_write(
             version_id=version.pk, as_of=as_of, now=now, reason=reason
@@ -543,32 +581,112 @@ def rescore_chunk_run(*, chunk_id: int) -> bool:
 
 def rescore_requests_record(*, contact_ids: Iterable[int], reason: str) -> None:
     """Record, in the caller's transaction, that these contacts' scores must be recomputed
-    (see RescoreRequest). A contact already waiting keeps one request, with the newest reason."""
+    (see RescoreRequest). A contact already waiting keeps one request, with the newest reason
+    and a new generation."""
+    table = RescoreRequest._meta.db_table
+    ids = sorted(set(contact_ids))
     now = timezone.now()
-    RescoreRequest.objects.bulk_create(
-        [RescoreRequest(contact_id=contact_id, reason=reason[:200], requested_at=now) for contact_id in contact_ids],
-        update_conflicts=True,
-        unique_fields=["contact"],
-        update_fields=["reason", "requested_at"],
-        batch_size=500,
+    with connection.cursor() as cursor:
+        for start in range(0, len(ids), 500):
+            batch = ids[start : start + 500]
+            cursor.execute(
+                f"INSERT INTO {table} (contact_id, reason, requested_at, generation) "
+                f"VALUES {', '.join(['(%s, %s, %s, 0)'] * len(batch))} "
+                f"ON CONFLICT (contact_id) DO UPDATE SET reason = excluded.reason, "
+                f"requested_at = excluded.requested_at, generation = {table}.generation + 1",
+                [value for contact_id in batch for value in (contact_id, reason[:200], now)],
+            )
+
+
+DRAIN_QUEUED_FLAG = "scoring:drain-queued"
+
+
+def rescore_drain_queue() -> None:
+    """Make sure a drain of the pending rescore requests is queued (after a commit that
+    recorded some). Coalescing: while a drain waits in the queue, nobody queues another, so
+    a burst of ingests costs one task, and a contact touched ten times meanwhile is scored
+    once. The flag is shared (the cache: Redis, or the database), never process memory; it
+    expires, so a drain task the broker lost blocks nothing for longer than that."""
+    from .tasks import score_pending
+
+    if cache.add(DRAIN_QUEUED_FLAG, 1, timeout=settings.RESCORE_DRAIN_FLAG_SECONDS):
+        try:
+            score_pending.delay()
+        except Exception:
+            cache.delete(DRAIN_QUEUED_FLAG)  # not queued: the next commit tries again
+            raise
+
+
+def rescore_requests_drain(*, batches: int = 20) -> int:
+    """Rescore pending requests, oldest first, up to `batches` × RESCORE_DRAIN_BATCH contacts;
+    queues another drain if some remain. Returns how many contacts were rescored."""
+    from .tasks import score_pending
+
+    # Cleared before claiming: a request committed after this point queues its own drain,
+    # and one committed before it is visible to the claim below, so none is left waiting.
+    cache.delete(DRAIN_QUEUED_FLAG)
+    done = 0
+    for _ in range(batches):
+        claimed, skipped = _rescore_requests_claim_and_run(limit=settings.RESCORE_DRAIN_BATCH)
+        done += claimed
+        if skipped:  # held by another transaction (a stage change, a drain): look again shortly
+            score_pending.apply_async(countdown=1)
+            return done
+        if claimed < settings.RESCORE_DRAIN_BATCH:
+            return done
+    rescore_drain_queue()
+    return done
+
+
+@transaction.atomic
+def _rescore_requests_claim_and_run(*, limit: int) -> tuple[int, int]:
+    """Lock up to `limit` requested contacts, skipping those another drain (or any rescore)
+    holds, and rescore them in this transaction: a worker that dies leaves the requests in
+    place. Locks contacts, not requests, as every rescore does, so lock orders never cross."""
+    pending = list(RescoreRequest.objects.order_by("requested_at").values_list("contact_id", flat=True)[:limit])
+    locked = list(
+        Contact.objects.select_for_update(no_key=True, skip_locked=True)
+        .filter(id__in=pending)
+        .values_list("id", flat=True)
     )
+    requests = list(
+        RescoreRequest.objects.filter(contact_id__in=locked).values_list("contact_id", "reason", "generation")
+    )
+    reasons = defaultdict(list)
+    for contact_id, reason, _ in requests:
+        reasons[reason].append(contact_id)
+    for reason, contact_ids in reasons.items():
+        contacts_rescore(contact_ids=contact_ids, reason=reason, clear_requests=False)
+    _rescore_requests_delete_served(requests)
+    return len(locked), len(pending) - len(locked)
+
+
+def _rescore_requests_delete_served(requests: list[tuple[int, str, int]]) -> None:
+    """Delete the requests this drain served, at the end of its transaction (an ingest that
+    re-requests one of these contacts waits on that row lock only for the commit), and only
+    in the generation read: a request renewed meanwhile stays for the next drain."""
+    table = RescoreRequest._meta.db_table
+    with connection.cursor() as cursor:
+        for start in range(0, len(requests), 500):
+            batch = requests[start : start + 500]
+            cursor.execute(
+                f"DELETE FROM {table} WHERE (contact_id, generation) IN "
+                f"(VALUES {', '.join(['(%s, %s)'] * len(batch))})",
+                [value for contact_id, _, generation in batch for value in (contact_id, generation)],
+            )
 
 
 def rescore_requests_sweep() -> int:
-    """Queue once more the rescores requested longer than RESCORE_CLAIM_TIMEOUT ago, whose
+    """Queue a drain for the rescores requested longer than RESCORE_CLAIM_TIMEOUT ago, whose
     task must have been lost (beat, every minute); returns how many contacts. They are
-    stamped as requested now, so a long queue is not flooded with the same requests."""
-    from .tasks import score_contacts
+    stamped as requested now, so the next minute's sweep does not count them again."""
+    from .tasks import score_pending
 
     stale = RescoreRequest.objects.filter(requested_at__lt=timezone.now() - _claim_timeout())
-    by_reason = defaultdict(list)
-    for contact_id, reason in stale.order_by("requested_at").values_list("contact_id", "reason")[:10_000]:
-        by_reason[reason].append(contact_id)
-    for reason, contact_ids in by_reason.items():
-        RescoreRequest.objects.filter(contact_id__in=contact_ids).update(requested_at=timezone.now())
-        for start in range(0, len(contact_ids), 500):
-            score_contacts.delay(contact_ids[start : start + 500], reason)
-    return sum(len(contact_ids) for contact_ids in by_reason.values())
+    count = stale.update(requested_at=timezone.now())
+    if count:
+        score_pending.delay()
+    return count
 
 
 def rescore_runs_sweep() -> int:

@@ -14,6 +14,14 @@ def score_contacts(contact_ids: list[int], reason: str = "new activity") -> int:
 
 
 @shared_task(acks_late=True, max_retries=5, autoretry_for=(Exception,), retry_backoff=True)
+def score_pending() -> int:
+    """Rescore the contacts whose data changed (their RescoreRequest rows), oldest first.
+    Idempotent: a second delivery finds the requests gone, or rescoring them again changes
+    nothing."""
+    return services.rescore_requests_drain()
+
+
+@shared_task(acks_late=True, max_retries=5, autoretry_for=(Exception,), retry_backoff=True)
 def rescore_chunk(chunk_id: int) -> bool:
     return services.rescore_chunk_run(chunk_id=chunk_id)
 

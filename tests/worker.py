@@ -139,8 +139,14 @@ class WebServerProcess:
 
 
 def purge_broker() -> None:
-    """Drop messages queued by earlier tests, whose rows no longer exist."""
+    """Drop messages queued by earlier tests, whose rows no longer exist, and the flag that
+    says a rescore drain is queued (it was one of those messages)."""
+    from django.core.cache import cache
+
+    from scoring.services import DRAIN_QUEUED_FLAG
+
     celery_app.control.purge()
+    cache.delete(DRAIN_QUEUED_FLAG)
 
 
 def wait_for(condition, *, timeout: float = 60, interval: float = 0.2, worker: WorkerProcess | None = None):

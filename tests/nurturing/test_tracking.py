@@ -12,8 +12,9 @@ from nurturing.compliance import prepare_marketing_email
 from nurturing.models import EmailLink, Enrolment, Sequence, SequenceStep, StepSend
 from nurturing.services import email_enqueue_message
 from nurturing.tracking import make_token
+from scoring.models import RescoreRequest
 from scoring.services import contacts_rescore
-from scoring.tasks import score_contacts
+from scoring.tasks import score_pending
 
 from ..factories import ContactFactory
 
@@ -104,9 +105,13 @@ def test_the_pixel_is_a_gif_and_counts_one_open_however_often_it_loads(contact, 
     assert activities(contact, "email_open").count() == 1
 
 
+def pending_ids() -> list[int]:
+    return list(RescoreRequest.objects.values_list("contact_id", flat=True))
+
+
 def test_an_open_raises_the_contacts_score(contact, client, monkeypatch, django_capture_on_commit_callbacks):
     queued = []
-    monkeypatch.setattr(score_contacts, "delay", lambda ids, reason: queued.append(ids) or score_contacts(ids, reason))
+    monkeypatch.setattr(score_pending, "delay", lambda: queued.append(pending_ids()) or score_pending())
     contacts_rescore(contact_ids=[contact.pk], reason="before the email")
     before = Contact.objects.get(pk=contact.pk).score_total
     email = queue_marketing_email(contact)

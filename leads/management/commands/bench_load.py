@@ -63,8 +63,9 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--seconds", type=int, default=60)
-        parser.add_argument("--clients", type=int, default=16, help="Concurrent connections (bounded load).")
-        parser.add_argument("--batch", type=int, default=25, help="Events per ingest request.")
+        parser.add_argument("--rate", type=int, default=2200, help="Events per second offered (open loop).")
+        parser.add_argument("--clients", type=int, default=48, help="Most requests in flight at once.")
+        parser.add_argument("--batch", type=int, default=100, help="Events per ingest request.")
         parser.add_argument("--tracking-share", type=float, default=0.3, help="Share of requests that are tracking.")
         parser.add_argument("--contacts", type=int, default=5000)
         parser.add_argument("--emails", type=int, default=30000, help="Sent emails whose pixels and links get hit.")
@@ -188,57 +189,73 @@ class Command(BaseCommand):
     # --- load ------------------------------------------------------------------------------------
 
     def generate_load(self, port: int, token: str, opens: list[str], clicks: list[str], options) -> Tally:
+        """Open loop: request k is due at k / request-rate seconds, whatever the server does,
+        and its latency counts from that moment — a slow server cannot slow the load down and
+        hide its own queueing (no coordinated omission). Clients are only the concurrency
+        available to send what is due."""
         tally = Tally()
-        deadline = time.monotonic() + options["seconds"]
+        batch, share = options["batch"], options["tracking_share"]
+        request_rate = options["rate"] / ((1 - share) * batch + share)
+        total_requests = int(request_rate * options["seconds"])
         tokens = {"open": iter(opens), "click": iter(clicks)}
-        token_lock = threading.Lock()
+        schedule = {"next": 0}
+        schedule_lock = threading.Lock()
         contacts = options["contacts"]
         run = os.urandom(4).hex()  # event ids unique to this run: none is a duplicate of an earlier run's
         self.stdout.write(
-            f"Load for {options['seconds']} s from {options['clients']} clients against gunicorn "
-            f"({options['web_workers']} workers × {options['web_threads']} threads) and "
-            f"{options['celery_workers']} Celery workers…"
+            f"Offering {options['rate']:,} events/s for {options['seconds']} s ({request_rate:.0f} requests/s: "
+            f"{1 - share:.0%} ingest batches of {batch}, {share:.0%} tracking) from up to {options['clients']} "
+            f"connections, against gunicorn ({options['web_workers']} workers × {options['web_threads']} threads) "
+            f"and {options['celery_workers']} Celery workers…"
         )
 
-        def next_token(kind: str) -> str | None:
-            with token_lock:
-                return next(tokens[kind], None)
-
-        def client(number: int) -> None:
-            rng = random.Random(number)
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-            sequence = 0
-            while time.monotonic() < deadline:
-                if rng.random() < options["tracking_share"]:
+        def next_request() -> tuple[int, str | None] | None:
+            """The next due request's number and, for tracking, its token (None: none left)."""
+            with schedule_lock:
+                number = schedule["next"]
+                if number >= total_requests:
+                    return None
+                schedule["next"] += 1
+                rng = random.Random(number)
+                if rng.random() < share:
                     kind = "open" if rng.random() < 0.6 else "click"
-                    value = next_token(kind)
-                    if value is None:
-                        continue
-                    path = f"/e/{kind[0]}/{value}/"
-                    request = ("GET", path, None, {"X-Forwarded-Proto": "https"})
-                    events = 1
-                else:
-                    kind, events = "ingest", options["batch"]
-                    batch = []
-                    for _ in range(events):
-                        sequence += 1
-                        batch.append(
-                            {
-                                "type": "page_view",
-                                "email": f"lead{rng.randrange(contacts)}@{EMAIL_DOMAIN}",
-                                "occurred_at": timezone.now().isoformat(),
-                                "source": SOURCE,
-                                "external_id": f"{run}-{number}-{sequence}",
-                                "properties": {"url": "/pricing" if rng.random() < 0.2 else "/blog"},
-                            }
-                        )
+                    return number, kind, next(tokens[kind], None)
+                return number, "ingest", None
+
+        def ingest_body(number: int, rng: random.Random) -> str:
+            events = [
+                {
+                    "type": "page_view",
+                    "email": f"lead{rng.randrange(contacts)}@{EMAIL_DOMAIN}",
+                    "occurred_at": timezone.now().isoformat(),
+                    "source": SOURCE,
+                    "external_id": f"{run}-{number}-{n}",
+                    "properties": {"url": "/pricing" if rng.random() < 0.2 else "/blog"},
+                }
+                for n in range(batch)
+            ]
+            return json.dumps({"events": events})
+
+        def client() -> None:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            while (due := next_request()) is not None:
+                number, kind, value = due
+                if kind != "ingest" and value is None:
+                    continue  # out of fresh tracking tokens
+                rng = random.Random(-number)
+                if kind == "ingest":
+                    events = batch
                     headers = {
                         "Authorization": f"Token {token}",
                         "Content-Type": "application/json",
                         "X-Forwarded-Proto": "https",
                     }
-                    request = ("POST", "/api/activities/bulk/", json.dumps({"events": batch}), headers)
-                started = time.perf_counter()
+                    request = ("POST", "/api/activities/bulk/", ingest_body(number, rng), headers)
+                else:
+                    events = 1
+                    request = ("GET", f"/e/{kind[0]}/{value}/", None, {"X-Forwarded-Proto": "https"})
+                due_at = started + number / request_rate
+                time.sleep(max(0.0, due_at - time.perf_counter()))
                 try:
                     conn.request(*request)
                     response = conn.getresponse()
@@ -254,16 +271,16 @@ class Command(BaseCommand):
                     ok, acknowledged, detail = False, 0, repr(error)
                     conn.close()
                     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-                tally.record(kind, time.perf_counter() - started, ok=ok, events=acknowledged, detail=detail)
+                tally.record(kind, time.perf_counter() - due_at, ok=ok, events=acknowledged, detail=detail)
             conn.close()
 
-        threads = [threading.Thread(target=client, args=(n,)) for n in range(options["clients"])]
-        started = time.monotonic()
+        threads = [threading.Thread(target=client) for _ in range(options["clients"])]
+        started = time.perf_counter()
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
-        tally.elapsed = time.monotonic() - started
+        tally.elapsed = time.perf_counter() - started
         return tally
 
     def wait_for_workers(self, timeout: float = 120) -> float | None:
