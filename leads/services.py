@@ -308,6 +308,21 @@ class IngestOutcome:
     errors: dict[str, Any] | None = None
 
 
+@dataclass(slots=True)
+class NewActivity:
+    """An activity on its way in: what the insert and the scoring counters need, without the
+    cost of a model instance per event."""
+
+    contact_id: int
+    type_id: int
+    occurred_at: datetime
+    properties: dict[str, Any]
+    source: str
+    external_id: str | None
+    dedupe_key: str
+    pk: int | None = None
+
+
 def activities_ingest(*, events: list[IngestEvent]) -> list[IngestOutcome]:
     """Store a batch of validated events; each one is reported created or duplicate.
 
@@ -334,21 +349,20 @@ def activities_ingest(*, events: list[IngestEvent]) -> list[IngestOutcome]:
             continue
         seen[key] = event
         rows.append(
-            Activity(
-                contact_id=contacts[event.index].pk,
+            NewActivity(
+                contact_id=contacts[event.index],
                 type_id=types[event.type_key].pk,
                 occurred_at=event.occurred_at,
                 properties=event.properties,
                 source=event.source,
                 external_id=event.external_id,
                 dedupe_key=event.dedupe_key,
-                ingest_batch=batch,
             )
         )
     # In contact order: inserting an activity share-locks its contact, and a rescore locks its
     # contacts in id order too, so the two never wait on each other in a cycle.
     rows.sort(key=lambda row: (row.contact_id, row.occurred_at))
-    created, stored = _store_activities(rows)
+    created, stored = _store_activities(rows, batch)
     for event in events:
         if event.index in outcomes:
             continue
@@ -363,15 +377,15 @@ def activities_ingest(*, events: list[IngestEvent]) -> list[IngestOutcome]:
     return [outcomes[event.index] for event in events]
 
 
-def _store_activities(rows: list[Activity]) -> tuple[set, dict]:
+def _store_activities(rows: list[NewActivity], batch: uuid.UUID) -> tuple[set, dict]:
     """Insert the rows and count the new ones for scoring, in one transaction; returns the
-    keys this call inserted and every row's stored activity. Retried when the database
-    breaks a deadlock by aborting it (nothing of it was kept, and the insert is
+    keys this call inserted and every row's stored activity (id and contact). Retried when
+    the database breaks a deadlock by aborting it (nothing of it was kept, and the insert is
     idempotent), so a client never sees a 500 for a conflict it did not cause."""
     for attempt in range(DEADLOCK_RETRIES):
         try:
             with transaction.atomic():
-                inserted = _insert_new_activities(rows)
+                inserted = _insert_new_activities(rows, batch)
                 created_rows = [row for row in rows if (row.source, row.dedupe_key) in inserted]
                 for row in created_rows:
                     row.pk = inserted[(row.source, row.dedupe_key)]
@@ -388,42 +402,52 @@ def _store_activities(rows: list[Activity]) -> tuple[set, dict]:
     raise AssertionError("unreachable")
 
 
-ACTIVITY_INSERT_COLUMNS = [
-    "contact_id",
-    "type_id",
-    "occurred_at",
-    "properties",
-    "source",
-    "external_id",
-    "dedupe_key",
-    "ingest_batch",
-    "received_at",
-]
+ACTIVITY_INSERT_COLUMNS = ["contact_id", "type_id", "occurred_at", "properties", "source", "external_id", "dedupe_key"]
+RETURNING = "ON CONFLICT (source, dedupe_key) DO NOTHING RETURNING id, source, dedupe_key"
 
 
-def _insert_new_activities(rows: list[Activity]) -> dict[tuple[str, str], int]:
+def _insert_new_activities(rows: list[NewActivity], batch: uuid.UUID) -> dict[tuple[str, str], int]:
     """INSERT … ON CONFLICT DO NOTHING RETURNING: the ids of exactly the rows this statement
     stored (a re-sent event hits the (source, dedupe_key) constraint and is not returned),
-    so telling new from duplicate needs no second read. Both PostgreSQL and SQLite ≥ 3.35."""
+    so telling new from duplicate needs no second read, whoever races with this call."""
     table = Activity._meta.db_table
-    by_attname = {field.attname: field for field in Activity._meta.concrete_fields}
-    fields = [by_attname[name] for name in ACTIVITY_INSERT_COLUMNS]
-    columns = ", ".join(field.column for field in fields)
+    columns = ", ".join([*ACTIVITY_INSERT_COLUMNS, "ingest_batch", "received_at"])
     now = timezone.now()
     inserted = {}
     with connection.cursor() as cursor:
-        for start in range(0, len(rows), 500):
-            batch = rows[start : start + 500]
-            values = ", ".join([f"({', '.join(['%s'] * len(fields))})"] * len(batch))
-            params = []
-            for row in batch:
-                row.received_at = now
-                params += [field.get_db_prep_save(getattr(row, field.attname), connection) for field in fields]
+        if connection.vendor == "postgresql":
+            # One array per column (UNNEST): a statement of fixed size whatever the batch.
             cursor.execute(
-                f"INSERT INTO {table} ({columns}) VALUES {values} "
-                f"ON CONFLICT (source, dedupe_key) DO NOTHING RETURNING id, source, dedupe_key",
-                params,
+                f"INSERT INTO {table} ({columns}) SELECT c, t, o, p::jsonb, s, e, d, %s, %s FROM unnest("
+                f"%s::bigint[], %s::bigint[], %s::timestamptz[], %s::text[], %s::text[], %s::text[], %s::text[]"
+                f") AS r(c, t, o, p, s, e, d) {RETURNING}",
+                [
+                    batch,
+                    now,
+                    [row.contact_id for row in rows],
+                    [row.type_id for row in rows],
+                    [row.occurred_at for row in rows],
+                    [json.dumps(row.properties) for row in rows],
+                    [row.source for row in rows],
+                    [row.external_id for row in rows],
+                    [row.dedupe_key for row in rows],
+                ],
             )
+            return {(source, key): pk for pk, source, key in cursor.fetchall()}
+        fields = {field.attname: field for field in Activity._meta.concrete_fields}
+        for start in range(0, len(rows), 500):
+            chunk = rows[start : start + 500]
+            values = ", ".join(["(" + ", ".join(["%s"] * (len(ACTIVITY_INSERT_COLUMNS) + 2)) + ")"] * len(chunk))
+            params = []
+            for row in chunk:
+                params += [
+                    fields[name].get_db_prep_save(getattr(row, name), connection) for name in ACTIVITY_INSERT_COLUMNS
+                ]
+                params += [
+                    fields["ingest_batch"].get_db_prep_save(batch, connection),
+                    fields["received_at"].get_db_prep_save(now, connection),
+                ]
+            cursor.execute(f"INSERT INTO {table} ({columns}) VALUES {values} {RETURNING}", params)
             inserted.update({(source, key): pk for pk, source, key in cursor.fetchall()})
     return inserted
 
@@ -474,31 +498,31 @@ def _stored_activities(keys: list[tuple[str, str]]) -> dict[tuple[str, str], Act
     return stored
 
 
-def _resolve_event_contacts(events: list[IngestEvent], outcomes: dict[int, IngestOutcome]) -> dict[int, Contact]:
-    """Map each event to its contact in a few queries, creating unknown contacts."""
-    by_id = Contact.objects.in_bulk({e.contact_id for e in events if e.contact_id})
+def _resolve_event_contacts(events: list[IngestEvent], outcomes: dict[int, IngestOutcome]) -> dict[int, int]:
+    """Map each event to its contact's id in a few queries, creating unknown contacts."""
+    known_ids = set(
+        Contact.objects.filter(id__in={e.contact_id for e in events if e.contact_id}).values_list("id", flat=True)
+    )
     external_ids = {e.contact_external_id for e in events if e.contact_external_id}
-    by_external = {c.external_id: c for c in Contact.objects.filter(external_id__in=external_ids)}
+    by_external = dict(Contact.objects.filter(external_id__in=external_ids).values_list("external_id", "id"))
     emails = {e.email for e in events if e.email}
-    by_email = {c.email.lower(): c for c in contacts_by_email(emails)}
+    by_email = {email.lower(): pk for email, pk in contacts_by_email(emails).values_list("email", "id")}
     resolved = {}
     for event in events:
-        contact = None
-        if event.contact_id:
-            contact = by_id.get(event.contact_id)
-            if contact is None:
-                outcomes[event.index] = IngestOutcome(
-                    event.index, "error", errors={"contact_id": ["No contact with this id."]}
-                )
-                continue
-        contact = contact or by_external.get(event.contact_external_id) or by_email.get(event.email)
-        if contact is None:
+        if event.contact_id and event.contact_id not in known_ids:
+            outcomes[event.index] = IngestOutcome(
+                event.index, "error", errors={"contact_id": ["No contact with this id."]}
+            )
+            continue
+        contact_id = event.contact_id or by_external.get(event.contact_external_id) or by_email.get(event.email)
+        if contact_id is None:
             contact = contact_upsert(
                 email=event.email, external_id=event.contact_external_id, **event.contact_fields
             ).contact
+            contact_id = contact.pk
             if contact.external_id:
-                by_external[contact.external_id] = contact
+                by_external[contact.external_id] = contact_id
             if contact.email:
-                by_email[contact.email] = contact
-        resolved[event.index] = contact
+                by_email[contact.email] = contact_id
+        resolved[event.index] = contact_id
     return resolved

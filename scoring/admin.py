@@ -11,6 +11,7 @@ from .models import (
     ModelVersion,
     MqlLevel,
     MqlQualification,
+    PendingEngagement,
     RescoreChunk,
     RescoreRequest,
     RescoreRun,
@@ -135,6 +136,12 @@ class DailyEngagementAdmin(ReadOnlyAdmin):
     list_display = ["contact", "matcher", "day", "count"]
     raw_id_fields = ["contact"]
     list_filter = ["matcher"]
+
+
+@admin.register(PendingEngagement)
+class PendingEngagementAdmin(ReadOnlyAdmin):
+    list_display = ["contact", "matcher", "day", "count"]
+    raw_id_fields = ["contact"]
 
 
 @admin.register(ScoreExplanation)
