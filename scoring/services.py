@@ -78,6 +78,7 @@ def engagement_record(*, activities: Sequence[Activity]) -> None:
     if not activities:
         return
     type_ids = {a.type_id for a in activities}
+    _lock_matcher_list_shared()
     matchers = list(Matcher.objects.filter(activity_type_id__in=type_ids))
     # Every type counts under its plain matcher; a type's first activity creates it.
     missing = type_ids - {m.activity_type_id for m in matchers if not m.property_name}
@@ -131,12 +132,36 @@ def engagement_fold(*, contact_ids: list[int]) -> None:
     _add_counts(counts)
 
 
+# Advisory-lock namespace for matchers (the second key is the matcher id).
+MATCHER_LOCKS = 7201
+
+
 def _lock_shared(matchers: list[Matcher]) -> None:
+    """Shared advisory locks, not FOR SHARE on the rows: every ingest takes them, and row
+    share locks taken by many transactions at once cost a MultiXact each in PostgreSQL."""
     if connection.vendor == "postgresql" and matchers:
         with connection.cursor() as cursor:
             cursor.execute(
-                "SELECT id FROM scoring_matcher WHERE id = ANY(%s) ORDER BY id FOR SHARE", [[m.pk for m in matchers]]
+                "SELECT pg_advisory_xact_lock_shared(%s, id) FROM unnest(%s::int[]) AS id ORDER BY id",
+                [MATCHER_LOCKS, sorted(m.pk for m in matchers)],
             )
+
+
+def _lock_matcher_list_shared() -> None:
+    """Held by an ingest from before it reads the list of matchers until it commits."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock_shared(%s, 0)", [MATCHER_LOCKS])
+
+
+def _lock_exclusive(matcher: Matcher) -> None:
+    """Wait for every ingest that read the matcher list before this matcher existed (a
+    barrier: the list lock taken and released at once), then hold the matcher's own lock."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_lock(%s, 0)", [MATCHER_LOCKS])
+            cursor.execute("SELECT pg_advisory_unlock(%s, 0)", [MATCHER_LOCKS])
+            cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [MATCHER_LOCKS, matcher.pk])
 
 
 def _add_counts(counts: dict[tuple[int, int, date], int]) -> None:
@@ -161,12 +186,13 @@ def _add_counts(counts: dict[tuple[int, int, date], int]) -> None:
 def matcher_backfill(*, matcher_id: int) -> None:
     """Build a filtered matcher's aggregates once, from its activity type's activities.
 
-    Takes an exclusive lock on the matcher: ingests wait until it commits and then add
-    their own counts on top, so no activity is counted twice or missed.
+    Takes the matcher's lock exclusively (ingests take it shared): ingests wait until it
+    commits and then add their own counts on top, so no activity is counted twice or missed.
     """
     matcher = Matcher.objects.select_for_update().get(pk=matcher_id)
     if matcher.backfilled:
         return
+    _lock_exclusive(matcher)  # waits for ingests counting into this matcher; later ones wait for us
     # Counted from scratch below, committed ingests' pending counts included.
     DailyEngagement.objects.filter(matcher=matcher).delete()
     PendingEngagement.objects.filter(matcher=matcher).delete()
@@ -664,16 +690,18 @@ def _rescore_requests_claim_and_run(*, limit: int) -> tuple[int, int]:
 def _rescore_requests_delete_served(requests: list[tuple[int, str, int]]) -> None:
     """Delete the requests this drain served, at the end of its transaction (an ingest that
     re-requests one of these contacts waits on that row lock only for the commit), and only
-    in the generation read: a request renewed meanwhile stays for the next drain."""
+    in the generation read: a request renewed meanwhile stays for the next drain. Rows are
+    locked in contact order first, the order ingests write them in, so the two never deadlock."""
     table = RescoreRequest._meta.db_table
+    served = sorted((contact_id, generation) for contact_id, _, generation in requests)
     with connection.cursor() as cursor:
-        for start in range(0, len(requests), 500):
-            batch = requests[start : start + 500]
-            cursor.execute(
-                f"DELETE FROM {table} WHERE (contact_id, generation) IN "
-                f"(VALUES {', '.join(['(%s, %s)'] * len(batch))})",
-                [value for contact_id, _, generation in batch for value in (contact_id, generation)],
-            )
+        for start in range(0, len(served), 500):
+            batch = served[start : start + 500]
+            matching = f"(contact_id, generation) IN (VALUES {', '.join(['(%s, %s)'] * len(batch))})"
+            params = [value for pair in batch for value in pair]
+            if connection.features.has_select_for_update:
+                cursor.execute(f"SELECT 1 FROM {table} WHERE {matching} ORDER BY contact_id FOR UPDATE", params)
+            cursor.execute(f"DELETE FROM {table} WHERE {matching}", params)
 
 
 def rescore_requests_sweep() -> int:

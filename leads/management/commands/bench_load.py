@@ -44,6 +44,7 @@ class Tally:
     errors: int = 0
     error_samples: list[str] = field(default_factory=list)
     events_acknowledged: int = 0
+    cpu: dict[str, float] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def record(self, kind: str, seconds: float, *, ok: bool, events: int, detail: str = "") -> None:
@@ -91,7 +92,9 @@ class Command(BaseCommand):
         try:
             self.warm_up(port, options)
             stored_before = self.stored_events()
+            cpu_before = cpu_seconds_by_tier()
             tally = self.generate_load(port, token, opens, clicks, options)
+            tally.cpu = {tier: seconds - cpu_before.get(tier, 0) for tier, seconds in cpu_seconds_by_tier().items()}
             caught_up = self.wait_for_workers()
         finally:
             web.terminate()
@@ -325,6 +328,8 @@ class Command(BaseCommand):
         )
         for name, value in rows:
             self.stdout.write(f"{name:<44}{value:>22}")
+        busy = ", ".join(f"{tier} {seconds / elapsed:.2f}" for tier, seconds in sorted(tally.cpu.items()))
+        self.stdout.write(f"CPU cores busy during the load, by process: {busy} (of {os.cpu_count()})")
         for sample in tally.error_samples:
             self.stdout.write(f"  error: {sample}")
         verdict = (
@@ -345,6 +350,38 @@ def pct_value(values: list[float], percentile: int) -> float:
 
 def pct(values: list[float], percentile: int) -> str:
     return f"{pct_value(values, percentile) * 1000:.0f} ms"
+
+
+def cpu_seconds_by_tier() -> dict[str, float]:
+    """CPU seconds (user + system) used so far by the processes on this machine, grouped:
+    the web tier, Celery workers, PostgreSQL, Redis, this load generator, everything else."""
+    tick = os.sysconf("SC_CLK_TCK")
+    tiers: dict[str, float] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as file:
+                command = file.read().replace(b"\0", b" ").decode(errors="replace")
+            with open(f"/proc/{entry}/stat") as file:
+                fields = file.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # exited meanwhile
+        seconds = (int(fields[11]) + int(fields[12])) / tick
+        if "gunicorn" in command:
+            tier = "web"
+        elif "celery" in command:
+            tier = "workers"
+        elif command.startswith(("postgres", "/usr/lib/postgresql")):
+            tier = "postgresql"
+        elif "redis-server" in command:
+            tier = "redis"
+        elif int(entry) == os.getpid():
+            tier = "load generator"
+        else:
+            tier = "other"
+        tiers[tier] = tiers.get(tier, 0) + seconds
+    return tiers
 
 
 def free_port() -> int:
