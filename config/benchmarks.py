@@ -7,11 +7,13 @@ import time
 import uuid
 
 
-def start_workers(count: int, *, name: str, env: dict | None = None) -> list[subprocess.Popen]:
-    """Start `count` single-process Celery workers with the current settings (plus `env`)."""
+def start_workers(count: int, *, name: str, env: dict | None = None, nice: int = 0) -> list[subprocess.Popen]:
+    """Start `count` single-process Celery workers with the current settings (plus `env`),
+    at CPU priority `nice` (a positive number yields the CPU to everything else first)."""
     processes = [
         subprocess.Popen(
             [
+                *(["nice", "-n", str(nice)] if nice else []),
                 sys.executable,
                 "-m",
                 "celery",

@@ -180,7 +180,8 @@ class ActivityType(models.Model):
 
 
 class Activity(models.Model):
-    contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="activities")
+    # No index of its own: activity_contact_time_idx starts with the contact.
+    contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="activities", db_index=False)
     type = models.ForeignKey(ActivityType, on_delete=models.PROTECT, related_name="activities")
     occurred_at = models.DateTimeField()
     properties = models.JSONField(default=dict, blank=True)

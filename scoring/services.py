@@ -99,13 +99,23 @@ def engagement_record(*, activities: Sequence[Activity]) -> None:
             ):
                 continue
             counts[(activity.contact_id, matcher.pk, day)] += 1
-    PendingEngagement.objects.bulk_create(
-        [
-            PendingEngagement(contact_id=contact_id, matcher_id=matcher_id, day=day, count=n)
-            for (contact_id, matcher_id, day), n in counts.items()
-        ],
-        batch_size=1000,
-    )
+    _insert_pending(counts)
+
+
+def _insert_pending(counts: dict[tuple[int, int, date], int]) -> None:
+    if connection.vendor != "postgresql":
+        PendingEngagement.objects.bulk_create(
+            [PendingEngagement(contact_id=c, matcher_id=m, day=d, count=n) for (c, m, d), n in counts.items()],
+            batch_size=1000,
+        )
+        return
+    keys = list(counts)
+    with connection.cursor() as cursor:  # what bulk_create does, without a model instance per row
+        cursor.execute(
+            f"INSERT INTO {PendingEngagement._meta.db_table} (contact_id, matcher_id, day, count) "
+            f"SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::date[], %s::int[])",
+            [[k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys], [counts[k] for k in keys]],
+        )
 
 
 def engagement_fold(*, contact_ids: list[int]) -> None:

@@ -73,6 +73,13 @@ class Command(BaseCommand):
         parser.add_argument("--web-workers", type=int, default=3)
         parser.add_argument("--web-threads", type=int, default=4)
         parser.add_argument("--celery-workers", type=int, default=2)
+        parser.add_argument(
+            "--workers-nice",
+            type=int,
+            default=0,
+            help="CPU priority of the Celery workers (e.g. 10: they take what the web tier leaves, as workers "
+            "on machines of their own would not compete with it at all).",
+        )
 
     def handle(self, *args, **options):
         if connection.vendor != "postgresql" or not settings.CELERY_BROKER_URL.startswith("redis"):
@@ -88,7 +95,7 @@ class Command(BaseCommand):
         opens, clicks = self.tracking_tokens(options["emails"])
         port = free_port()
         web = self.start_gunicorn(port, env, options)
-        workers = start_workers(options["celery_workers"], name="bench-load", env=env)
+        workers = start_workers(options["celery_workers"], name="bench-load", env=env, nice=options["workers_nice"])
         try:
             self.warm_up(port, options)
             stored_before = self.stored_events()
