@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from .models import Account, Activity, ActivityType, Contact, Outcome, StageChange
 from .normalise import normalise_domain, normalise_email
-from .selectors import contacts_by_email
+from .selectors import contact_ids_by_email, contacts_by_email
 
 DEADLOCK_RETRIES = 3
 
@@ -416,22 +416,27 @@ def _insert_new_activities(rows: list[NewActivity], batch: uuid.UUID) -> dict[tu
     inserted = {}
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            # One array per column (UNNEST): a statement of fixed size whatever the batch.
-            cursor.execute(
-                f"INSERT INTO {table} ({columns}) SELECT c, t, o, p::jsonb, s, e, d, %s, %s FROM unnest("
-                f"%s::bigint[], %s::bigint[], %s::timestamptz[], %s::text[], %s::text[], %s::text[], %s::text[]"
-                f") AS r(c, t, o, p, s, e, d) {RETURNING}",
+            # The rows as one JSON document that PostgreSQL unpacks: a statement of fixed size
+            # whatever the batch, and one C-level json.dumps instead of quoting value by value.
+            document = json.dumps(
                 [
-                    batch,
-                    now,
-                    [row.contact_id for row in rows],
-                    [row.type_id for row in rows],
-                    [row.occurred_at for row in rows],
-                    [json.dumps(row.properties) for row in rows],
-                    [row.source for row in rows],
-                    [row.external_id for row in rows],
-                    [row.dedupe_key for row in rows],
-                ],
+                    [
+                        row.contact_id,
+                        row.type_id,
+                        row.occurred_at.isoformat(),
+                        row.properties,
+                        row.source,
+                        row.external_id,
+                        row.dedupe_key,
+                    ]
+                    for row in rows
+                ]
+            )
+            cursor.execute(
+                f"INSERT INTO {table} ({columns}) "
+                f"SELECT (r->>0)::bigint, (r->>1)::bigint, (r->>2)::timestamptz, r->3, r->>4, r->>5, r->>6, %s, %s "
+                f"FROM jsonb_array_elements(%s::jsonb) AS r {RETURNING}",
+                [batch, now, document],
             )
             return {(source, key): pk for pk, source, key in cursor.fetchall()}
         fields = {field.attname: field for field in Activity._meta.concrete_fields}
@@ -506,7 +511,7 @@ def _resolve_event_contacts(events: list[IngestEvent], outcomes: dict[int, Inges
     external_ids = {e.contact_external_id for e in events if e.contact_external_id}
     by_external = dict(Contact.objects.filter(external_id__in=external_ids).values_list("external_id", "id"))
     emails = {e.email for e in events if e.email}
-    by_email = {email.lower(): pk for email, pk in contacts_by_email(emails).values_list("email", "id")}
+    by_email = contact_ids_by_email(emails)
     resolved = {}
     for event in events:
         if event.contact_id and event.contact_id not in known_ids:

@@ -622,14 +622,23 @@ def rescore_requests_record(*, contact_ids: Iterable[int], reason: str) -> None:
     table = RescoreRequest._meta.db_table
     ids = sorted(set(contact_ids))
     now = timezone.now()
+    upsert = (
+        "ON CONFLICT (contact_id) DO UPDATE SET reason = excluded.reason, "
+        f"requested_at = excluded.requested_at, generation = {table}.generation + 1"
+    )
     with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":  # in contact order (unnest keeps it): see ingest's locking
+            cursor.execute(
+                f"INSERT INTO {table} (contact_id, reason, requested_at, generation) "
+                f"SELECT id, %s, %s, 0 FROM unnest(%s::bigint[]) AS id {upsert}",
+                [reason[:200], now, ids],
+            )
+            return
         for start in range(0, len(ids), 500):
             batch = ids[start : start + 500]
             cursor.execute(
                 f"INSERT INTO {table} (contact_id, reason, requested_at, generation) "
-                f"VALUES {', '.join(['(%s, %s, %s, 0)'] * len(batch))} "
-                f"ON CONFLICT (contact_id) DO UPDATE SET reason = excluded.reason, "
-                f"requested_at = excluded.requested_at, generation = {table}.generation + 1",
+                f"VALUES {', '.join(['(%s, %s, %s, 0)'] * len(batch))} {upsert}",
                 [value for contact_id in batch for value in (contact_id, reason[:200], now)],
             )
 
