@@ -177,7 +177,8 @@ class BulkIngestView(APIView):
                 )
                 continue
             try:
-                events.append(IngestEventInput.event_from(validator.run_validation(raw), index))
+                data = validator.plain_validated_data(raw) or validator.run_validation(raw)
+                events.append(IngestEventInput.event_from(data, index))
             except ValidationError as error:
                 outcomes[index] = services.IngestOutcome(index, "error", errors=error.detail)
         for outcome in services.activities_ingest(events=events) if events else []:
