@@ -182,7 +182,10 @@ class ActivityType(models.Model):
 class Activity(models.Model):
     # No index of its own: activity_contact_time_idx starts with the contact.
     contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="activities", db_index=False)
-    type = models.ForeignKey(ActivityType, on_delete=models.PROTECT, related_name="activities")
+    # No database constraint: every ingest would lock the few hot type rows to check it (a
+    # MultiXact per concurrent ingest in PostgreSQL). Types are never deleted (PROTECT), and
+    # the ingest only stores ids it has just read from the type table.
+    type = models.ForeignKey(ActivityType, on_delete=models.PROTECT, related_name="activities", db_constraint=False)
     occurred_at = models.DateTimeField()
     properties = models.JSONField(default=dict, blank=True)
     source = models.CharField(max_length=60, default="api")

@@ -200,9 +200,11 @@ class PendingEngagement(models.Model):
     never wait on each other's counter rows. The rescore of the contact (which its ingest
     requested) folds them in, under the contact's lock; readers add them meanwhile."""
 
+    # No database constraints: checking them would lock the hot matcher and contact rows in
+    # every ingest. Rows live seconds; deletes through the ORM still cascade to them.
     id = models.BigAutoField(primary_key=True)
-    contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="+")
-    matcher = models.ForeignKey(Matcher, on_delete=models.CASCADE, related_name="+")
+    contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="+", db_constraint=False)
+    matcher = models.ForeignKey(Matcher, on_delete=models.CASCADE, related_name="+", db_constraint=False)
     day = models.DateField()
     count = models.PositiveIntegerField()
 
