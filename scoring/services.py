@@ -687,7 +687,15 @@ def rescore_requests_drain(*, batches: int = 20) -> int:
 def _rescore_requests_claim_and_run(*, limit: int) -> tuple[int, int]:
     """Lock up to `limit` requested contacts, skipping those another drain (or any rescore)
     holds, and rescore them in this transaction: a worker that dies leaves the requests in
-    place. Locks contacts, not requests, as every rescore does, so lock orders never cross."""
+    place. Locks contacts, not requests, as every rescore does, so lock orders never cross.
+
+    Commits without waiting for the WAL flush: everything written here is derived from data
+    already committed, and the requests' deletion is in the same transaction, so a database
+    crash that loses this commit loses the requests' deletion with it and the drain runs
+    again; meanwhile, ingests that re-request these contacts do not wait on the flush."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL synchronous_commit = off")
     pending = list(RescoreRequest.objects.order_by("requested_at").values_list("contact_id", flat=True)[:limit])
     locked = list(
         Contact.objects.select_for_update(no_key=True, skip_locked=True)

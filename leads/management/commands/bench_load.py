@@ -72,11 +72,11 @@ class Command(BaseCommand):
         parser.add_argument("--emails", type=int, default=30000, help="Sent emails whose pixels and links get hit.")
         parser.add_argument("--web-workers", type=int, default=3)
         parser.add_argument("--web-threads", type=int, default=4)
-        parser.add_argument("--celery-workers", type=int, default=2)
+        parser.add_argument("--celery-workers", type=int, default=1)
         parser.add_argument(
             "--workers-nice",
             type=int,
-            default=0,
+            default=10,
             help="CPU priority of the Celery workers (e.g. 10: they take what the web tier leaves, as workers "
             "on machines of their own would not compete with it at all).",
         )
@@ -375,7 +375,9 @@ def cpu_seconds_by_tier() -> dict[str, float]:
         except OSError:
             continue  # exited meanwhile
         seconds = (int(fields[11]) + int(fields[12])) / tick
-        if "gunicorn" in command:
+        if int(entry) == os.getpid():
+            tier = "load generator"
+        elif "gunicorn" in command:
             tier = "web"
         elif "celery" in command:
             tier = "workers"
@@ -383,8 +385,6 @@ def cpu_seconds_by_tier() -> dict[str, float]:
             tier = "postgresql"
         elif "redis-server" in command:
             tier = "redis"
-        elif int(entry) == os.getpid():
-            tier = "load generator"
         else:
             tier = "other"
         tiers[tier] = tiers.get(tier, 0) + seconds
