@@ -504,14 +504,17 @@ def _stored_activities(keys: list[tuple[str, str]]) -> dict[tuple[str, str], Act
 
 
 def _resolve_event_contacts(events: list[IngestEvent], outcomes: dict[int, IngestOutcome]) -> dict[int, int]:
-    """Map each event to its contact's id in a few queries, creating unknown contacts."""
-    known_ids = set(
-        Contact.objects.filter(id__in={e.contact_id for e in events if e.contact_id}).values_list("id", flat=True)
-    )
+    """Map each event to its contact's id in a few queries, creating unknown contacts.
+    A kind of identifier that no event uses costs no query (most batches only send emails)."""
+    given_ids = {e.contact_id for e in events if e.contact_id}
+    known_ids = set(Contact.objects.filter(id__in=given_ids).values_list("id", flat=True)) if given_ids else set()
     external_ids = {e.contact_external_id for e in events if e.contact_external_id}
-    by_external = dict(Contact.objects.filter(external_id__in=external_ids).values_list("external_id", "id"))
-    emails = {e.email for e in events if e.email}
-    by_email = contact_ids_by_email(emails)
+    by_external = (
+        dict(Contact.objects.filter(external_id__in=external_ids).values_list("external_id", "id"))
+        if external_ids
+        else {}
+    )
+    by_email = contact_ids_by_email({e.email for e in events if e.email})
     resolved = {}
     for event in events:
         if event.contact_id and event.contact_id not in known_ids:
