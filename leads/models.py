@@ -193,9 +193,6 @@ class Activity(models.Model):
     # The source's own id when it sent one, otherwise a fingerprint of the event, so
     # that a re-sent event always hits the (source, dedupe_key) unique constraint.
     dedupe_key = models.CharField(max_length=200)
-    # Marks the rows one ingest call inserted, so it can tell "created" from "duplicate"
-    # exactly even when two calls race on the same event.
-    ingest_batch = models.UUIDField(null=True, blank=True, editable=False)
     received_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -327,8 +326,8 @@ def activities_ingest(*, events: list[IngestEvent]) -> list[IngestOutcome]:
     """Store a batch of validated events; each one is reported created or duplicate.
 
     Unknown contacts are created from the event's email (or contact external id). The
-    insert uses ON CONFLICT DO NOTHING on (source, dedupe_key); rows this call inserted
-    carry its batch id, so "created" vs "duplicate" is exact even when two calls race.
+    insert uses ON CONFLICT DO NOTHING … RETURNING on (source, dedupe_key): only the rows
+    this call inserted come back, so "created" vs "duplicate" is exact even when two calls race.
     """
     outcomes: dict[int, IngestOutcome] = {}
     types = {t.key: t for t in ActivityType.objects.filter(key__in={e.type_key for e in events})}
@@ -339,7 +338,6 @@ def activities_ingest(*, events: list[IngestEvent]) -> list[IngestOutcome]:
             )
     # Types are checked first so that a rejected event never creates a contact.
     contacts = _resolve_event_contacts([event for event in events if event.index not in outcomes], outcomes)
-    batch = uuid.uuid4()
     rows, seen = [], {}
     for event in events:
         if event.index in outcomes:
@@ -362,7 +360,7 @@ def activities_ingest(*, events: list[IngestEvent]) -> list[IngestOutcome]:
     # In contact order: inserting an activity share-locks its contact, and a rescore locks its
     # contacts in id order too, so the two never wait on each other in a cycle.
     rows.sort(key=lambda row: (row.contact_id, row.occurred_at))
-    created, stored = _store_activities(rows, batch)
+    created, stored = _store_activities(rows)
     for event in events:
         if event.index in outcomes:
             continue
@@ -377,7 +375,7 @@ def activities_ingest(*, events: list[IngestEvent]) -> list[IngestOutcome]:
     return [outcomes[event.index] for event in events]
 
 
-def _store_activities(rows: list[NewActivity], batch: uuid.UUID) -> tuple[set, dict]:
+def _store_activities(rows: list[NewActivity]) -> tuple[set, dict]:
     """Insert the rows and count the new ones for scoring, in one transaction; returns the
     keys this call inserted and every row's stored activity (id and contact). Retried when
     the database breaks a deadlock by aborting it (nothing of it was kept, and the insert is
@@ -385,7 +383,7 @@ def _store_activities(rows: list[NewActivity], batch: uuid.UUID) -> tuple[set, d
     for attempt in range(DEADLOCK_RETRIES):
         try:
             with transaction.atomic():
-                inserted = _insert_new_activities(rows, batch)
+                inserted = _insert_new_activities(rows)
                 created_rows = [row for row in rows if (row.source, row.dedupe_key) in inserted]
                 for row in created_rows:
                     row.pk = inserted[(row.source, row.dedupe_key)]
@@ -406,12 +404,12 @@ ACTIVITY_INSERT_COLUMNS = ["contact_id", "type_id", "occurred_at", "properties",
 RETURNING = "ON CONFLICT (source, dedupe_key) DO NOTHING RETURNING id, source, dedupe_key"
 
 
-def _insert_new_activities(rows: list[NewActivity], batch: uuid.UUID) -> dict[tuple[str, str], int]:
+def _insert_new_activities(rows: list[NewActivity]) -> dict[tuple[str, str], int]:
     """INSERT … ON CONFLICT DO NOTHING RETURNING: the ids of exactly the rows this statement
     stored (a re-sent event hits the (source, dedupe_key) constraint and is not returned),
     so telling new from duplicate needs no second read, whoever races with this call."""
     table = Activity._meta.db_table
-    columns = ", ".join([*ACTIVITY_INSERT_COLUMNS, "ingest_batch", "received_at"])
+    columns = ", ".join([*ACTIVITY_INSERT_COLUMNS, "received_at"])
     now = timezone.now()
     inserted = {}
     with connection.cursor() as cursor:
@@ -434,24 +432,21 @@ def _insert_new_activities(rows: list[NewActivity], batch: uuid.UUID) -> dict[tu
             )
             cursor.execute(
                 f"INSERT INTO {table} ({columns}) "
-                f"SELECT (r->>0)::bigint, (r->>1)::bigint, (r->>2)::timestamptz, r->3, r->>4, r->>5, r->>6, %s, %s "
+                f"SELECT (r->>0)::bigint, (r->>1)::bigint, (r->>2)::timestamptz, r->3, r->>4, r->>5, r->>6, %s "
                 f"FROM jsonb_array_elements(%s::jsonb) AS r {RETURNING}",
-                [batch, now, document],
+                [now, document],
             )
             return {(source, key): pk for pk, source, key in cursor.fetchall()}
         fields = {field.attname: field for field in Activity._meta.concrete_fields}
         for start in range(0, len(rows), 500):
             chunk = rows[start : start + 500]
-            values = ", ".join(["(" + ", ".join(["%s"] * (len(ACTIVITY_INSERT_COLUMNS) + 2)) + ")"] * len(chunk))
+            values = ", ".join(["(" + ", ".join(["%s"] * (len(ACTIVITY_INSERT_COLUMNS) + 1)) + ")"] * len(chunk))
             params = []
             for row in chunk:
                 params += [
                     fields[name].get_db_prep_save(getattr(row, name), connection) for name in ACTIVITY_INSERT_COLUMNS
                 ]
-                params += [
-                    fields["ingest_batch"].get_db_prep_save(batch, connection),
-                    fields["received_at"].get_db_prep_save(now, connection),
-                ]
+                params.append(fields["received_at"].get_db_prep_save(now, connection))
             cursor.execute(f"INSERT INTO {table} ({columns}) VALUES {values} {RETURNING}", params)
             inserted.update({(source, key): pk for pk, source, key in cursor.fetchall()})
     return inserted
