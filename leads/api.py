@@ -3,11 +3,13 @@
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Count
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
+
+from scoring.selectors import contact_score_summary
 
 from . import services
 from .filters import AccountFilter, ActivityFilter, ContactFilter
@@ -24,6 +26,8 @@ from .serializers import (
     ContactOutput,
     IngestEventInput,
     IngestResultOutput,
+    IngestScoredResultOutput,
+    IngestScoreOutput,
 )
 
 
@@ -117,21 +121,36 @@ class ActivityViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
 
     @extend_schema(
         request=IngestEventInput,
+        parameters=[
+            OpenApiParameter(
+                "score",
+                str,
+                enum=["now"],
+                description="`now`: score the contact before answering and include its score "
+                "(total, grade, MQL level, lifecycle stage), e.g. to route a form submission at once. "
+                "Without it the score follows within a second, through a worker.",
+            )
+        ],
         responses={
-            201: IngestResultOutput,
+            201: IngestScoredResultOutput,
             200: OpenApiResponse(
-                IngestResultOutput, description="Duplicate: this event was already stored; nothing changed."
+                IngestScoredResultOutput, description="Duplicate: this event was already stored; nothing changed."
             ),
         },
     )
     def create(self, request):
         serializer = IngestEventInput(data=request.data)
         serializer.is_valid(raise_exception=True)
-        [outcome] = services.activities_ingest(events=[serializer.to_event(0)])
+        score_now = request.query_params.get("score") == "now"
+        [outcome] = services.activities_ingest(events=[serializer.to_event(0)], score_now=score_now)
         if outcome.status == "error":
             return Response(outcome.errors, status=status.HTTP_400_BAD_REQUEST)
         code = status.HTTP_201_CREATED if outcome.status == "created" else status.HTTP_200_OK
-        return Response(IngestResultOutput(outcome).data, status=code)
+        answer = IngestResultOutput(outcome).data
+        if score_now:
+            score = contact_score_summary(outcome.contact_id)
+            answer["score"] = IngestScoreOutput(score).data if score else None
+        return Response(answer, status=code)
 
 
 _EVENTS = {

@@ -333,6 +333,21 @@ class IngestResultOutput(serializers.Serializer):
     errors = serializers.DictField(allow_null=True)
 
 
+class IngestScoreOutput(serializers.Serializer):
+    """The contact's score right after an event ingested with ?score=now."""
+
+    total = serializers.DecimalField(max_digits=8, decimal_places=1)
+    fit = serializers.DecimalField(max_digits=8, decimal_places=1)
+    engagement = serializers.DecimalField(max_digits=8, decimal_places=1)
+    fit_grade = serializers.CharField()
+    mql_level = serializers.CharField(allow_blank=True)
+    lifecycle_stage = serializers.CharField(source="contact.lifecycle_stage")
+
+
+class IngestScoredResultOutput(IngestResultOutput):
+    score = IngestScoreOutput(allow_null=True, required=False)
+
+
 class BulkIngestOutput(serializers.Serializer):
     created = serializers.IntegerField()
     duplicate = serializers.IntegerField()

@@ -322,12 +322,16 @@ class NewActivity:
     pk: int | None = None
 
 
-def activities_ingest(*, events: list[IngestEvent]) -> list[IngestOutcome]:
+def activities_ingest(*, events: list[IngestEvent], score_now: bool = False) -> list[IngestOutcome]:
     """Store a batch of validated events; each one is reported created or duplicate.
 
     Unknown contacts are created from the event's email (or contact external id). The
     insert uses ON CONFLICT DO NOTHING … RETURNING on (source, dedupe_key): only the rows
     this call inserted come back, so "created" vs "duplicate" is exact even when two calls race.
+
+    The contacts' scores follow through a Celery drain after commit; `score_now` rescores
+    them in this transaction instead, for a caller that needs the new score in its answer
+    (a single event, not a bulk load: the rescore holds the contacts' locks until commit).
     """
     outcomes: dict[int, IngestOutcome] = {}
     types = {t.key: t for t in ActivityType.objects.filter(key__in={e.type_key for e in events})}
@@ -360,7 +364,7 @@ def activities_ingest(*, events: list[IngestEvent]) -> list[IngestOutcome]:
     # In contact order: inserting an activity share-locks its contact, and a rescore locks its
     # contacts in id order too, so the two never wait on each other in a cycle.
     rows.sort(key=lambda row: (row.contact_id, row.occurred_at))
-    created, stored = _store_activities(rows)
+    created, stored = _store_activities(rows, score_now=score_now)
     for event in events:
         if event.index in outcomes:
             continue
@@ -375,7 +379,7 @@ def activities_ingest(*, events: list[IngestEvent]) -> list[IngestOutcome]:
     return [outcomes[event.index] for event in events]
 
 
-def _store_activities(rows: list[NewActivity]) -> tuple[set, dict]:
+def _store_activities(rows: list[NewActivity], *, score_now: bool) -> tuple[set, dict]:
     """Insert the rows and count the new ones for scoring, in one transaction; returns the
     keys this call inserted and every row's stored activity (id and contact). Retried when
     the database breaks a deadlock by aborting it (nothing of it was kept, and the insert is
@@ -387,7 +391,7 @@ def _store_activities(rows: list[NewActivity]) -> tuple[set, dict]:
                 created_rows = [row for row in rows if (row.source, row.dedupe_key) in inserted]
                 for row in created_rows:
                     row.pk = inserted[(row.source, row.dedupe_key)]
-                _after_activities_stored(created_rows)
+                _after_activities_stored(created_rows, score_now=score_now)
             duplicates = [(row.source, row.dedupe_key) for row in rows if (row.source, row.dedupe_key) not in inserted]
             return set(inserted), {
                 **_stored_activities(duplicates),
@@ -457,15 +461,20 @@ def _is_deadlock(error: OperationalError) -> bool:
     return getattr(cause, "sqlstate", None) in ("40P01", "40001")
 
 
-def _after_activities_stored(activities: list[Activity]) -> None:
-    """Count new activities into scoring's aggregates in this transaction, and queue the
-    affected contacts' rescore for after it commits (the score follows the data)."""
-    from scoring.services import engagement_record
+def _after_activities_stored(activities: list[NewActivity], *, score_now: bool) -> None:
+    """Count new activities into scoring's aggregates in this transaction, and rescore the
+    affected contacts: queued for after commit, or here when the caller asked to score now."""
+    from scoring.services import contacts_rescore, engagement_record
 
     if not activities:
         return
     engagement_record(activities=activities)
-    contacts_queue_rescore([activity.contact_id for activity in activities], reason="new activity")
+    contact_ids = [activity.contact_id for activity in activities]
+    if score_now:
+        # A request another ingest left for these contacts stays: its drain finds nothing new.
+        contacts_rescore(contact_ids=contact_ids, reason="new activity", clear_requests=False)
+    else:
+        contacts_queue_rescore(contact_ids, reason="new activity")
 
 
 def contacts_queue_rescore(contact_ids, *, reason: str) -> None:

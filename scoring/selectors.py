@@ -39,6 +39,11 @@ PROFILE_CONTACT_FIELDS = [
 PROFILE_ACCOUNT_FIELDS = ["name", "domain", "industry", "employee_count", "annual_revenue", "country"]
 
 
+def contact_score_summary(contact_id: int) -> ContactScore | None:
+    """The contact's stored score with its contact (for the lifecycle stage), or None."""
+    return ContactScore.objects.select_related("contact").filter(contact_id=contact_id).first()
+
+
 def active_version() -> ModelVersion | None:
     return ModelVersion.objects.filter(status=ModelVersion.Status.ACTIVE).select_related("scoring_model").first()
 

@@ -299,7 +299,9 @@ def contacts_rescore(
     as_of = as_of or timezone.localdate()
     if in_sql and connection.vendor == "postgresql":
         return _contacts_rescore_in_sql(ids=ids, rules=rules, version=version, as_of=as_of, reason=reason)
-    with transaction.atomic():
+    # Inside a caller's transaction (an ingest that scores now) no savepoint: a failure here
+    # must undo the caller's writes as well.
+    with transaction.atomic(savepoint=False):
         # FOR NO KEY UPDATE: serialises rescores of a contact without blocking the inserts that
         # reference it (an activity's foreign key takes FOR KEY SHARE), so ingest never waits here.
         list(

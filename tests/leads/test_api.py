@@ -314,6 +314,39 @@ def test_it_stores_one_activity_then_reports_it_duplicate(marketer_api):
     assert Activity.objects.get().contact.email == "ann@acme.example"
 
 
+def test_it_scores_an_activity_before_answering_when_asked(marketer_api):
+    account = Account.objects.create(name="Fit Co", domain="fit.example", industry="Software", employee_count=1200)
+    contact = ContactFactory(email="cmo@fit.example", job_title="Chief Marketing Officer", account=account)
+    event = {
+        "type": "demo_request",
+        "occurred_at": (timezone.now() - timedelta(minutes=5)).isoformat(),
+        "email": "cmo@fit.example",
+        "external_id": "form-91",
+        "source": "website",
+    }
+
+    response = marketer_api.post("/api/activities/?score=now", event, format="json")
+
+    assert response.status_code == 201
+    score = response.json()["score"]
+    stored = marketer_api.get(f"/api/contacts/{contact.pk}/score/").json()
+    assert score["total"] == stored["total"]
+    assert float(score["total"]) > 0
+    assert any(part["rule"] == "Demo request" for part in stored["explanation"])
+    assert (score["fit_grade"], score["mql_level"]) == (stored["fit_grade"], stored["mql_level"])
+    contact.refresh_from_db()
+    assert score["lifecycle_stage"] == contact.lifecycle_stage
+
+
+def test_it_answers_without_a_score_unless_asked(marketer_api):
+    event = {"type": "demo_request", "occurred_at": timezone.now().isoformat(), "email": "b@c.example"}
+
+    response = marketer_api.post("/api/activities/", event, format="json")
+
+    assert response.status_code == 201
+    assert "score" not in response.json()
+
+
 def test_it_rejects_a_single_activity_of_an_unknown_type(marketer_api):
     event = {
         "type": "no_such_type",

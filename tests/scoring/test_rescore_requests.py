@@ -29,6 +29,19 @@ def test_an_ingested_event_leaves_a_request_until_the_contact_is_rescored(market
 
 
 @pytest.mark.django_db
+def test_an_event_scored_now_is_in_the_score_when_the_ingest_returns(marketer_api):
+    response = marketer_api.post("/api/activities/?score=now", webinar_today("ada@example.com"), format="json")
+
+    assert response.status_code == 201
+    score = ContactScore.objects.get(contact__email="ada@example.com")
+    assert score.engagement == Decimal("15.0")
+    assert response.json()["score"]["engagement"] == "15.0"
+    assert score.contact.score_changes.count() == 1
+    # Nothing left for a worker to do: the drain is never queued.
+    assert not RescoreRequest.objects.exists()
+
+
+@pytest.mark.django_db
 def test_the_sweep_leaves_requests_alone_while_their_task_may_still_run(marketer_api, settings):
     settings.RESCORE_CLAIM_TIMEOUT = 300
     marketer_api.post("/api/activities/bulk/", {"events": [webinar_today("ada@example.com")]}, format="json")
