@@ -9,6 +9,8 @@ from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from scoring.selectors import scores_explain
+
 from . import handoff
 from .forms_handoff import REP_REASONS
 from .models import Contact, LeadFeedback, Outcome
@@ -114,6 +116,11 @@ class QueueView(generics.ListAPIView):
 
     def get_queryset(self):
         return mql_queue()
+
+    def paginate_queryset(self, queryset):
+        page = super().paginate_queryset(queryset)
+        scores_explain(getattr(contact, "score", None) for contact in page or [])  # top reasons, a page at once
+        return page
 
 
 RESPONSES = {

@@ -16,7 +16,6 @@ from .models import (
     RescoreRequest,
     RescoreRun,
     ScoreChange,
-    ScoreExplanation,
     ScoringModel,
 )
 
@@ -142,12 +141,6 @@ class DailyEngagementAdmin(ReadOnlyAdmin):
 class PendingEngagementAdmin(ReadOnlyAdmin):
     list_display = ["contact", "matcher", "day", "count"]
     raw_id_fields = ["contact"]
-
-
-@admin.register(ScoreExplanation)
-class ScoreExplanationAdmin(ReadOnlyAdmin):
-    list_display = ["score"]
-    raw_id_fields = ["score"]
 
 
 @admin.register(ScoreChange)

@@ -9,6 +9,7 @@ from rest_framework.views import APIView
 from leads.models import Contact
 
 from .models import ContactScore, ScoreChange
+from .selectors import scores_explain
 from .serializers import ContactScoreOutput, ScoreChangeOutput
 
 
@@ -18,9 +19,8 @@ class ContactScoreView(APIView):
         description="The contact's score and every rule's contribution; the contributions add up to the total exactly.",
     )
     def get(self, request, contact_id: int):
-        score = get_object_or_404(
-            ContactScore.objects.select_related("version__scoring_model", "details"), contact_id=contact_id
-        )
+        score = get_object_or_404(ContactScore.objects.select_related("version__scoring_model"), contact_id=contact_id)
+        scores_explain([score])
         return Response(ContactScoreOutput(score).data)
 
 

@@ -7,7 +7,6 @@ themselves (see scoring.engine).
 """
 
 from django.conf import settings
-from django.core.exceptions import ObjectDoesNotExist
 from django.db import models
 from django.db.models import Q
 
@@ -228,20 +227,20 @@ class ContactScore(models.Model):
 
     @property
     def explanation(self) -> list[dict]:
-        """Every rule's contribution. Kept in ScoreExplanation so that this table stays narrow:
-        the sales queue sorts and counts tens of thousands of these rows."""
-        try:
-            return self.details.explanation
-        except ObjectDoesNotExist:
-            return []
+        """Every rule's contribution, as JSON-ready dicts; computed on read (see
+        selectors.scores_explain, which explains a whole page of scores at once)."""
+        if getattr(self, "_explained", None) is None:
+            from .selectors import scores_explain
 
+            scores_explain([self])
+        return [part.as_json() for part in self._explained.contributions]
 
-class ScoreExplanation(models.Model):
-    score = models.OneToOneField(ContactScore, on_delete=models.CASCADE, primary_key=True, related_name="details")
-    explanation = models.JSONField(default=list)
-
-    def __str__(self) -> str:
-        return f"Explanation of {self.score_id}"
+    def explained_as(self, result) -> None:
+        """Take the engine's result for this score: its contributions, and its numbers,
+        which differ from the stored ones only while a rescore of this contact is on its way."""
+        self._explained = result
+        self.fit, self.engagement, self.total = result.fit, result.engagement, result.total
+        self.fit_grade, self.mql_level = result.fit_grade, result.mql_level
 
 
 class ScoreChange(models.Model):

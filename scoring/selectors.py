@@ -227,9 +227,36 @@ def _attach_contacts(examples: list[dict]) -> None:
         example["contact"] = contacts.get(example["contact_id"])
 
 
+def scores_explain(scores: Iterable[ContactScore]) -> None:
+    """Give each stored score its explanation, computed on read: the engine evaluates the
+    score's own rule set (its version, memoised per process) on the contact's profile and
+    aggregates as of the score's day. A few queries for a whole page of scores.
+
+    Computed, not stored, so that a rescore writes a row only when a number changes (an
+    event under a capped rule, or a publish that changes no total, writes no explanation).
+    The score shown is the one explained, so the contributions always add up to it: in the
+    second after an ingest, before the worker has caught up, that is already the new one.
+    """
+    scores = [score for score in scores if score is not None]
+    if not scores:
+        return
+    versions = ModelVersion.objects.select_related("scoring_model").in_bulk({s.version_id for s in scores})
+    profiles = scoring_profiles([s.contact_id for s in scores])
+    by_version: dict[int, list[ContactScore]] = defaultdict(list)
+    for score in scores:
+        by_version[score.version_id].append(score)
+    for version_id, group in by_version.items():
+        rules = ruleset_for(versions[version_id])
+        engagement = engagement_for([s.contact_id for s in group], rules.matcher_keys)
+        for score in group:
+            result = evaluate(rules, profiles[score.contact_id], engagement.get(score.contact_id, {}), score.as_of)
+            score.explained_as(result)
+
+
 def contact_score_panel(contact: Contact) -> dict:
     """What the contact page shows of scoring: the score, its explanation and history."""
-    score = ContactScore.objects.filter(contact=contact).select_related("version__scoring_model", "details").first()
+    score = ContactScore.objects.filter(contact=contact).select_related("version__scoring_model").first()
+    scores_explain([score])
     changes = list(contact.score_changes.order_by("-changed_at", "-id")[:200])
     return {"score": score, "score_changes": changes}
 

@@ -33,7 +33,6 @@ from .models import (
     RescoreRequest,
     RescoreRun,
     ScoreChange,
-    ScoreExplanation,
 )
 from .selectors import active_version, engagement_for, ruleset_for, scoring_profiles
 
@@ -317,7 +316,7 @@ def contacts_rescore(
         engagement_fold(contact_ids=ids)
         profiles = scoring_profiles(ids)
         engagement = engagement_for(ids, rules.matcher_keys)
-        stored = ContactScore.objects.select_related("details").in_bulk(ids)
+        stored = ContactScore.objects.in_bulk(ids)
         writes = _ScoreWrites(version=version, as_of=as_of, now=timezone.now(), reason=reason)
         for contact_id, profile in profiles.items():
             result = evaluate(rules, profile, engagement.get(contact_id, {}), as_of)
@@ -362,7 +361,7 @@ class _ScoreWrites:
 
     def __init__(self, *, version, as_of, now, reason):
         self.version, self.as_of, self.now, self.reason = version, as_of, now, reason[:200]
-        self.created, self.updated, self.changes, self.only_dated, self.explanations = [], [], [], [], []
+        self.created, self.updated, self.changes, self.only_dated = [], [], [], []
         self.accounts: set = set()
 
     @property
@@ -372,13 +371,14 @@ class _ScoreWrites:
 
     def add(self, contact_id: int, result: ScoreResult, old: ContactScore | None) -> bool:
         """Queue the write for one contact; False when its score did not change."""
-        explanation = [c.as_json() for c in result.contributions]
-        unchanged = old is not None and (old.total, old.explanation, old.mql_level, old.version_id) == (
-            result.total,
-            explanation,
-            result.mql_level,
-            self.version.pk,
-        )
+        # Explanations are computed on read (selectors.scores_explain): only numbers decide.
+        unchanged = old is not None and (
+            old.fit,
+            old.engagement,
+            old.fit_grade,
+            old.mql_level,
+            old.version_id,
+        ) == (result.fit, result.engagement, result.fit_grade, result.mql_level, self.version.pk)
         if unchanged:
             if old.as_of != self.as_of:
                 self.only_dated.append(contact_id)
@@ -395,7 +395,6 @@ class _ScoreWrites:
             computed_at=self.now,
         )
         (self.created if old is None else self.updated).append(row)
-        self.explanations.append(ScoreExplanation(score_id=contact_id, explanation=explanation))
         old_total = old.total if old else Decimal(0)
         if old is None or old_total != result.total:
             self.changes.append(
@@ -423,13 +422,6 @@ class _ScoreWrites:
             update_fields=self.FIELDS,
         )
         _copy_queue_keys(self.created + self.updated)
-        ScoreExplanation.objects.bulk_create(
-            self.explanations,
-            batch_size=1000,
-            update_conflicts=True,
-            unique_fields=["score"],
-            update_fields=["explanation"],
-        )
         if self.only_dated:
             ContactScore.objects.filter(pk__in=self.only_dated).update(as_of=self.as_of, computed_at=self.now)
         ScoreChange.objects.bulk_create(self.changes, batch_size=1000)

@@ -10,9 +10,11 @@ a batch of contacts in a few statements instead of one Python evaluation per con
 - Engagement: `DailyEngagement` joined with the rules and with a table of decay weights
   computed by `engine.decay_weight` (so weights are the engine's, to the sixth decimal);
   sums are exact `numeric`; rounding to one decimal emulates Decimal's ROUND_HALF_EVEN.
-- Caps, the "cap" explanation lines, grades and MQL levels follow `engine.evaluate`.
+- Caps (least(sum, cap) per dimension, the engine's "cap" line), grades and MQL levels
+  follow `engine.evaluate`. Only numbers are computed: explanations are the engine's, on
+  read (selectors.scores_explain).
 
-Only rows that differ from the stored score are written. Contacts that reach a level in a
+Only rows whose numbers differ from the stored score are written. Contacts that reach a level in a
 stage where scoring may qualify them are handed back to the caller, which runs the Python
 path (`_qualify`) for those few.
 """
@@ -27,25 +29,13 @@ from django.db import connection
 from leads.models import Account, Contact
 
 from .engine import RuleSet, decay_weight, fit_test
-from .models import ContactScore, DailyEngagement, Matcher, ScoreChange, ScoreExplanation
+from .models import ContactScore, DailyEngagement, Matcher, ScoreChange
 from .selectors import PROFILE_ACCOUNT_FIELDS, PROFILE_CONTACT_FIELDS
 
 EMAIL_OPERATORS = ("free_mail", "domain_in")
 NEW = "scoring_rescore_new"
 MILLION = 1_000_000
-RULE_COLUMNS = [
-    "ord",
-    "rule_id",
-    "name",
-    "matcher_id",
-    "points",
-    "cap",
-    "window_days",
-    "half_life",
-    "weights_at",
-    "facts",
-    "capped",
-]
+RULE_COLUMNS = ["ord", "matcher_id", "points", "cap", "window_days", "half_life", "weights_at"]
 PARTS = "scoring_rescore_parts"
 
 
@@ -76,8 +66,8 @@ def _field_sql(field: str, params: list) -> tuple[str, bool]:
     return "NULL", False
 
 
-def _fit_lookups(cursor, rules: RuleSet, ids: list[int]) -> list[tuple[str, list, list[str], list[str]]]:
-    """Per fit rule: (SQL key expression, its params, matching keys, facts per key)."""
+def _fit_lookups(cursor, rules: RuleSet, ids: list[int]) -> list[tuple[str, list, list[str]]]:
+    """Per fit rule: (SQL key expression, its params, the keys that match)."""
     lookups = []
     contact, account = Contact._meta.db_table, Account._meta.db_table
     for rule in rules.fit_rules:
@@ -93,24 +83,23 @@ def _fit_lookups(cursor, rules: RuleSet, ids: list[int]) -> list[tuple[str, list
             f"WHERE c.id = ANY(%s) ORDER BY 1",
             [*params, *params, ids],
         )
-        keys, facts = [], []
+        keys = []
         for key_text, raw in cursor.fetchall():
             if rule.operator in EMAIL_OPERATORS:
-                matched, fact = fit_test(rule.operator, rule.value, None, {"email": raw})
+                matched, _ = fit_test(rule.operator, rule.value, None, {"email": raw})
             else:
                 actual = json.loads(raw) if is_json and raw is not None else raw
-                matched, fact = fit_test(rule.operator, rule.value, actual, {})
+                matched, _ = fit_test(rule.operator, rule.value, actual, {})
             if matched:
                 keys.append(key_text)
-                facts.append(fact)
-        lookups.append((key, params, keys, facts))
+        lookups.append((key, params, keys))
     return lookups
 
 
 def scores_compute(*, rules: RuleSet, ids: list[int], as_of: date, version_id: int) -> None:
-    """Fill the temporary table scoring_rescore_new with each contact's score and explanation,
-    its stored total, and whether its row must be rewritten (new, or total, level, version or
-    explanation differ: as _ScoreWrites.add) or only re-dated.
+    """Fill the temporary table scoring_rescore_new with each contact's score, its stored
+    total, and whether its row must be rewritten (new, or a number, the level or the version
+    differ: as _ScoreWrites.add) or only re-dated.
 
     Runs in the caller's transaction, after the caller has locked these contacts (as
     contacts_rescore does), so the stored scores it compares with cannot change meanwhile.
@@ -118,36 +107,17 @@ def scores_compute(*, rules: RuleSet, ids: list[int], as_of: date, version_id: i
     contact, account = Contact._meta.db_table, Account._meta.db_table
     with connection.cursor() as cursor:
         cursor.execute(f"DROP TABLE IF EXISTS {PARTS}, {NEW}")
-        cursor.execute(
-            f"CREATE TEMP TABLE {PARTS} (contact_id bigint, ord int, kind text, rule text, rule_id int, "
-            f"facts text, points numeric) ON COMMIT DROP"
-        )
-        for ord_, (rule, (key, params, keys, facts)) in enumerate(
-            zip(rules.fit_rules, _fit_lookups(cursor, rules, ids), strict=True)
-        ):
+        cursor.execute(f"CREATE TEMP TABLE {PARTS} (contact_id bigint, kind text, points numeric) ON COMMIT DROP")
+        for rule, (key, params, keys) in zip(rules.fit_rules, _fit_lookups(cursor, rules, ids), strict=True):
             if not keys:
                 continue
             cursor.execute(
-                f"INSERT INTO {PARTS} SELECT c.id, %s, 'fit', %s, %s, (%s::text[])[p], round(%s::numeric, 1) "
-                f"FROM {contact} c LEFT JOIN {account} a ON a.id = c.account_id, "
-                f"LATERAL (SELECT array_position(%s::text[], {key}) AS p) m "
-                f"WHERE c.id = ANY(%s) AND m.p IS NOT NULL",
-                [ord_, rule.name, rule.id, facts, rule.points, keys, *params, ids],
+                f"INSERT INTO {PARTS} SELECT c.id, 'fit', round(%s::numeric, 1) "
+                f"FROM {contact} c LEFT JOIN {account} a ON a.id = c.account_id "
+                f"WHERE c.id = ANY(%s) AND array_position(%s::text[], {key}) IS NOT NULL",
+                [rule.points, ids, keys, *params],
             )
-        fit_cap_ord = len(rules.fit_rules)
-        _engagement_parts(cursor, rules, ids, as_of, first_ord=fit_cap_ord + 1)
-        engagement_cap_ord = fit_cap_ord + 1 + len(rules.engagement_rules)
-        # The cap lines: "<sum> points, capped at <cap>", worth cap - sum.
-        for kind, label, cap, ord_ in (
-            ("fit", "Fit cap", rules.fit_cap, fit_cap_ord),
-            ("engagement", "Engagement cap", rules.engagement_cap, engagement_cap_ord),
-        ):
-            cursor.execute(
-                f"INSERT INTO {PARTS} SELECT contact_id, %s, 'cap', %s, NULL, "
-                f"sum(points)::text || ' points, capped at ' || %s, %s - sum(points) "
-                f"FROM {PARTS} WHERE kind = %s GROUP BY contact_id HAVING sum(points) > %s",
-                [ord_, label, str(cap), cap, kind, cap],
-            )
+        _engagement_parts(cursor, rules, ids, as_of)
         grade = (
             f"CASE WHEN s.fit >= {int(rules.grade_a_min)} THEN 'A' WHEN s.fit >= {int(rules.grade_b_min)} THEN 'B' "
             f"WHEN s.fit >= {int(rules.grade_c_min)} THEN 'C' ELSE 'D' END"
@@ -162,33 +132,27 @@ def scores_compute(*, rules: RuleSet, ids: list[int], as_of: date, version_id: i
         cursor.execute(
             f"""CREATE TEMP TABLE {NEW} ON COMMIT DROP AS
             SELECT n.*, o.total AS old_total,
-                   o.contact_id IS NULL OR o.total <> n.total OR o.mql_level <> n.mql_level OR o.version_id <> %s
-                       OR coalesce(x.explanation, '[]'::jsonb) <> n.explanation AS rewrite,
+                   o.contact_id IS NULL OR o.fit <> n.fit OR o.engagement <> n.engagement
+                       OR o.fit_grade <> n.fit_grade OR o.mql_level <> n.mql_level OR o.version_id <> %s AS rewrite,
                    o.as_of IS DISTINCT FROM %s::date AS redate
             FROM (
             SELECT g.contact_id, g.account_id, g.lifecycle_stage, g.fit, g.engagement, g.fit + g.engagement AS total,
-                   g.grade AS fit_grade, {level} AS mql_level, g.explanation
+                   g.grade AS fit_grade, {level} AS mql_level
             FROM (
                 SELECT s.*, {grade} AS grade FROM (
                     SELECT c.id AS contact_id, c.account_id, c.lifecycle_stage,
-                           coalesce(sum(p.points) FILTER (WHERE p.kind = 'fit'
-                               OR (p.kind = 'cap' AND p.ord = {fit_cap_ord})), 0) AS fit,
-                           coalesce(sum(p.points) FILTER (WHERE p.kind = 'engagement'
-                               OR (p.kind = 'cap' AND p.ord = {engagement_cap_ord})), 0) AS engagement,
-                           coalesce(jsonb_agg(jsonb_build_object('kind', p.kind, 'rule', p.rule, 'rule_id', p.rule_id,
-                               'facts', p.facts, 'points', p.points::text) ORDER BY p.ord)
-                               FILTER (WHERE p.contact_id IS NOT NULL), '[]'::jsonb) AS explanation
+                           least(coalesce(sum(p.points) FILTER (WHERE p.kind = 'fit'), 0), %s) AS fit,
+                           least(coalesce(sum(p.points) FILTER (WHERE p.kind = 'engagement'), 0), %s) AS engagement
                     FROM {contact} c LEFT JOIN {PARTS} p ON p.contact_id = c.id
                     WHERE c.id = ANY(%s) GROUP BY c.id
                 ) s
             ) g
-            ) n LEFT JOIN {ContactScore._meta.db_table} o ON o.contact_id = n.contact_id
-                LEFT JOIN {ScoreExplanation._meta.db_table} x ON x.score_id = n.contact_id""",
-            [version_id, as_of, *level_params, ids],
+            ) n LEFT JOIN {ContactScore._meta.db_table} o ON o.contact_id = n.contact_id""",
+            [version_id, as_of, *level_params, rules.fit_cap, rules.engagement_cap, ids],
         )
 
 
-def _engagement_parts(cursor, rules: RuleSet, ids: list[int], as_of: date, first_ord: int) -> None:
+def _engagement_parts(cursor, rules: RuleSet, ids: list[int], as_of: date) -> None:
     if not rules.engagement_rules:
         return
     matchers = dict(Matcher.objects.filter(key__in=rules.matcher_keys).values_list("key", "id"))
@@ -201,19 +165,13 @@ def _engagement_parts(cursor, rules: RuleSet, ids: list[int], as_of: date, first
         weights += [int(weight * MILLION) for _, weight in _decay_weights(half_life)]
     rule_rows = [
         (
-            first_ord + n,
-            r.id,
-            r.name,
+            n,
             matchers.get(r.matcher_key),
             r.points,
             r.cap,
             r.window_days,
             r.half_life_days or None,
             offsets.get(r.half_life_days),
-            f" × {r.points:+d}"
-            + (f" in the last {r.window_days} days" if r.window_days else "")
-            + (f", fading with a {r.half_life_days}-day half-life" if r.half_life_days else ""),
-            f", capped at {r.cap}",
         )
         for n, r in enumerate(rules.engagement_rules)
     ]
@@ -226,24 +184,20 @@ def _engagement_parts(cursor, rules: RuleSet, ids: list[int], as_of: date, first
     capped = "abs(raw) > coalesce(cap, abs(raw))"
     cursor.execute(
         f"""INSERT INTO {PARTS}
-        SELECT contact_id, ord, 'engagement', name, rule_id, facts, points FROM (
-            SELECT contact_id, ord, name, rule_id,
-                   occurrences::text || facts || CASE WHEN {capped} THEN capped_facts ELSE '' END AS facts,
+        SELECT contact_id, 'engagement', points FROM (
+            SELECT contact_id,
                    {_round_half_even(f"CASE WHEN {capped} THEN cap * sign(raw) ELSE raw END")} AS points
             FROM (
-                SELECT d.contact_id, r.ord, r.name, r.rule_id, r.cap, r.facts, r.capped AS capped_facts,
-                       sum(d.count) AS occurrences,
+                SELECT d.contact_id, r.cap,
                        sum(d.count::bigint * {weight})::numeric * r.points / {MILLION} AS raw
                 FROM {table} d
-                JOIN unnest(%(ord)s::int[], %(rule_id)s::int[], %(name)s::text[], %(matcher_id)s::int[],
-                            %(points)s::int[], %(cap)s::int[], %(window_days)s::int[], %(half_life)s::int[],
-                            %(weights_at)s::int[], %(facts)s::text[], %(capped)s::text[])
-                     AS r(ord, rule_id, name, matcher_id, points, cap, window_days, half_life, weights_at, facts,
-                          capped)
+                JOIN unnest(%(ord)s::int[], %(matcher_id)s::int[], %(points)s::int[], %(cap)s::int[],
+                            %(window_days)s::int[], %(half_life)s::int[], %(weights_at)s::int[])
+                     AS r(ord, matcher_id, points, cap, window_days, half_life, weights_at)
                      ON r.matcher_id = d.matcher_id
                 WHERE d.contact_id = ANY(%(ids)s) AND d.day <= %(as_of)s::date
                   AND (r.window_days IS NULL OR %(as_of)s::date - d.day < r.window_days)
-                GROUP BY d.contact_id, r.ord, r.name, r.rule_id, r.points, r.cap, r.facts, r.capped
+                GROUP BY d.contact_id, r.ord, r.points, r.cap
             ) sums
         ) e WHERE points <> 0""",
         {
@@ -266,7 +220,7 @@ def scores_write(*, version_id: int, as_of: date, now, reason: str) -> tuple[int
     accounts of rewritten contacts, contacts at a level whose stage scoring may qualify)."""
     from .services import QUALIFYING_STAGES
 
-    score, explanation = ContactScore._meta.db_table, ScoreExplanation._meta.db_table
+    score = ContactScore._meta.db_table
     contact, change = Contact._meta.db_table, ScoreChange._meta.db_table
     with connection.cursor() as cursor:
         # Only rows that differ; a row whose score is unchanged gets at most its new as_of.
@@ -283,10 +237,6 @@ def scores_write(*, version_id: int, as_of: date, now, reason: str) -> tuple[int
             f"UPDATE {score} s SET as_of = %s, computed_at = %s FROM {NEW} n "
             f"WHERE s.contact_id = n.contact_id AND NOT n.rewrite AND n.redate",
             [as_of, now],
-        )
-        cursor.execute(
-            f"""INSERT INTO {explanation} (score_id, explanation) SELECT contact_id, explanation FROM {NEW}
-                WHERE rewrite ON CONFLICT (score_id) DO UPDATE SET explanation = excluded.explanation"""
         )
         cursor.execute(
             f"""UPDATE {contact} c SET score_total = n.total, score_fit_grade = n.fit_grade,

@@ -4,8 +4,9 @@ from decimal import Decimal
 
 import pytest
 from django.urls import reverse
+from django.utils import timezone
 
-from leads.services import account_upsert, contact_upsert
+from leads.services import IngestEvent, account_upsert, activities_ingest, contact_upsert
 from scoring.models import ContactScore, FitRule, ModelVersion, RescoreRun
 from scoring.selectors import active_version
 from scoring.services import contacts_rescore, rescore_run_to_end
@@ -144,6 +145,32 @@ def test_the_contact_page_explains_the_score_and_the_parts_add_up(rep_client):
     assert sum(Decimal(part["points"]) for part in score.explanation) == score.total
     page = response.content.decode()
     assert "Executive seniority" in page and "<svg" in page
+
+
+def test_the_contact_page_explains_an_event_the_worker_has_not_scored_yet(rep_client):
+    contact = _vp_at_software_company()
+    contacts_rescore(contact_ids=[contact.pk], reason="test")
+    stored_before = ContactScore.objects.get(contact=contact).total
+    activities_ingest(
+        events=[
+            IngestEvent(
+                index=0,
+                type_key="demo_request",
+                occurred_at=timezone.now(),
+                source="web",
+                external_id="demo-1",
+                properties={},
+                contact_id=contact.pk,
+            )
+        ]
+    )  # its rescore is queued, not run
+
+    response = rep_client.get(reverse("leads:contact_detail", args=[contact.pk]))
+
+    score = response.context["score"]
+    assert ContactScore.objects.get(contact=contact).total == stored_before
+    assert any(part["rule"] == "Demo request" for part in score.explanation)
+    assert sum(Decimal(part["points"]) for part in score.explanation) == score.total > stored_before
 
 
 def test_sales_reps_cannot_open_the_scoring_pages(rep_client, active):

@@ -21,7 +21,7 @@ from leads.models import ActivityType
 from leads.services import IngestEvent, activities_ingest
 from scoring.models import ContactScore, RescoreRun
 from scoring.selectors import active_version
-from scoring.services import contacts_rescore, engagement_rebuild
+from scoring.services import engagement_rebuild
 from scoring.versions import draft_get_or_create, version_publish
 
 TABLES = [
@@ -157,16 +157,9 @@ class Command(BaseCommand):
         self.rows.append(("generate data (SQL, server-side)", f"{time.perf_counter() - started:.1f} s"))
 
     def _scores_in_sql(self):
-        """Scores as the engine stores them (row, explanation, the contact's copy of the keys),
+        """Scores as the engine stores them (row, the contact's copy of the keys),
         with plausible random values: what the queue page reads."""
         version = active_version()
-        explanation = (
-            '[{"kind": "fit", "rule": "Executive seniority", "rule_id": 1, "facts": "is vp", "points": "20.0"},'
-            ' {"kind": "engagement", "rule": "Demo request", "rule_id": 1, "facts": "1 x +30", "points": "29.7"},'
-            ' {"kind": "engagement", "rule": "Webinar attended", "rule_id": 3, "facts": "1 x +15", "points": "13.9"},'
-            ' {"kind": "engagement", "rule": "Pricing page visits", "rule_id": 5, "facts": "1 x +10",'
-            ' "points": "10.0"}]'
-        )
         with connection.cursor() as cursor:
             cursor.execute(
                 """INSERT INTO scoring_contactscore (contact_id, version_id, fit, engagement, total, fit_grade,
@@ -177,11 +170,6 @@ class Command(BaseCommand):
                 FROM (SELECT id, round((random() * 60)::numeric, 1) AS f, round((random() * 100)::numeric, 1) AS e
                       FROM leads_contact) s""",
                 [version.pk],
-            )
-            cursor.execute(
-                "INSERT INTO scoring_scoreexplanation (score_id, explanation) "
-                "SELECT contact_id, %s::jsonb FROM scoring_contactscore",
-                [explanation],
             )
             cursor.execute("""UPDATE leads_contact c SET score_total = s.total, score_fit_grade = s.fit_grade,
                               score_mql_level = s.mql_level FROM scoring_contactscore s WHERE s.contact_id = c.id""")
