@@ -59,7 +59,7 @@ def audit_record(*, actor, action: str, contact: Contact, before: dict, after: d
 
 
 def _locked(contact_id: int) -> Contact:
-    return Contact.objects.select_for_update(of=("self",)).select_related("account").get(pk=contact_id)
+    return Contact.objects.select_for_update(of=("self",)).select_related("account", "owner").get(pk=contact_id)
 
 
 def _require_can_act(user, contact: Contact) -> None:
@@ -73,7 +73,8 @@ def _require_mql(contact: Contact) -> None:
 
 
 def _snapshot(contact: Contact) -> dict:
-    return {"stage": contact.lifecycle_stage, "owner": contact.owner_id}
+    """What a hand-off entry in the audit log shows: the stage, and the owner by name."""
+    return {"stage": contact.lifecycle_stage, "owner": contact.owner.get_username() if contact.owner_id else None}
 
 
 # --- accept / reject -------------------------------------------------------------------------
@@ -249,18 +250,20 @@ def lead_reassign(*, contact_id: int, user, rep) -> Contact:
     return contact
 
 
-def mql_entered(*, contact: Contact, at: datetime) -> None:
-    """Called in the transaction that made the contact an MQL: start its clock and route it."""
+def mql_entered(*, contact: Contact, at: datetime, from_stage: str = "") -> None:
+    """Called in the transaction that made the contact an MQL (from `from_stage`): start its
+    clock and route it."""
     Contact.objects.filter(pk=contact.pk).update(mql_at=at, sla_reminded_at=None)
     contact.mql_at = at
     _leave_nurture(contact, "became an MQL", only="exit_on_mql")
     if settings.MQL_ROUTING == "off":
         return
-    locked = Contact.objects.select_for_update(of=("self",)).select_related("account__owner").get(pk=contact.pk)
+    locked = Contact.objects.select_for_update(of=("self",)).select_related("account__owner", "owner").get(pk=contact.pk)
     rep = locked.owner if locked.owner_id and _is_active_rep(locked.owner) else _choose_rep(locked)
     if rep is None:
         return  # stays unassigned: reps can claim it from the queue
-    before = _snapshot(locked)
+    # The stage has already changed in this transaction: the entry shows where the lead came from.
+    before = {**_snapshot(locked), "stage": from_stage or locked.lifecycle_stage}
     _set_owner(locked, rep, at)
     audit_record(actor=None, action="lead.route", contact=locked, before=before, after=_snapshot(locked))
     _notify_assignment(locked, rep)

@@ -10,11 +10,11 @@ from decimal import Decimal
 from django.conf import settings
 from django.core.cache import cache
 from django.db import connection, transaction
-from django.db.models import Count, F, Q, Sum
+from django.db.models import Count, F, Max, Q, Sum
 from django.utils import timezone
 
 from leads.handoff import mql_entered
-from leads.models import Account, Activity, ActivityType, Contact, LifecycleStage
+from leads.models import Account, Activity, ActivityType, Contact, LifecycleStage, StageChange
 from leads.services import contact_set_stage
 
 from . import sql_rescore
@@ -318,12 +318,15 @@ def contacts_rescore(
         engagement = engagement_for(ids, rules.matcher_keys)
         stored = ContactScore.objects.in_bulk(ids)
         writes = _ScoreWrites(version=version, as_of=as_of, now=timezone.now(), reason=reason)
+        reaching = {}
         for contact_id, profile in profiles.items():
             result = evaluate(rules, profile, engagement.get(contact_id, {}), as_of)
             if writes.add(contact_id, result, stored.get(contact_id)):
                 writes.accounts.add(profile["account_id"])
             if result.mql_level and profile["contact.lifecycle_stage"] in QUALIFYING_STAGES:
-                _qualify(contact_id, result, version, rules.version_label, writes.now)
+                reaching[contact_id] = result
+        for contact_id in _may_qualify(reaching, profiles, rules):
+            _qualify(contact_id, reaching[contact_id], version, rules.version_label, writes.now)
         writes.save()
         accounts_rescore(account_ids=writes.accounts - {None}, version=version)
     return writes.changed
@@ -348,9 +351,12 @@ def _contacts_rescore_in_sql(*, ids: list[int], rules, version: ModelVersion, as
         if qualifying:  # few: the engine's own result drives the MQL transition and its snapshot
             profiles = scoring_profiles(qualifying)
             engagement = engagement_for(qualifying, rules.matcher_keys)
-            for contact_id, profile in profiles.items():
-                result = evaluate(rules, profile, engagement.get(contact_id, {}), as_of)
-                _qualify(contact_id, result, version, rules.version_label, now)
+            reaching = {
+                contact_id: evaluate(rules, profile, engagement.get(contact_id, {}), as_of)
+                for contact_id, profile in profiles.items()
+            }
+            for contact_id in _may_qualify(reaching, profiles, rules):
+                _qualify(contact_id, reaching[contact_id], version, rules.version_label, now)
     return changed
 
 
@@ -443,6 +449,48 @@ def _copy_queue_keys(scores: list[ContactScore]) -> None:
             )
 
 
+def _may_qualify(reaching: dict[int, ScoreResult], profiles: dict[int, dict], rules) -> list[int]:
+    """The contacts at a level that become MQLs: all of them, except recycled leads that have
+    done nothing since sales handed them back. Those qualify again on new engagement, not
+    because a rescore (a rule change, say) finds them still above the line they were
+    rejected at."""
+    recycled = [c for c in reaching if profiles[c]["contact.lifecycle_stage"] == LifecycleStage.RECYCLED]
+    blocked = set(recycled) - _engaged_since_recycled(recycled, rules)
+    return sorted(c for c in reaching if c not in blocked)
+
+
+def _engaged_since_recycled(contact_ids: list[int], rules) -> set[int]:
+    """Recycled contacts with an activity, since their latest recycling, that a rule giving
+    positive points counts. A contact with no recorded recycling counts as engaged."""
+    if not contact_ids:
+        return set()
+    recycled_at = dict(
+        StageChange.objects.filter(contact_id__in=contact_ids, to_stage=LifecycleStage.RECYCLED)
+        .values("contact_id")
+        .annotate(at=Max("changed_at"))
+        .values_list("contact_id", "at")
+    )
+    engaged = set(contact_ids) - set(recycled_at)
+    positive = {rule.matcher_key for rule in rules.engagement_rules if rule.points > 0}
+    matchers = defaultdict(list)
+    for matcher in Matcher.objects.filter(key__in=positive):
+        matchers[matcher.activity_type_id].append(matcher)
+    if not recycled_at or not matchers:
+        return engaged
+    since = Activity.objects.filter(
+        contact_id__in=list(recycled_at), type_id__in=list(matchers), occurred_at__gt=min(recycled_at.values())
+    )
+    for contact_id, type_id, occurred_at, properties in since.values_list(
+        "contact_id", "type_id", "occurred_at", "properties"
+    ):
+        if occurred_at > recycled_at[contact_id] and any(
+            not m.property_name or property_matches(m.property_operator, m.property_value, properties, m.property_name)
+            for m in matchers[type_id]
+        ):
+            engaged.add(contact_id)
+    return engaged
+
+
 def _qualify(contact_id: int, result: ScoreResult, version: ModelVersion, label: str, now) -> None:
     contact = Contact(pk=contact_id)
     reasons = [c.as_json() for c in result.top_reasons()]
@@ -455,7 +503,7 @@ def _qualify(contact_id: int, result: ScoreResult, version: ModelVersion, label:
     )
     if change is None:
         return
-    mql_entered(contact=contact, at=now)
+    mql_entered(contact=contact, at=now, from_stage=change.from_stage)
     MqlQualification.objects.create(
         contact_id=contact_id,
         version=version,

@@ -6,7 +6,7 @@ import pytest
 from django.db import IntegrityError
 from django.utils import timezone
 
-from leads.models import LifecycleStage, StageChange
+from leads.models import AuditEntry, LifecycleStage, StageChange
 from leads.services import IngestEvent, account_upsert, activities_ingest, contact_set_stage, contact_upsert
 from scoring.models import AccountScore, ContactScore, ModelVersion, MqlQualification, RescoreRun, ScoreChange
 from scoring.selectors import active_version
@@ -65,6 +65,32 @@ def test_a_recycled_lead_can_qualify_again():
 
     assert contact.lifecycle_stage == LifecycleStage.MQL
     assert MqlQualification.objects.filter(contact=contact).count() == 2
+
+
+def test_a_recycled_lead_does_not_qualify_again_without_new_engagement():
+    contact = _executive()
+    _ingest(contact, "demo_request", "webinar_attended", "trial_signup", days_ago=1)
+    contact_set_stage(contact=contact, to_stage=LifecycleStage.RECYCLED, reason="bad timing")
+
+    contacts_rescore(contact_ids=[contact.pk], reason="rules changed")  # still above the line
+    _ingest(contact, "pricing_page_view", days_ago=1, prefix="late")  # sent late: it happened before
+
+    contact.refresh_from_db()
+    assert ContactScore.objects.get(contact=contact).mql_level == "hot"
+    assert contact.lifecycle_stage == LifecycleStage.RECYCLED
+    assert MqlQualification.objects.filter(contact=contact).count() == 1
+
+
+def test_routing_a_requalified_lead_is_audited_from_its_old_stage(rep):
+    contact = _executive()
+    _ingest(contact, "demo_request", "webinar_attended", "trial_signup")
+    contact_set_stage(contact=contact, to_stage=LifecycleStage.RECYCLED, reason="bad timing")
+
+    _ingest(contact, "pricing_page_view", prefix="again")
+
+    entry = AuditEntry.objects.filter(action="lead.route", object_id=str(contact.pk)).latest("id")
+    assert entry.before["stage"] == LifecycleStage.RECYCLED and entry.after["stage"] == LifecycleStage.MQL
+    assert entry.after["owner"] == rep.username
 
 
 def test_scoring_never_moves_a_lead_sales_accepted():
