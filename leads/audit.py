@@ -7,15 +7,55 @@ entry exists exactly when the change committed. Admins browse the log at /audit/
 from __future__ import annotations
 
 import json
+from collections import defaultdict
 
 import django_filters
 from django import forms
+from django.apps import apps
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db.models import Model
+from django.urls import reverse
 from django.utils import timezone
 
 from .models import AuditEntry
+
+# What each action is called on the page (the code stays in the entry and the URL).
+ACTION_LABELS = {
+    "lead.accept": "Lead accepted",
+    "lead.reject": "Lead rejected",
+    "lead.claim": "Lead claimed",
+    "lead.reassign": "Lead reassigned",
+    "lead.route": "Lead routed to a rep",
+    "lead.feedback": "Lead feedback",
+    "lead.outcome": "Sales outcome",
+    "scoring.publish": "Scoring rules published",
+    "sequence.edit": "Sequence edited",
+    "sequence.status": "Sequence started or paused",
+    "sequence.step_save": "Sequence step saved",
+    "sequence.step_delete": "Sequence step deleted",
+    "sequence.variant_save": "Email variant saved",
+    "sequence.variant_delete": "Email variant deleted",
+    "import.start": "Import started",
+    "import.finish": "Import finished",
+    "import.fail": "Import failed",
+    "campaign_cost.create": "Campaign cost added",
+    "campaign_cost.update": "Campaign cost changed",
+    "campaign_cost.delete": "Campaign cost deleted",
+    "user.access": "User's access changed",
+    "group.permissions": "Role's permissions changed",
+}
+
+# Target types the log links to: (model, how to load a page of them, the page that shows one).
+TARGETS = {
+    "contact": ("leads.Contact", (), "leads:contact_detail"),
+    "importjob": ("leads.ImportJob", (), "leads:import_detail"),
+    "modelversion": ("scoring.ModelVersion", ("scoring_model",), "scoring:version_detail"),
+    "sequence": ("nurturing.Sequence", (), "nurturing:sequence_detail"),
+    "user": (settings.AUTH_USER_MODEL, (), "admin:auth_user_change"),
+    "group": ("auth.Group", (), "admin:auth_group_change"),
+}
 
 
 def audit_record(*, actor, action: str, target: Model, before: dict | None = None, after: dict | None = None):
@@ -58,9 +98,9 @@ def form_changes(form) -> tuple[dict, dict]:
 # --- reading the log ---------------------------------------------------------------------------
 
 
-def _distinct(field: str) -> list[tuple[str, str]]:
+def _distinct(field: str, labels: dict | None = None) -> list[tuple[str, str]]:
     values = AuditEntry.objects.order_by(field).values_list(field, flat=True).distinct()
-    return [(value, value) for value in values]
+    return [(value, (labels or {}).get(value, value)) for value in values]
 
 
 class AuditFilterForm(forms.Form):
@@ -75,7 +115,10 @@ class AuditFilter(django_filters.FilterSet):
     actor = django_filters.ModelChoiceFilter(
         queryset=get_user_model().objects.order_by("username"), empty_label="Anyone"
     )
-    action = django_filters.ChoiceFilter(choices=lambda: _distinct("action"), empty_label="Any action")
+    people_only = django_filters.BooleanFilter(
+        method="only_people", label="People only (hide the system's entries)", widget=forms.CheckboxInput
+    )
+    action = django_filters.ChoiceFilter(choices=lambda: _distinct("action", ACTION_LABELS), empty_label="Any action")
     object_type = django_filters.ChoiceFilter(
         choices=lambda: _distinct("object_type"), empty_label="Any target", label="Target type"
     )
@@ -86,14 +129,37 @@ class AuditFilter(django_filters.FilterSet):
         field_name="at", lookup_expr="date__lte", label="To", widget=forms.DateInput(attrs={"type": "date"})
     )
 
+    def only_people(self, queryset, name, value):
+        return queryset.filter(actor__isnull=False) if value else queryset  # unticked: everyone
+
     class Meta:
         model = AuditEntry
-        fields = ["actor", "action", "object_type", "since", "until"]
+        fields = ["actor", "people_only", "action", "object_type", "since", "until"]
         form = AuditFilterForm
 
 
 def audit_entries():
     return AuditEntry.objects.select_related("actor").order_by("-at", "-id")
+
+
+def audit_targets(entries) -> dict[tuple[str, str], dict]:
+    """{(object type, object id): {"label", "url"}} for a page of entries, one query per
+    type on the page; a target since deleted is missing (the page shows its type and id)."""
+    wanted: dict[str, set[int]] = defaultdict(set)
+    for entry in entries:
+        if entry.object_type in TARGETS and entry.object_id.isdigit():
+            wanted[entry.object_type].add(int(entry.object_id))
+    found = {}
+    for object_type, ids in wanted.items():
+        model_label, related, url_name = TARGETS[object_type]
+        objects = apps.get_model(model_label).objects.select_related(*related).in_bulk(ids)
+        for pk, target in objects.items():
+            found[(object_type, str(pk))] = {"label": str(target), "url": reverse(url_name, args=[pk])}
+    return found
+
+
+def action_label(action: str) -> str:
+    return ACTION_LABELS.get(action, action)
 
 
 def audit_diff(entry: AuditEntry) -> list[dict]:

@@ -258,7 +258,9 @@ def mql_entered(*, contact: Contact, at: datetime, from_stage: str = "") -> None
     _leave_nurture(contact, "became an MQL", only="exit_on_mql")
     if settings.MQL_ROUTING == "off":
         return
-    locked = Contact.objects.select_for_update(of=("self",)).select_related("account__owner", "owner").get(pk=contact.pk)
+    locked = (
+        Contact.objects.select_for_update(of=("self",)).select_related("account__owner", "owner").get(pk=contact.pk)
+    )
     rep = locked.owner if locked.owner_id and _is_active_rep(locked.owner) else _choose_rep(locked)
     if rep is None:
         return  # stays unassigned: reps can claim it from the queue

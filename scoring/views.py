@@ -141,7 +141,7 @@ def version_publish(request, pk: int):
     except versions.VersionError as error:
         messages.error(request, str(error))
         return redirect("scoring:version_detail", pk=version.pk)
-    messages.success(request, f"v{version.number} is now active. Every contact is being rescored.")
+    messages.success(request, f"v{version.number} is now active. Every contact is rescored with it: progress below.")
     return redirect("scoring:run_detail", pk=run.pk)
 
 

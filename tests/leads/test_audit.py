@@ -177,6 +177,27 @@ def test_the_log_shows_who_did_what_with_before_and_after(admin_client, rep):
     assert "<del>mql</del>" in page and "<ins>sql</ins>" in page
 
 
+def test_the_log_names_actions_and_links_each_target_to_its_page(admin_client, rep):
+    contact = make_mql()
+    handoff.lead_accept(contact_id=contact.pk, user=rep)
+
+    page = admin_client.get(AUDIT).content.decode()
+
+    assert "Lead accepted" in page
+    assert f'<a href="{reverse("leads:contact_detail", args=[contact.pk])}">{contact}</a>' in page
+
+
+def test_the_log_can_hide_the_systems_entries(admin_client, rep):
+    contact = ContactFactory()
+    audit_record(actor=None, action="lead.route", target=contact, before={}, after={"owner": "rep"})
+    audit_record(actor=rep, action="lead.claim", target=contact, before={}, after={"owner": "rep"})
+
+    rows = admin_client.get(AUDIT, {"people_only": "on"}).context["rows"]
+
+    assert [row["entry"].action for row in rows] == ["lead.claim"]
+    assert len(admin_client.get(AUDIT).context["rows"]) == 2
+
+
 def test_the_log_filters_by_actor_action_target_type_and_dates(admin_client, rep, marketer):
     contact = ContactFactory()
     audit_record(actor=rep, action="lead.claim", target=contact, before={}, after={"owner": rep.pk})
