@@ -51,7 +51,7 @@ def test_a_marketer_edits_previews_and_publishes_a_rule(page, screenshot, market
 
     # Publish and watch the rescore finish.
     page.get_by_role("button", name="Publish and rescore").click()
-    expect(page.get_by_text("is now active. Every contact is being rescored.")).to_be_visible()
+    expect(page.get_by_text("is now active. Every contact is rescored with it: progress below.")).to_be_visible()
     expect(page.get_by_role("progressbar", name="Rescore progress")).to_be_visible()
     expect(page.get_by_text("Finished.")).to_be_visible(timeout=60_000)
     expect(page.get_by_role("progressbar", name="Rescore progress")).to_have_attribute("value", "100")
