@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from datetime import date, timedelta
@@ -35,6 +36,8 @@ from .models import (
     ScoreChange,
 )
 from .selectors import active_version, engagement_for, ruleset_for, scoring_profiles
+
+logger = logging.getLogger(__name__)
 
 # Stages from which reaching an MQL level makes a contact an MQL. A recycled lead can
 # qualify again; contacts sales already owns (SQL and later) are never touched by scoring.
@@ -622,13 +625,26 @@ def rescore_chunk_run(*, chunk_id: int) -> bool:
     if not claimed:
         return False
     chunk = RescoreChunk.objects.select_related("run__version").get(pk=chunk_id)
-    run = chunk.run
     ids = Contact.objects.filter(id__gte=chunk.first_contact_id, id__lte=chunk.last_contact_id).values_list(
         "id", flat=True
     )
+    try:
+        return _rescore_chunk_claimed(chunk, claimed_at=now, ids=list(ids))
+    except Exception:
+        # Give the claim back, so that the task's retry (seconds away) can take the chunk
+        # again instead of the sweep after the claim timeout; a killed worker still needs the sweep.
+        logger.warning("Rescore chunk %s failed; released for its retry", chunk_id, exc_info=True)
+        RescoreChunk.objects.filter(pk=chunk_id, status=RescoreChunk.Status.RUNNING, claimed_at=now).update(
+            status=RescoreChunk.Status.PENDING
+        )
+        raise
+
+
+def _rescore_chunk_claimed(chunk: RescoreChunk, *, claimed_at, ids: list[int]) -> bool:
+    run, chunk_id, now = chunk.run, chunk.pk, claimed_at
     with transaction.atomic():
         changed = contacts_rescore(
-            contact_ids=list(ids),
+            contact_ids=ids,
             reason=f"rescore: {run.get_reason_display()}",
             as_of=run.as_of,
             version=run.version,

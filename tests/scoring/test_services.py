@@ -235,3 +235,29 @@ def test_a_new_property_filter_is_backfilled_from_history_exactly(operator, valu
         for model in (DailyEngagement, PendingEngagement)
     ]
     assert sum(counted[0]) + sum(counted[1]) == expected_count
+
+
+def test_a_chunk_that_fails_is_given_back_for_its_retry(monkeypatch, django_capture_on_commit_callbacks):
+    from scoring import services
+    from scoring.models import RescoreChunk
+    from scoring.services import rescore_chunk_run, rescore_run_start
+
+    contact = _executive()
+    with django_capture_on_commit_callbacks(execute=False):
+        run = rescore_run_start(version=active_version(), reason=RescoreRun.Reason.PUBLISH)
+    chunk = run.chunks.get()
+    real_rescore = services.contacts_rescore
+
+    def deadlocked(**kwargs):
+        raise IntegrityError("deadlock detected")
+
+    monkeypatch.setattr(services, "contacts_rescore", deadlocked)
+    with pytest.raises(IntegrityError):
+        rescore_chunk_run(chunk_id=chunk.pk)
+    chunk.refresh_from_db()
+    assert chunk.status == RescoreChunk.Status.PENDING  # not held until the claim times out
+
+    monkeypatch.setattr(services, "contacts_rescore", real_rescore)
+    assert rescore_chunk_run(chunk_id=chunk.pk)  # the task's retry, seconds later
+    run.refresh_from_db()
+    assert run.is_finished and ContactScore.objects.filter(contact=contact).exists()
