@@ -49,6 +49,23 @@ def _round_half_even(expression: str) -> str:
     )
 
 
+def _batch_sql(column: str, ids: list[int]) -> tuple[str, dict]:
+    """SQL that selects the batch's contacts by `column`, with named params. Consecutive ids
+    (a full rescore's chunk, unless contacts were deleted) become a range: one index range
+    scan instead of one index probe per id."""
+    if ids[-1] - ids[0] + 1 == len(ids):
+        return f"{column} BETWEEN %(first_id)s AND %(last_id)s", {"first_id": ids[0], "last_id": ids[-1]}
+    return f"{column} = ANY(%(ids)s)", {"ids": ids}
+
+
+def _positional(sql: str, params: dict) -> tuple[str, list]:
+    """The same condition with positional params, for statements built with %s."""
+    names = [name for name in ("first_id", "last_id", "ids") if f"%({name})s" in sql]
+    for name in names:
+        sql = sql.replace(f"%({name})s", "%s")
+    return sql, [params[name] for name in names]
+
+
 def _field_sql(field: str, params: list) -> tuple[str, bool]:
     """SQL for a profile field's raw value (c = contact, a = account), and whether it is JSON."""
     if field == "email":
@@ -78,10 +95,11 @@ def _fit_lookups(cursor, rules: RuleSet, ids: list[int]) -> list[tuple[str, list
         else:
             value, is_json = _field_sql(rule.field, params)
             key = f"({value})::text"
+        in_batch, batch_params = _positional(*_batch_sql("c.id", ids))
         cursor.execute(
             f"SELECT DISTINCT ON (1) {key}, {value} FROM {contact} c LEFT JOIN {account} a ON a.id = c.account_id "
-            f"WHERE c.id = ANY(%s) ORDER BY 1",
-            [*params, *params, ids],
+            f"WHERE {in_batch} ORDER BY 1",
+            [*params, *params, *batch_params],
         )
         keys = []
         for key_text, raw in cursor.fetchall():
@@ -105,6 +123,7 @@ def scores_compute(*, rules: RuleSet, ids: list[int], as_of: date, version_id: i
     contacts_rescore does), so the stored scores it compares with cannot change meanwhile.
     The temporary tables live until scores_write drops them, at the latest until commit."""
     contact, account = Contact._meta.db_table, Account._meta.db_table
+    in_batch, batch_params = _positional(*_batch_sql("c.id", ids))
     with connection.cursor() as cursor:
         cursor.execute(f"DROP TABLE IF EXISTS {PARTS}, {NEW}")
         cursor.execute(f"CREATE TEMP TABLE {PARTS} (contact_id bigint, kind text, points numeric) ON COMMIT DROP")
@@ -114,8 +133,8 @@ def scores_compute(*, rules: RuleSet, ids: list[int], as_of: date, version_id: i
             cursor.execute(
                 f"INSERT INTO {PARTS} SELECT c.id, 'fit', round(%s::numeric, 1) "
                 f"FROM {contact} c LEFT JOIN {account} a ON a.id = c.account_id "
-                f"WHERE c.id = ANY(%s) AND array_position(%s::text[], {key}) IS NOT NULL",
-                [rule.points, ids, keys, *params],
+                f"WHERE {in_batch} AND array_position(%s::text[], {key}) IS NOT NULL",
+                [rule.points, *batch_params, keys, *params],
             )
         _engagement_parts(cursor, rules, ids, as_of)
         grade = (
@@ -144,11 +163,11 @@ def scores_compute(*, rules: RuleSet, ids: list[int], as_of: date, version_id: i
                            least(coalesce(sum(p.points) FILTER (WHERE p.kind = 'fit'), 0), %s) AS fit,
                            least(coalesce(sum(p.points) FILTER (WHERE p.kind = 'engagement'), 0), %s) AS engagement
                     FROM {contact} c LEFT JOIN {PARTS} p ON p.contact_id = c.id
-                    WHERE c.id = ANY(%s) GROUP BY c.id
+                    WHERE {in_batch} GROUP BY c.id
                 ) s
             ) g
             ) n LEFT JOIN {ContactScore._meta.db_table} o ON o.contact_id = n.contact_id""",
-            [version_id, as_of, *level_params, rules.fit_cap, rules.engagement_cap, ids],
+            [version_id, as_of, *level_params, rules.fit_cap, rules.engagement_cap, *batch_params],
         )
 
 
@@ -176,6 +195,7 @@ def _engagement_parts(cursor, rules: RuleSet, ids: list[int], as_of: date) -> No
         for n, r in enumerate(rules.engagement_rules)
     ]
     columns = list(zip(*rule_rows, strict=True))
+    in_batch, batch_params = _batch_sql("d.contact_id", ids)
     # Past 21 half-lives a decaying occurrence weighs 0 (it still counts as an occurrence).
     weight = (
         f"CASE WHEN r.half_life IS NULL THEN {MILLION} WHEN %(as_of)s::date - d.day <= 21 * r.half_life "
@@ -195,7 +215,7 @@ def _engagement_parts(cursor, rules: RuleSet, ids: list[int], as_of: date) -> No
                             %(window_days)s::int[], %(half_life)s::int[], %(weights_at)s::int[])
                      AS r(ord, matcher_id, points, cap, window_days, half_life, weights_at)
                      ON r.matcher_id = d.matcher_id
-                WHERE d.contact_id = ANY(%(ids)s) AND d.day <= %(as_of)s::date
+                WHERE {in_batch} AND d.day <= %(as_of)s::date
                   AND (r.window_days IS NULL OR %(as_of)s::date - d.day < r.window_days)
                 GROUP BY d.contact_id, r.ord, r.points, r.cap
             ) sums
@@ -204,7 +224,7 @@ def _engagement_parts(cursor, rules: RuleSet, ids: list[int], as_of: date) -> No
             **dict(zip(RULE_COLUMNS, (list(column) for column in columns), strict=True)),
             "weights": weights,
             "as_of": as_of,
-            "ids": ids,
+            **batch_params,
         },
     )
 

@@ -289,3 +289,23 @@ def test_a_full_rescore_in_sql_rolls_accounts_up_like_the_python_path():
     }
     assert in_sql == in_python
     assert len(in_sql) == len(ids)
+
+
+@pytest.mark.django_db
+def test_sql_rescore_of_ids_with_a_gap_scores_only_those_contacts():
+    version = _version([("contact.job_title", "is_set", None, 30)], [("page_view", 5, None, None, None)], (60, 100), [])
+    person = {
+        "email_domain": "acme.example",
+        "job_title": "CTO",
+        "country": "",
+        "employee_count": None,
+        "attributes": {},
+        "days": [("page_view", 2, 1)],
+    }
+    first, middle, last = (_contact(person) for _ in range(3))
+
+    contacts_rescore(contact_ids=[first, last], reason="sql", as_of=AS_OF, version=version, in_sql=True)
+
+    scores = ContactScore.objects.in_bulk([first, middle, last])
+    assert sorted(scores) == [first, last]
+    assert scores[first].total == scores[last].total == Decimal("35.0")
