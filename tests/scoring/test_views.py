@@ -181,3 +181,10 @@ def test_sales_reps_cannot_open_the_scoring_pages(rep_client, active):
 
 def test_an_unknown_rule_kind_is_a_404(marketer_client, draft):
     assert marketer_client.get(f"/scoring/versions/{draft.pk}/bogus/new/").status_code == 404
+
+
+def test_the_overview_says_the_default_model_shipped_with_the_app(marketer_client, active):
+    page = marketer_client.get(reverse("scoring:overview")).content.decode()
+
+    assert active.published_at is None
+    assert "shipped with the app" in page
