@@ -98,6 +98,17 @@ def form_changes(form) -> tuple[dict, dict]:
 # --- reading the log ---------------------------------------------------------------------------
 
 
+TARGET_TYPE_LABELS = {
+    "contact": "Contact",
+    "importjob": "Import",
+    "modelversion": "Scoring model version",
+    "sequence": "Nurture sequence",
+    "campaigncost": "Campaign cost",
+    "user": "User",
+    "group": "Role",
+}
+
+
 def _distinct(field: str, labels: dict | None = None) -> list[tuple[str, str]]:
     values = AuditEntry.objects.order_by(field).values_list(field, flat=True).distinct()
     return [(value, (labels or {}).get(value, value)) for value in values]
@@ -120,7 +131,7 @@ class AuditFilter(django_filters.FilterSet):
     )
     action = django_filters.ChoiceFilter(choices=lambda: _distinct("action", ACTION_LABELS), empty_label="Any action")
     object_type = django_filters.ChoiceFilter(
-        choices=lambda: _distinct("object_type"), empty_label="Any target", label="Target type"
+        choices=lambda: _distinct("object_type", TARGET_TYPE_LABELS), empty_label="Any target", label="Target type"
     )
     since = django_filters.DateFilter(
         field_name="at", lookup_expr="date__gte", label="From", widget=forms.DateInput(attrs={"type": "date"})
@@ -169,15 +180,29 @@ def audit_diff(entry: AuditEntry) -> list[dict]:
     return [
         {
             "name": name,
-            "before": _shown(before[name]) if name in before else "",
-            "after": _shown(after[name]) if name in after else "",
+            "before": _shown(before[name], name) if name in before else "",
+            "after": _shown(after[name], name) if name in after else "",
             "changed": before.get(name) != after.get(name),
         }
         for name in names
     ]
 
 
-def _shown(value) -> str:
+def _value_labels() -> dict[str, dict]:
+    """Stored codes of hand-off entries, as the pages name them ("bad_timing" → "Bad timing")."""
+    from .models import LeadFeedback, LifecycleStage, RejectReason
+
+    return {
+        "stage": dict(LifecycleStage.choices),
+        "reason": dict(RejectReason.choices),
+        "rating": dict(LeadFeedback.Rating.choices),
+    }
+
+
+def _shown(value, name: str = "") -> str:
+    labels = _value_labels().get(name, {})
+    if isinstance(value, str) and value in labels:
+        return str(labels[value])
     if value is None:
         return "—"
     if isinstance(value, str):

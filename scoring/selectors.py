@@ -7,9 +7,10 @@ from collections.abc import Iterable, Iterator
 from datetime import date
 from decimal import Decimal
 
+from django.db.models import Max
 from django.utils import timezone
 
-from leads.models import Activity, Contact
+from leads.models import Activity, Contact, LifecycleStage, StageChange
 
 from .engine import (
     EngagementRuleSpec,
@@ -21,7 +22,7 @@ from .engine import (
     property_matches,
 )
 from .matchers import matcher_key
-from .models import AccountScore, ContactScore, DailyEngagement, ModelVersion, PendingEngagement
+from .models import AccountScore, ContactScore, DailyEngagement, Matcher, ModelVersion, PendingEngagement
 
 PROFILE_CONTACT_FIELDS = [
     "job_title",
@@ -169,6 +170,38 @@ def score_from_scratch(contact: Contact, rules: RuleSet, as_of: date, version: M
     return evaluate(rules, profile, engagement, as_of)
 
 
+def engaged_since_recycled(contact_ids: list[int], rules) -> set[int]:
+    """Recycled contacts with an activity, since their latest recycling, that a rule giving
+    positive points counts. A contact with no recorded recycling counts as engaged."""
+    if not contact_ids:
+        return set()
+    recycled_at = dict(
+        StageChange.objects.filter(contact_id__in=contact_ids, to_stage=LifecycleStage.RECYCLED)
+        .values("contact_id")
+        .annotate(at=Max("changed_at"))
+        .values_list("contact_id", "at")
+    )
+    engaged = set(contact_ids) - set(recycled_at)
+    positive = {rule.matcher_key for rule in rules.engagement_rules if rule.points > 0}
+    matchers = defaultdict(list)
+    for matcher in Matcher.objects.filter(key__in=positive):
+        matchers[matcher.activity_type_id].append(matcher)
+    if not recycled_at or not matchers:
+        return engaged
+    since = Activity.objects.filter(
+        contact_id__in=list(recycled_at), type_id__in=list(matchers), occurred_at__gt=min(recycled_at.values())
+    )
+    for contact_id, type_id, occurred_at, properties in since.values_list(
+        "contact_id", "type_id", "occurred_at", "properties"
+    ):
+        if occurred_at > recycled_at[contact_id] and any(
+            not m.property_name or property_matches(m.property_operator, m.property_value, properties, m.property_name)
+            for m in matchers[type_id]
+        ):
+            engaged.add(contact_id)
+    return engaged
+
+
 # --- previewing a draft ----------------------------------------------------------------------
 
 PREVIEW_CHUNK = 2000
@@ -194,6 +227,7 @@ def preview_version(version: ModelVersion, *, examples: int = 5) -> dict:
             row[0]: row[1:]
             for row in ContactScore.objects.filter(contact_id__in=chunk).values_list("contact_id", "total", "mql_level")
         }
+        reaching = []
         for contact_id, profile in profiles.items():
             result = evaluate(rules, profile, engagement.get(contact_id, {}), as_of)
             old_total, old_level = current.get(contact_id, (Decimal(0), ""))
@@ -207,11 +241,17 @@ def preview_version(version: ModelVersion, *, examples: int = 5) -> dict:
                 "new_level": result.mql_level,
             }
             if result.mql_level and not old_level and profile["contact.lifecycle_stage"] in QUALIFYING_STAGES:
-                summary["new_mqls"] += 1
-                _keep_example(summary["new_examples"], example, examples)
+                reaching.append((contact_id, example))
             elif old_level and not result.mql_level:
                 summary["drops"] += 1
                 _keep_example(summary["drop_examples"], example, examples)
+        # As publishing will: a recycled lead qualifies again only on engagement since then.
+        recycled = [c for c, _ in reaching if profiles[c]["contact.lifecycle_stage"] == LifecycleStage.RECYCLED]
+        blocked = set(recycled) - engaged_since_recycled(recycled, rules)
+        for contact_id, example in reaching:
+            if contact_id not in blocked:
+                summary["new_mqls"] += 1
+                _keep_example(summary["new_examples"], example, examples)
     _attach_contacts(summary["new_examples"] + summary["drop_examples"])
     return summary
 

@@ -11,11 +11,11 @@ from decimal import Decimal
 from django.conf import settings
 from django.core.cache import cache
 from django.db import connection, transaction
-from django.db.models import Count, F, Max, Q, Sum
+from django.db.models import Count, F, Q, Sum
 from django.utils import timezone
 
 from leads.handoff import mql_entered
-from leads.models import Account, Activity, ActivityType, Contact, LifecycleStage, StageChange
+from leads.models import Account, Activity, ActivityType, Contact, LifecycleStage
 from leads.services import contact_set_stage
 
 from . import sql_rescore
@@ -35,7 +35,7 @@ from .models import (
     RescoreRun,
     ScoreChange,
 )
-from .selectors import active_version, engagement_for, ruleset_for, scoring_profiles
+from .selectors import active_version, engaged_since_recycled, engagement_for, ruleset_for, scoring_profiles
 
 logger = logging.getLogger(__name__)
 
@@ -458,40 +458,8 @@ def _may_qualify(reaching: dict[int, ScoreResult], profiles: dict[int, dict], ru
     because a rescore (a rule change, say) finds them still above the line they were
     rejected at."""
     recycled = [c for c in reaching if profiles[c]["contact.lifecycle_stage"] == LifecycleStage.RECYCLED]
-    blocked = set(recycled) - _engaged_since_recycled(recycled, rules)
+    blocked = set(recycled) - engaged_since_recycled(recycled, rules)
     return sorted(c for c in reaching if c not in blocked)
-
-
-def _engaged_since_recycled(contact_ids: list[int], rules) -> set[int]:
-    """Recycled contacts with an activity, since their latest recycling, that a rule giving
-    positive points counts. A contact with no recorded recycling counts as engaged."""
-    if not contact_ids:
-        return set()
-    recycled_at = dict(
-        StageChange.objects.filter(contact_id__in=contact_ids, to_stage=LifecycleStage.RECYCLED)
-        .values("contact_id")
-        .annotate(at=Max("changed_at"))
-        .values_list("contact_id", "at")
-    )
-    engaged = set(contact_ids) - set(recycled_at)
-    positive = {rule.matcher_key for rule in rules.engagement_rules if rule.points > 0}
-    matchers = defaultdict(list)
-    for matcher in Matcher.objects.filter(key__in=positive):
-        matchers[matcher.activity_type_id].append(matcher)
-    if not recycled_at or not matchers:
-        return engaged
-    since = Activity.objects.filter(
-        contact_id__in=list(recycled_at), type_id__in=list(matchers), occurred_at__gt=min(recycled_at.values())
-    )
-    for contact_id, type_id, occurred_at, properties in since.values_list(
-        "contact_id", "type_id", "occurred_at", "properties"
-    ):
-        if occurred_at > recycled_at[contact_id] and any(
-            not m.property_name or property_matches(m.property_operator, m.property_value, properties, m.property_name)
-            for m in matchers[type_id]
-        ):
-            engaged.add(contact_id)
-    return engaged
 
 
 def _qualify(contact_id: int, result: ScoreResult, version: ModelVersion, label: str, now) -> None:

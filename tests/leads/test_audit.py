@@ -174,7 +174,7 @@ def test_the_log_shows_who_did_what_with_before_and_after(admin_client, rep):
     page = admin_client.get(AUDIT).content.decode()
 
     assert "lead.accept" in page and f"contact #{contact.pk}" in page and ">rep<" in page
-    assert "<del>mql</del>" in page and "<ins>sql</ins>" in page
+    assert "<del>Marketing-qualified lead</del>" in page and "<ins>Sales-qualified lead</ins>" in page
 
 
 def test_the_log_names_actions_and_links_each_target_to_its_page(admin_client, rep):
@@ -185,6 +185,15 @@ def test_the_log_names_actions_and_links_each_target_to_its_page(admin_client, r
 
     assert "Lead accepted" in page
     assert f'<a href="{reverse("leads:contact_detail", args=[contact.pk])}">{contact}</a>' in page
+
+
+def test_the_log_names_reject_reasons_as_the_rep_chose_them(admin_client, rep):
+    contact = make_mql()
+    handoff.lead_reject(contact_id=contact.pk, user=rep, reason="bad_timing", note="")
+
+    page = admin_client.get(AUDIT, {"action": "lead.reject"}).content.decode()
+
+    assert "<ins>Bad timing</ins>" in page and "bad_timing" not in page
 
 
 def test_the_log_can_hide_the_systems_entries(admin_client, rep):

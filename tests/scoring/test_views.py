@@ -6,7 +6,8 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from leads.services import IngestEvent, account_upsert, activities_ingest, contact_upsert
+from leads.models import LifecycleStage
+from leads.services import IngestEvent, account_upsert, activities_ingest, contact_set_stage, contact_upsert
 from scoring.models import ContactScore, FitRule, ModelVersion, RescoreRun
 from scoring.selectors import active_version
 from scoring.services import contacts_rescore, rescore_run_to_end
@@ -109,6 +110,32 @@ def test_preview_counts_the_new_mqls_a_draft_would_make(marketer_client, draft):
     page = response.content.decode()
     assert response.context["preview"]["new_mqls"] == 1
     assert "vp@soft.example" in page or str(contact) in page
+
+
+def test_preview_does_not_count_a_recycled_lead_that_has_done_nothing_since(marketer_client, draft):
+    contact = _vp_at_software_company()
+    contacts_rescore(contact_ids=[contact.pk], reason="test")
+    contact_set_stage(contact=contact, to_stage=LifecycleStage.RECYCLED, reason="bad timing")
+    draft.mql_levels.update(min_score=40)
+    preview_url = reverse("scoring:version_preview", args=[draft.pk])
+
+    before = marketer_client.get(preview_url).context["preview"]["new_mqls"]
+    activities_ingest(
+        events=[
+            IngestEvent(
+                index=0,
+                type_key="pricing_page_view",
+                occurred_at=timezone.now(),
+                source="web",
+                external_id="pricing-1",
+                properties={},
+                contact_id=contact.pk,
+            )
+        ]
+    )
+    after = marketer_client.get(preview_url).context["preview"]["new_mqls"]
+
+    assert (before, after) == (0, 1)
 
 
 def test_publishing_makes_the_draft_active_and_rescores_everyone(
