@@ -18,8 +18,9 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db.models import Model
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.text import capfirst
 
-from .models import AuditEntry
+from .models import AuditEntry, LeadFeedback, LifecycleStage, RejectReason
 
 # What each action is called on the page (the code stays in the entry and the URL).
 ACTION_LABELS = {
@@ -98,20 +99,15 @@ def form_changes(form) -> tuple[dict, dict]:
 # --- reading the log ---------------------------------------------------------------------------
 
 
-TARGET_TYPE_LABELS = {
-    "contact": "Contact",
-    "importjob": "Import",
-    "modelversion": "Scoring model version",
-    "sequence": "Nurture sequence",
-    "campaigncost": "Campaign cost",
-    "user": "User",
-    "group": "Role",
-}
-
-
-def _distinct(field: str, labels: dict | None = None) -> list[tuple[str, str]]:
+def _distinct(field: str, label=str) -> list[tuple[str, str]]:
     values = AuditEntry.objects.order_by(field).values_list(field, flat=True).distinct()
-    return [(value, (labels or {}).get(value, value)) for value in values]
+    return [(value, label(value)) for value in values]
+
+
+def _target_type_label(object_type: str) -> str:
+    """A target type (a model name) as its model calls itself: "modelversion" → "Model version"."""
+    model = next((m for m in apps.get_models() if m._meta.model_name == object_type), None)
+    return capfirst(model._meta.verbose_name) if model else object_type
 
 
 class AuditFilterForm(forms.Form):
@@ -129,9 +125,9 @@ class AuditFilter(django_filters.FilterSet):
     people_only = django_filters.BooleanFilter(
         method="only_people", label="People only (hide the system's entries)", widget=forms.CheckboxInput
     )
-    action = django_filters.ChoiceFilter(choices=lambda: _distinct("action", ACTION_LABELS), empty_label="Any action")
+    action = django_filters.ChoiceFilter(choices=lambda: _distinct("action", action_label), empty_label="Any action")
     object_type = django_filters.ChoiceFilter(
-        choices=lambda: _distinct("object_type", TARGET_TYPE_LABELS), empty_label="Any target", label="Target type"
+        choices=lambda: _distinct("object_type", _target_type_label), empty_label="Any target", label="Target type"
     )
     since = django_filters.DateFilter(
         field_name="at", lookup_expr="date__gte", label="From", widget=forms.DateInput(attrs={"type": "date"})
@@ -188,19 +184,16 @@ def audit_diff(entry: AuditEntry) -> list[dict]:
     ]
 
 
-def _value_labels() -> dict[str, dict]:
-    """Stored codes of hand-off entries, as the pages name them ("bad_timing" → "Bad timing")."""
-    from .models import LeadFeedback, LifecycleStage, RejectReason
-
-    return {
-        "stage": dict(LifecycleStage.choices),
-        "reason": dict(RejectReason.choices),
-        "rating": dict(LeadFeedback.Rating.choices),
-    }
+# Stored codes of hand-off entries, as the pages name them ("bad_timing" → "Bad timing").
+VALUE_LABELS = {
+    "stage": dict(LifecycleStage.choices),
+    "reason": dict(RejectReason.choices),
+    "rating": dict(LeadFeedback.Rating.choices),
+}
 
 
 def _shown(value, name: str = "") -> str:
-    labels = _value_labels().get(name, {})
+    labels = VALUE_LABELS.get(name, {})
     if isinstance(value, str) and value in labels:
         return str(labels[value])
     if value is None:

@@ -170,6 +170,18 @@ def score_from_scratch(contact: Contact, rules: RuleSet, as_of: date, version: M
     return evaluate(rules, profile, engagement, as_of)
 
 
+def contacts_may_qualify(reaching: Iterable[int], profiles: dict[int, dict], rules) -> list[int]:
+    """Of the contacts that reach a level in a stage scoring may qualify, those that become
+    MQLs: all of them, except recycled leads that have done nothing since sales handed them
+    back. Those qualify again on new engagement, not because a rescore (a rule change, say)
+    finds them still above the line they were rejected at. Publishing and its preview both
+    ask this."""
+    reaching = list(reaching)
+    recycled = [c for c in reaching if profiles[c]["contact.lifecycle_stage"] == LifecycleStage.RECYCLED]
+    blocked = set(recycled) - engaged_since_recycled(recycled, rules)
+    return sorted(c for c in reaching if c not in blocked)
+
+
 def engaged_since_recycled(contact_ids: list[int], rules) -> set[int]:
     """Recycled contacts with an activity, since their latest recycling, that a rule giving
     positive points counts. A contact with no recorded recycling counts as engaged."""
@@ -227,7 +239,7 @@ def preview_version(version: ModelVersion, *, examples: int = 5) -> dict:
             row[0]: row[1:]
             for row in ContactScore.objects.filter(contact_id__in=chunk).values_list("contact_id", "total", "mql_level")
         }
-        reaching = []
+        reaching = {}  # contact id: example, for those reaching a level
         for contact_id, profile in profiles.items():
             result = evaluate(rules, profile, engagement.get(contact_id, {}), as_of)
             old_total, old_level = current.get(contact_id, (Decimal(0), ""))
@@ -241,17 +253,13 @@ def preview_version(version: ModelVersion, *, examples: int = 5) -> dict:
                 "new_level": result.mql_level,
             }
             if result.mql_level and not old_level and profile["contact.lifecycle_stage"] in QUALIFYING_STAGES:
-                reaching.append((contact_id, example))
+                reaching[contact_id] = example
             elif old_level and not result.mql_level:
                 summary["drops"] += 1
                 _keep_example(summary["drop_examples"], example, examples)
-        # As publishing will: a recycled lead qualifies again only on engagement since then.
-        recycled = [c for c, _ in reaching if profiles[c]["contact.lifecycle_stage"] == LifecycleStage.RECYCLED]
-        blocked = set(recycled) - engaged_since_recycled(recycled, rules)
-        for contact_id, example in reaching:
-            if contact_id not in blocked:
-                summary["new_mqls"] += 1
-                _keep_example(summary["new_examples"], example, examples)
+        for contact_id in contacts_may_qualify(reaching, profiles, rules):
+            summary["new_mqls"] += 1
+            _keep_example(summary["new_examples"], reaching[contact_id], examples)
     _attach_contacts(summary["new_examples"] + summary["drop_examples"])
     return summary
 

@@ -35,7 +35,7 @@ from .models import (
     RescoreRun,
     ScoreChange,
 )
-from .selectors import active_version, engaged_since_recycled, engagement_for, ruleset_for, scoring_profiles
+from .selectors import active_version, contacts_may_qualify, engagement_for, ruleset_for, scoring_profiles
 
 logger = logging.getLogger(__name__)
 
@@ -328,7 +328,7 @@ def contacts_rescore(
                 writes.accounts.add(profile["account_id"])
             if result.mql_level and profile["contact.lifecycle_stage"] in QUALIFYING_STAGES:
                 reaching[contact_id] = result
-        for contact_id in _may_qualify(reaching, profiles, rules):
+        for contact_id in contacts_may_qualify(reaching, profiles, rules):
             _qualify(contact_id, reaching[contact_id], version, rules.version_label, writes.now)
         writes.save()
         accounts_rescore(account_ids=writes.accounts - {None}, version=version)
@@ -358,7 +358,7 @@ def _contacts_rescore_in_sql(*, ids: list[int], rules, version: ModelVersion, as
                 contact_id: evaluate(rules, profile, engagement.get(contact_id, {}), as_of)
                 for contact_id, profile in profiles.items()
             }
-            for contact_id in _may_qualify(reaching, profiles, rules):
+            for contact_id in contacts_may_qualify(reaching, profiles, rules):
                 _qualify(contact_id, reaching[contact_id], version, rules.version_label, now)
     return changed
 
@@ -450,16 +450,6 @@ def _copy_queue_keys(scores: list[ContactScore]) -> None:
                 f"score_mql_level = v.level FROM v WHERE {table}.id = v.id",
                 [value for s in batch for value in (s.contact_id, str(s.total), s.fit_grade, s.mql_level)],
             )
-
-
-def _may_qualify(reaching: dict[int, ScoreResult], profiles: dict[int, dict], rules) -> list[int]:
-    """The contacts at a level that become MQLs: all of them, except recycled leads that have
-    done nothing since sales handed them back. Those qualify again on new engagement, not
-    because a rescore (a rule change, say) finds them still above the line they were
-    rejected at."""
-    recycled = [c for c in reaching if profiles[c]["contact.lifecycle_stage"] == LifecycleStage.RECYCLED]
-    blocked = set(recycled) - engaged_since_recycled(recycled, rules)
-    return sorted(c for c in reaching if c not in blocked)
 
 
 def _qualify(contact_id: int, result: ScoreResult, version: ModelVersion, label: str, now) -> None:
@@ -597,7 +587,7 @@ def rescore_chunk_run(*, chunk_id: int) -> bool:
         "id", flat=True
     )
     try:
-        return _rescore_chunk_claimed(chunk, claimed_at=now, ids=list(ids))
+        return _rescore_chunk_claimed(chunk, claimed_at=now, contact_ids=list(ids))
     except Exception:
         # Give the claim back, so that the task's retry (seconds away) can take the chunk
         # again instead of the sweep after the claim timeout; a killed worker still needs the sweep.
@@ -608,19 +598,21 @@ def rescore_chunk_run(*, chunk_id: int) -> bool:
         raise
 
 
-def _rescore_chunk_claimed(chunk: RescoreChunk, *, claimed_at, ids: list[int]) -> bool:
-    run, chunk_id, now = chunk.run, chunk.pk, claimed_at
+def _rescore_chunk_claimed(chunk: RescoreChunk, *, claimed_at, contact_ids: list[int]) -> bool:
+    """The chunk's scores, its "done" mark (only if still held by this claim) and the run's
+    progress, in one transaction."""
+    run = chunk.run
     with transaction.atomic():
         changed = contacts_rescore(
-            contact_ids=ids,
+            contact_ids=contact_ids,
             reason=f"rescore: {run.get_reason_display()}",
             as_of=run.as_of,
             version=run.version,
             in_sql=True,
         )
-        done = RescoreChunk.objects.filter(pk=chunk_id, status=RescoreChunk.Status.RUNNING, claimed_at=now).update(
-            status=RescoreChunk.Status.DONE, changed_contacts=changed
-        )
+        done = RescoreChunk.objects.filter(
+            pk=chunk.pk, status=RescoreChunk.Status.RUNNING, claimed_at=claimed_at
+        ).update(status=RescoreChunk.Status.DONE, changed_contacts=changed)
         if not done:  # another worker re-claimed it meanwhile: let its result stand alone
             transaction.set_rollback(True)
             return False

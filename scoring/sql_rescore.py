@@ -49,21 +49,14 @@ def _round_half_even(expression: str) -> str:
     )
 
 
-def _batch_sql(column: str, ids: list[int]) -> tuple[str, dict]:
-    """SQL that selects the batch's contacts by `column`, with named params. Consecutive ids
-    (a full rescore's chunk, unless contacts were deleted) become a range: one index range
-    scan instead of one index probe per id."""
+def _batch_sql(column: str, ids: list[int]) -> str:
+    """SQL that selects the batch's contacts by `column`. Consecutive ids (a full rescore's
+    chunk, unless contacts were deleted) become a range: one index range scan instead of one
+    index probe per id. The ids are written into the statement, each through int(), so
+    every statement of the batch takes it whatever its style of parameters."""
     if ids[-1] - ids[0] + 1 == len(ids):
-        return f"{column} BETWEEN %(first_id)s AND %(last_id)s", {"first_id": ids[0], "last_id": ids[-1]}
-    return f"{column} = ANY(%(ids)s)", {"ids": ids}
-
-
-def _positional(sql: str, params: dict) -> tuple[str, list]:
-    """The same condition with positional params, for statements built with %s."""
-    names = [name for name in ("first_id", "last_id", "ids") if f"%({name})s" in sql]
-    for name in names:
-        sql = sql.replace(f"%({name})s", "%s")
-    return sql, [params[name] for name in names]
+        return f"{column} BETWEEN {int(ids[0])} AND {int(ids[-1])}"
+    return f"{column} = ANY('{{{','.join(str(int(i)) for i in ids)}}}'::bigint[])"
 
 
 def _field_sql(field: str, params: list) -> tuple[str, bool]:
@@ -95,11 +88,11 @@ def _fit_lookups(cursor, rules: RuleSet, ids: list[int]) -> list[tuple[str, list
         else:
             value, is_json = _field_sql(rule.field, params)
             key = f"({value})::text"
-        in_batch, batch_params = _positional(*_batch_sql("c.id", ids))
+        in_batch = _batch_sql("c.id", ids)
         cursor.execute(
             f"SELECT DISTINCT ON (1) {key}, {value} FROM {contact} c LEFT JOIN {account} a ON a.id = c.account_id "
             f"WHERE {in_batch} ORDER BY 1",
-            [*params, *params, *batch_params],
+            [*params, *params],
         )
         keys = []
         for key_text, raw in cursor.fetchall():
@@ -123,7 +116,7 @@ def scores_compute(*, rules: RuleSet, ids: list[int], as_of: date, version_id: i
     contacts_rescore does), so the stored scores it compares with cannot change meanwhile.
     The temporary tables live until scores_write drops them, at the latest until commit."""
     contact, account = Contact._meta.db_table, Account._meta.db_table
-    in_batch, batch_params = _positional(*_batch_sql("c.id", ids))
+    in_batch = _batch_sql("c.id", ids)
     with connection.cursor() as cursor:
         cursor.execute(f"DROP TABLE IF EXISTS {PARTS}, {NEW}")
         cursor.execute(f"CREATE TEMP TABLE {PARTS} (contact_id bigint, kind text, points numeric) ON COMMIT DROP")
@@ -134,7 +127,7 @@ def scores_compute(*, rules: RuleSet, ids: list[int], as_of: date, version_id: i
                 f"INSERT INTO {PARTS} SELECT c.id, 'fit', round(%s::numeric, 1) "
                 f"FROM {contact} c LEFT JOIN {account} a ON a.id = c.account_id "
                 f"WHERE {in_batch} AND array_position(%s::text[], {key}) IS NOT NULL",
-                [rule.points, *batch_params, keys, *params],
+                [rule.points, keys, *params],
             )
         _engagement_parts(cursor, rules, ids, as_of)
         grade = (
@@ -167,7 +160,7 @@ def scores_compute(*, rules: RuleSet, ids: list[int], as_of: date, version_id: i
                 ) s
             ) g
             ) n LEFT JOIN {ContactScore._meta.db_table} o ON o.contact_id = n.contact_id""",
-            [version_id, as_of, *level_params, rules.fit_cap, rules.engagement_cap, *batch_params],
+            [version_id, as_of, *level_params, rules.fit_cap, rules.engagement_cap],
         )
 
 
@@ -195,7 +188,7 @@ def _engagement_parts(cursor, rules: RuleSet, ids: list[int], as_of: date) -> No
         for n, r in enumerate(rules.engagement_rules)
     ]
     columns = list(zip(*rule_rows, strict=True))
-    in_batch, batch_params = _batch_sql("d.contact_id", ids)
+    in_batch = _batch_sql("d.contact_id", ids)
     # Past 21 half-lives a decaying occurrence weighs 0 (it still counts as an occurrence).
     weight = (
         f"CASE WHEN r.half_life IS NULL THEN {MILLION} WHEN %(as_of)s::date - d.day <= 21 * r.half_life "
@@ -224,7 +217,6 @@ def _engagement_parts(cursor, rules: RuleSet, ids: list[int], as_of: date) -> No
             **dict(zip(RULE_COLUMNS, (list(column) for column in columns), strict=True)),
             "weights": weights,
             "as_of": as_of,
-            **batch_params,
         },
     )
 

@@ -13,6 +13,19 @@ from scoring.selectors import active_version
 from scoring.services import contacts_rescore, rescore_run_to_end
 
 
+def _ingest_now(contact, type_key: str) -> None:
+    event = IngestEvent(
+        index=0,
+        type_key=type_key,
+        occurred_at=timezone.now(),
+        source="web",
+        external_id=f"{type_key}-1",
+        properties={},
+        contact_id=contact.pk,
+    )
+    activities_ingest(events=[event])
+
+
 @pytest.fixture
 def active(db):
     return active_version()
@@ -120,19 +133,7 @@ def test_preview_does_not_count_a_recycled_lead_that_has_done_nothing_since(mark
     preview_url = reverse("scoring:version_preview", args=[draft.pk])
 
     before = marketer_client.get(preview_url).context["preview"]["new_mqls"]
-    activities_ingest(
-        events=[
-            IngestEvent(
-                index=0,
-                type_key="pricing_page_view",
-                occurred_at=timezone.now(),
-                source="web",
-                external_id="pricing-1",
-                properties={},
-                contact_id=contact.pk,
-            )
-        ]
-    )
+    _ingest_now(contact, "pricing_page_view")
     after = marketer_client.get(preview_url).context["preview"]["new_mqls"]
 
     assert (before, after) == (0, 1)
@@ -178,19 +179,7 @@ def test_the_contact_page_explains_an_event_the_worker_has_not_scored_yet(rep_cl
     contact = _vp_at_software_company()
     contacts_rescore(contact_ids=[contact.pk], reason="test")
     stored_before = ContactScore.objects.get(contact=contact).total
-    activities_ingest(
-        events=[
-            IngestEvent(
-                index=0,
-                type_key="demo_request",
-                occurred_at=timezone.now(),
-                source="web",
-                external_id="demo-1",
-                properties={},
-                contact_id=contact.pk,
-            )
-        ]
-    )  # its rescore is queued, not run
+    _ingest_now(contact, "demo_request")  # its rescore is queued, not run
 
     response = rep_client.get(reverse("leads:contact_detail", args=[contact.pk]))
 
