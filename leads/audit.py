@@ -65,7 +65,14 @@ def audit_record(*, actor, action: str, target: Model, before: dict | None = Non
     `before` and `after` hold the changed values; dates, decimals and model instances are
     stored as text (JSON), so an entry never fails to save because of a value's type.
     """
-    return AuditEntry.objects.create(
+    entry = audit_entry(actor=actor, action=action, target=target, before=before, after=after)
+    entry.save()
+    return entry
+
+
+def audit_entry(*, actor, action: str, target: Model, before: dict | None = None, after: dict | None = None):
+    """The unsaved entry audit_record saves, for callers that save many at once (bulk_create)."""
+    return AuditEntry(
         actor=actor,
         action=action,
         object_type=target._meta.model_name,

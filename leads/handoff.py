@@ -12,7 +12,6 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
-from django.db.models import F
 from django.utils import timezone
 
 from . import audit
@@ -253,63 +252,122 @@ def lead_reassign(*, contact_id: int, user, rep) -> Contact:
 def mql_entered(*, contact: Contact, at: datetime, from_stage: str = "") -> None:
     """Called in the transaction that made the contact an MQL (from `from_stage`): start its
     clock and route it."""
-    Contact.objects.filter(pk=contact.pk).update(mql_at=at, sla_reminded_at=None)
+    mqls_entered(from_stages={contact.pk: from_stage}, at=at)
     contact.mql_at = at
-    _leave_nurture(contact, "became an MQL", only="exit_on_mql")
-    if settings.MQL_ROUTING == "off":
-        return
-    locked = (
-        Contact.objects.select_for_update(of=("self",)).select_related("account__owner", "owner").get(pk=contact.pk)
+
+
+def mqls_entered(*, from_stages: dict[int, str], at: datetime, notify: bool = True) -> dict[int, int]:
+    """mql_entered for many contacts ({contact id: the stage it came from}) in a few
+    statements: start their clocks, end the nurture sequences that stop at MQL, route them.
+    Returns {contact id: rep id} for the routed ones. `notify=False` leaves telling the reps
+    to the caller: a full rescore sends each rep one digest when it ends (mql_digests_send)."""
+    from nurturing.sequences import enrolments_exit_many
+
+    ids = sorted(from_stages)
+    Contact.objects.filter(pk__in=ids).update(mql_at=at, sla_reminded_at=None)
+    enrolments_exit_many(contact_ids=ids, reason="became an MQL", only="exit_on_mql")
+    if settings.MQL_ROUTING == "off" or not ids:
+        return {}
+    locked = list(
+        Contact.objects.select_for_update(of=("self",))
+        .select_related("account__owner", "owner")
+        .filter(pk__in=ids)
+        .order_by("pk")
     )
-    rep = locked.owner if locked.owner_id and _is_active_rep(locked.owner) else _choose_rep(locked)
-    if rep is None:
-        return  # stays unassigned: reps can claim it from the queue
-    # The stage has already changed in this transaction: the entry shows where the lead came from.
-    before = {**_snapshot(locked), "stage": from_stage or locked.lifecycle_stage}
-    _set_owner(locked, rep, at)
-    audit_record(actor=None, action="lead.route", contact=locked, before=before, after=_snapshot(locked))
-    _notify_assignment(locked, rep)
+    router, entries, routed = _Router(), [], []
+    for contact in locked:
+        rep = contact.owner if contact.owner_id and router.is_active(contact.owner) else router.choose(contact)
+        if rep is None:
+            continue  # stays unassigned: reps can claim it from the queue
+        # The stage has already changed in this transaction: the entry shows where the lead came from.
+        before = {**_snapshot(contact), "stage": from_stages[contact.pk] or contact.lifecycle_stage}
+        if contact.owner_id != rep.pk:
+            contact.owner, contact.owner_assigned_at = rep, at
+        entries.append(
+            audit.audit_entry(actor=None, action="lead.route", target=contact, before=before, after=_snapshot(contact))
+        )
+        routed.append(contact)
+    router.save_turns()
+    _owners_save(routed, at)
+    AuditEntry.objects.bulk_create(entries, batch_size=1000)
+    if notify:
+        for contact in routed:
+            _notify_assignment(contact, contact.owner)
+    return {contact.pk: contact.owner_id for contact in routed}
 
 
-def _is_active_rep(user) -> bool:
-    return (
-        user.is_active and has_role(user, SALES) and not RepRotation.objects.filter(rep=user, is_active=False).exists()
-    )
+def _owners_save(contacts: list[Contact], at: datetime) -> None:
+    """One UPDATE per rep for the contacts given to them at `at`."""
+    by_rep: dict[int, list[int]] = {}
+    for contact in contacts:
+        if contact.owner_assigned_at == at:
+            by_rep.setdefault(contact.owner_id, []).append(contact.pk)
+    for rep_id, contact_ids in by_rep.items():
+        Contact.objects.filter(pk__in=contact_ids).update(owner_id=rep_id, owner_assigned_at=at)
 
 
-def _choose_rep(contact: Contact):
-    """The account's owner first, then territory rules, then round-robin."""
-    owner = contact.account.owner if contact.account_id and contact.account.owner_id else None
-    if owner and _is_active_rep(owner):
-        return owner
-    industry = (contact.account.industry if contact.account_id else "").lower()
-    for rule in RoutingRule.objects.select_related("rep"):
-        wanted = rule.value.strip().lower()
-        matched = contact.country.lower() == wanted if rule.field == RoutingRule.Field.COUNTRY else industry == wanted
-        if matched and _is_active_rep(rule.rep):
-            return rule.rep
-    return _next_in_rotation()
+class _Router:
+    """Chooses a rep for each new MQL of a batch: the account's owner first, then territory
+    rules, then round-robin. Reads reps and rules once per batch, and takes the rotation's
+    row locks once: two batches routed at the same moment wait for each other, so they give
+    their leads to different reps."""
 
+    def __init__(self):
+        self.rules = list(RoutingRule.objects.select_related("rep"))
+        self.paused = set(RepRotation.objects.filter(is_active=False).values_list("rep_id", flat=True))
+        self.active: dict[int, bool] = {}
+        self.turns: list[RepRotation] | None = None
+        self.taken: set[int] = set()
 
-def _next_in_rotation():
-    """Round-robin: the active rep whose last assignment is oldest. The row lock makes two
-    MQLs routed at the same moment go to two different reps."""
-    User = get_user_model()
-    reps = User.objects.filter(is_active=True, groups__name=SALES).distinct()
-    RepRotation.objects.bulk_create(
-        [RepRotation(rep=rep) for rep in reps.exclude(rotation__isnull=False)], ignore_conflicts=True
-    )
-    turn = (
-        RepRotation.objects.select_for_update()
-        .filter(is_active=True, rep__in=reps)
-        .order_by(F("last_assigned_at").asc(nulls_first=True), "rep_id")
-        .select_related("rep")
-        .first()
-    )
-    if turn is None:
-        return None
-    RepRotation.objects.filter(pk=turn.pk).update(last_assigned_at=timezone.now())
-    return turn.rep
+    def is_active(self, user) -> bool:
+        if user.pk not in self.active:
+            self.active[user.pk] = user.is_active and has_role(user, SALES) and user.pk not in self.paused
+        return self.active[user.pk]
+
+    def choose(self, contact: Contact):
+        owner = contact.account.owner if contact.account_id and contact.account.owner_id else None
+        if owner and self.is_active(owner):
+            return owner
+        industry = (contact.account.industry if contact.account_id else "").lower()
+        for rule in self.rules:
+            wanted = rule.value.strip().lower()
+            field = contact.country.lower() if rule.field == RoutingRule.Field.COUNTRY else industry
+            if field == wanted and self.is_active(rule.rep):
+                return rule.rep
+        return self._next_in_rotation()
+
+    def _next_in_rotation(self):
+        """Round-robin: the active rep whose last assignment is oldest."""
+        if self.turns is None:
+            self.turns = self._rotation_locked()
+        if not self.turns:
+            return None
+        turn = min(self.turns, key=lambda t: (t.last_assigned_at is not None, t.last_assigned_at, t.rep_id))
+        # Strictly after every earlier turn, even within one clock tick, so the order holds.
+        latest = max((t.last_assigned_at for t in self.turns if t.last_assigned_at), default=None)
+        now = timezone.now()
+        turn.last_assigned_at = max(now, latest + timedelta(microseconds=1)) if latest else now
+        self.taken.add(turn.pk)
+        return turn.rep
+
+    @staticmethod
+    def _rotation_locked() -> list[RepRotation]:
+        User = get_user_model()
+        reps = User.objects.filter(is_active=True, groups__name=SALES).distinct()
+        RepRotation.objects.bulk_create(
+            [RepRotation(rep=rep) for rep in reps.exclude(rotation__isnull=False)], ignore_conflicts=True
+        )
+        return list(
+            RepRotation.objects.select_for_update()
+            .filter(is_active=True, rep__in=reps)
+            .order_by("rep_id")
+            .select_related("rep")
+        )
+
+    def save_turns(self) -> None:
+        for turn in self.turns or []:
+            if turn.pk in self.taken:
+                RepRotation.objects.filter(pk=turn.pk).update(last_assigned_at=turn.last_assigned_at)
 
 
 def _notify_assignment(contact: Contact, rep) -> None:

@@ -226,21 +226,51 @@ def contact_set_stage(
     Locks the contact row so that two concurrent transitions are serialised and each
     records the stage it really came from.
     """
-    locked = Contact.objects.select_for_update(no_key=True).get(pk=contact.pk)
-    if locked.lifecycle_stage == to_stage:
-        return None
-    change = stage_change_record(
-        contact=locked,
-        from_stage=locked.lifecycle_stage,
-        to_stage=to_stage,
-        changed_by=changed_by,
-        rule=rule,
-        reason=reason,
-        changed_at=changed_at,
+    changes = contacts_set_stage(
+        transitions={contact.pk: (rule, reason)}, to_stage=to_stage, changed_by=changed_by, changed_at=changed_at
     )
-    Contact.objects.filter(pk=locked.pk).update(lifecycle_stage=to_stage, updated_at=timezone.now())
-    contact.lifecycle_stage = to_stage
-    return change
+    if changes:
+        contact.lifecycle_stage = to_stage
+    return changes[0] if changes else None
+
+
+@transaction.atomic
+def contacts_set_stage(
+    *,
+    transitions: dict[int, tuple[str, str]],
+    to_stage: str,
+    changed_by=None,
+    changed_at: datetime | None = None,
+) -> list[StageChange]:
+    """contact_set_stage for many contacts in three statements: {contact id: (rule, reason)}.
+    Returns the transitions recorded, in contact order (none for a contact already there)."""
+    ids = sorted(transitions)
+    current = (
+        Contact.objects.select_for_update(no_key=True)
+        .filter(pk__in=ids)
+        .exclude(lifecycle_stage=to_stage)
+        .order_by("pk")
+        .values_list("pk", "lifecycle_stage")
+    )
+    at = changed_at or timezone.now()
+    changes = [
+        StageChange(
+            contact_id=contact_id,
+            from_stage=from_stage,
+            to_stage=to_stage,
+            changed_at=at,
+            changed_by=changed_by,
+            rule=transitions[contact_id][0],
+            reason=transitions[contact_id][1][:500],
+        )
+        for contact_id, from_stage in current
+    ]
+    if changes:
+        Contact.objects.filter(pk__in=[c.contact_id for c in changes]).update(
+            lifecycle_stage=to_stage, updated_at=timezone.now()
+        )
+        StageChange.objects.bulk_create(changes, batch_size=1000)
+    return changes
 
 
 # --- outcomes -------------------------------------------------------------------------

@@ -124,7 +124,12 @@ def step_delay(step: SequenceStep) -> timedelta:
 
 def enrolments_exit(*, contact: Contact, reason: str, only: str | None = None) -> int:
     """End the contact's active enrolments (all, or those whose sequence exits on `only`)."""
-    enrolments = Enrolment.objects.filter(contact=contact, status=Enrolment.Status.ACTIVE)
+    return enrolments_exit_many(contact_ids=[contact.pk], reason=reason, only=only)
+
+
+def enrolments_exit_many(*, contact_ids: list[int], reason: str, only: str | None = None) -> int:
+    """enrolments_exit for many contacts in one statement."""
+    enrolments = Enrolment.objects.filter(contact_id__in=contact_ids, status=Enrolment.Status.ACTIVE)
     if only:
         enrolments = enrolments.filter(**{f"sequence__{only}": True})
     return enrolments.update(

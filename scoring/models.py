@@ -266,6 +266,8 @@ class MqlQualification(models.Model):
 
     contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="qualifications")
     version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="+")
+    # The full rescore that made it (None: new data about the contact did): its reps get a digest.
+    run = models.ForeignKey("RescoreRun", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     level = models.CharField(max_length=40)
     total = models.DecimalField(max_digits=8, decimal_places=1)
     fit = models.DecimalField(max_digits=8, decimal_places=1)

@@ -14,9 +14,9 @@ from django.db import connection, transaction
 from django.db.models import Count, F, Q, Sum
 from django.utils import timezone
 
-from leads.handoff import mql_entered
+from leads.handoff import mqls_entered
 from leads.models import Account, Activity, ActivityType, Contact, LifecycleStage
-from leads.services import contact_set_stage
+from leads.services import contacts_set_stage
 
 from . import sql_rescore
 from .engine import ScoreResult, evaluate, property_matches
@@ -282,6 +282,7 @@ def contacts_rescore(
     version: ModelVersion | None = None,
     in_sql: bool = False,
     clear_requests: bool = True,
+    run: RescoreRun | None = None,
 ) -> int:
     """Recompute the scores of these contacts; returns how many changed.
 
@@ -300,7 +301,7 @@ def contacts_rescore(
     rules = ruleset_for(version)
     as_of = as_of or timezone.localdate()
     if in_sql and connection.vendor == "postgresql":
-        return _contacts_rescore_in_sql(ids=ids, rules=rules, version=version, as_of=as_of, reason=reason)
+        return _contacts_rescore_in_sql(ids=ids, rules=rules, version=version, as_of=as_of, reason=reason, run=run)
     # Inside a caller's transaction (an ingest that scores now) no savepoint: a failure here
     # must undo the caller's writes as well.
     with transaction.atomic(savepoint=False):
@@ -328,14 +329,16 @@ def contacts_rescore(
                 writes.accounts.add(profile["account_id"])
             if result.mql_level and profile["contact.lifecycle_stage"] in QUALIFYING_STAGES:
                 reaching[contact_id] = result
-        for contact_id in contacts_may_qualify(reaching, profiles, rules):
-            _qualify(contact_id, reaching[contact_id], version, rules.version_label, writes.now)
+        qualifying = contacts_may_qualify(reaching, profiles, rules)
+        _qualify({c: reaching[c] for c in qualifying}, version, rules.version_label, writes.now, run)
         writes.save()
         accounts_rescore(account_ids=writes.accounts - {None}, version=version)
     return writes.changed
 
 
-def _contacts_rescore_in_sql(*, ids: list[int], rules, version: ModelVersion, as_of: date, reason: str) -> int:
+def _contacts_rescore_in_sql(
+    *, ids: list[int], rules, version: ModelVersion, as_of: date, reason: str, run: RescoreRun | None
+) -> int:
     """contacts_rescore for a big batch on PostgreSQL; same locks, writes and side effects,
     except account scores: the caller (a full rescore's last chunk) rolls them up at once."""
     now = timezone.now()
@@ -358,8 +361,8 @@ def _contacts_rescore_in_sql(*, ids: list[int], rules, version: ModelVersion, as
                 contact_id: evaluate(rules, profile, engagement.get(contact_id, {}), as_of)
                 for contact_id, profile in profiles.items()
             }
-            for contact_id in contacts_may_qualify(reaching, profiles, rules):
-                _qualify(contact_id, reaching[contact_id], version, rules.version_label, now)
+            qualifying = contacts_may_qualify(reaching, profiles, rules)
+            _qualify({c: reaching[c] for c in qualifying}, version, rules.version_label, now, run)
     return changed
 
 
@@ -452,31 +455,82 @@ def _copy_queue_keys(scores: list[ContactScore]) -> None:
             )
 
 
-def _qualify(contact_id: int, result: ScoreResult, version: ModelVersion, label: str, now) -> None:
-    contact = Contact(pk=contact_id)
-    reasons = [c.as_json() for c in result.top_reasons()]
-    change = contact_set_stage(
-        contact=contact,
+def _qualify(reaching: dict[int, ScoreResult], version: ModelVersion, label: str, now, run=None) -> None:
+    """Make these contacts (locked by the caller, each reaching a level) MQLs in a few
+    statements: stage and its history, the hand-off (clock, nurture exits, routing) and the
+    qualification snapshot. A full rescore's chunk passes its `run`: reps then get one
+    digest when the run ends (mql_digests_send) instead of one email per lead."""
+    changes = contacts_set_stage(
+        transitions={
+            contact_id: (
+                f"{label}: {result.mql_level}",
+                f"Score {result.total} (fit {result.fit}, grade {result.fit_grade}; engagement {result.engagement})",
+            )
+            for contact_id, result in reaching.items()
+        },
         to_stage=LifecycleStage.MQL,
-        rule=f"{label}: {result.mql_level}",
-        reason=f"Score {result.total} (fit {result.fit}, grade {result.fit_grade}; engagement {result.engagement})",
         changed_at=now,
     )
-    if change is None:
+    if not changes:
         return
-    mql_entered(contact=contact, at=now, from_stage=change.from_stage)
-    MqlQualification.objects.create(
+    mqls_entered(from_stages={c.contact_id: c.from_stage for c in changes}, at=now, notify=run is None)
+    MqlQualification.objects.bulk_create(
+        [_qualification(change.contact_id, reaching[change.contact_id], version, now, run) for change in changes],
+        batch_size=1000,
+    )
+
+
+def _qualification(contact_id: int, result: ScoreResult, version: ModelVersion, now, run) -> MqlQualification:
+    return MqlQualification(
         contact_id=contact_id,
         version=version,
+        run=run,
         level=result.mql_level,
         total=result.total,
         fit=result.fit,
         engagement=result.engagement,
         fit_grade=result.fit_grade,
         explanation=[c.as_json() for c in result.contributions],
-        top_reasons=reasons,
+        top_reasons=[c.as_json() for c in result.top_reasons()],
         qualified_at=now,
     )
+
+
+def mql_digests_send(*, run: RescoreRun) -> int:
+    """One email per rep listing the leads this full rescore made MQLs and routed to them
+    (still theirs and still waiting); returns how many were queued. Keyed per run and rep."""
+    from nurturing.services import email_enqueue
+
+    waiting = (
+        Contact.objects.filter(qualifications__run=run, lifecycle_stage=LifecycleStage.MQL, owner__isnull=False)
+        .select_related("owner", "account")
+        .order_by("owner_id", "-score_total", "pk")
+        .distinct()
+    )
+    by_rep: dict = defaultdict(list)
+    for contact in waiting:
+        by_rep[contact.owner].append(contact)
+    sent = 0
+    for rep, contacts in by_rep.items():
+        if not rep.email:
+            continue
+        email_enqueue(
+            key=f"mql-digest:{run.pk}:{rep.pk}",
+            to=rep.email,
+            template="emails/mql_digest",
+            context={
+                "rep": rep,
+                "count": len(contacts),
+                "contacts": contacts[:MQL_DIGEST_LISTED],
+                "run": run,
+                "site_url": settings.SITE_URL,
+            },
+        )
+        sent += 1
+    return sent
+
+
+MQL_DIGEST_LISTED = 20
 
 
 ACCOUNT_PROFILE = ["id", "name", "domain", "industry", "employee_count", "annual_revenue", "country"]
@@ -609,6 +663,7 @@ def _rescore_chunk_claimed(chunk: RescoreChunk, *, claimed_at, contact_ids: list
             as_of=run.as_of,
             version=run.version,
             in_sql=True,
+            run=run,
         )
         done = RescoreChunk.objects.filter(
             pk=chunk.pk, status=RescoreChunk.Status.RUNNING, claimed_at=claimed_at
@@ -630,6 +685,8 @@ def _rescore_chunk_claimed(chunk: RescoreChunk, *, claimed_at, contact_ids: list
                 mqa_threshold=run.version.mqa_threshold,
                 now=timezone.now(),
             )
+        if finished:
+            mql_digests_send(run=run)
     return True
 
 

@@ -122,6 +122,27 @@ class TestRouting:
         assert sorted(m.to[0] for m in mailoutbox) == sorted([rep.email, other_rep.email])
         assert "New MQL for you" in mailoutbox[0].subject
 
+    def test_a_batch_of_new_mqls_is_shared_round_robin_and_the_rotation_goes_on_after_it(self, rep, other_rep):
+        batch = [ContactFactory() for _ in range(5)]
+        later = ContactFactory()
+        stages = {contact.pk: contact.lifecycle_stage for contact in batch}
+        for contact in batch:
+            contact_set_stage(contact=contact, to_stage=LifecycleStage.MQL)
+
+        routed = handoff.mqls_entered(from_stages=stages, at=timezone.now())
+        contact_set_stage(contact=later, to_stage=LifecycleStage.MQL)
+        handoff.mql_entered(contact=later, at=timezone.now())
+
+        owners = [Contact.objects.get(pk=c.pk).owner for c in batch]
+        assert owners == [rep, other_rep, rep, other_rep, rep]
+        assert routed == {c.pk: owner.pk for c, owner in zip(batch, owners, strict=True)}
+        assert Contact.objects.get(pk=later.pk).owner == other_rep  # whose turn it was after the batch
+        entries = AuditEntry.objects.filter(action="lead.route")
+        assert {e.object_id: e.after["owner"] for e in entries} == {
+            str(c.pk): owner.username for c, owner in zip([*batch, later], [*owners, other_rep], strict=True)
+        }
+        assert OutboundEmail.objects.filter(to=rep.email).count() == 3
+
     def test_the_account_owner_comes_first(self, rep, other_rep):
         account = Account.objects.create(name="Owned", domain="owned.example", owner=other_rep)
         contact = ContactFactory(account=account)

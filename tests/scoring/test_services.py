@@ -6,12 +6,14 @@ import pytest
 from django.db import IntegrityError
 from django.utils import timezone
 
-from leads.models import AuditEntry, LifecycleStage, StageChange
+from leads.models import AuditEntry, Contact, LifecycleStage, StageChange
 from leads.services import IngestEvent, account_upsert, activities_ingest, contact_set_stage, contact_upsert
 from scoring.models import AccountScore, ContactScore, ModelVersion, MqlQualification, RescoreRun, ScoreChange
 from scoring.selectors import active_version
 from scoring.services import contacts_rescore, rescore_run_to_end, scores_refresh_start
 from scoring.versions import VersionError, draft_get_or_create, version_diff, version_publish
+
+from nurturing.models import OutboundEmail
 
 pytestmark = pytest.mark.django_db
 
@@ -261,3 +263,24 @@ def test_a_chunk_that_fails_is_given_back_for_its_retry(monkeypatch, django_capt
     assert rescore_chunk_run(chunk_id=chunk.pk)  # the task's retry, seconds later
     run.refresh_from_db()
     assert run.is_finished and ContactScore.objects.filter(contact=contact).exists()
+
+
+def test_a_publish_routes_the_mqls_it_makes_and_sends_each_rep_one_digest(rep, other_rep):
+    contacts = [_executive(f"vp{n}@fit.example") for n in range(5)]  # fit 52: below every level
+    assert {c.lifecycle_stage for c in contacts} == {LifecycleStage.LEAD}
+    draft = draft_get_or_create(scoring_model=active_version().scoring_model)
+    draft.mql_levels.update(min_score=1)
+
+    run = rescore_run_to_end(run=version_publish(draft=draft))
+
+    qualified = Contact.objects.filter(pk__in=[c.pk for c in contacts])
+    assert {c.lifecycle_stage for c in qualified} == {LifecycleStage.MQL}
+    assert sorted(qualified.values_list("owner__username", flat=True)) == ["rep", "rep", "rep", "rep2", "rep2"]
+    assert MqlQualification.objects.filter(run=run).count() == 5
+    assert not OutboundEmail.objects.filter(key__startswith="assigned:").exists()
+    digests = {email.to: email for email in OutboundEmail.objects.filter(key__startswith="mql-digest:")}
+    assert set(digests) == {rep.email, other_rep.email}
+    assert digests[rep.email].subject == "3 new MQLs for you after a scoring update"
+    for contact in qualified.filter(owner=other_rep):
+        assert f"/contacts/{contact.pk}/" in digests[other_rep.email].body_text
+        assert f"/contacts/{contact.pk}/" not in digests[rep.email].body_text
