@@ -245,7 +245,7 @@ CELERY_TIMEZONE = TIME_ZONE
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 # Full rescores: contacts per chunk, and how long a claimed chunk may go without
 # finishing before another worker takes it over (its first worker presumed dead).
-RESCORE_CHUNK_SIZE = int(os.environ.get("RESCORE_CHUNK_SIZE", 2000))
+RESCORE_CHUNK_SIZE = int(os.environ.get("RESCORE_CHUNK_SIZE", 5000))
 RESCORE_CLAIM_TIMEOUT = int(os.environ.get("RESCORE_CLAIM_TIMEOUT", 300))
 # Scores after new data: a drain task rescores up to this many requested contacts per
 # transaction; while one drain waits in the queue no other is queued (the flag below, in

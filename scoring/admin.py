@@ -5,6 +5,7 @@ from .models import (
     ContactScore,
     DailyEngagement,
     EngagementRule,
+    EngagementSums,
     FitRule,
     Matcher,
     ModelSuggestion,
@@ -135,6 +136,12 @@ class DailyEngagementAdmin(ReadOnlyAdmin):
     list_display = ["contact", "matcher", "day", "count"]
     raw_id_fields = ["contact"]
     list_filter = ["matcher"]
+
+
+@admin.register(EngagementSums)
+class EngagementSumsAdmin(ReadOnlyAdmin):
+    list_display = ["contact", "as_of", "signature", "sums"]
+    raw_id_fields = ["contact"]
 
 
 @admin.register(PendingEngagement)

@@ -7,6 +7,7 @@ themselves (see scoring.engine).
 """
 
 from django.conf import settings
+from django.contrib.postgres.fields import ArrayField
 from django.db import models
 from django.db.models import Q
 
@@ -209,6 +210,25 @@ class PendingEngagement(models.Model):
 
     def __str__(self) -> str:
         return f"+{self.count} for {self.contact_id} {self.matcher_id} {self.day}"
+
+
+class EngagementSums(models.Model):
+    """Per contact, what each engagement rule's points multiply on day `as_of`: for every
+    (matcher, window or half-life) in `signature`, its occurrences in the window or its
+    decayed occurrences, in millionths. A full rescore whose rules differ
+    only in points, caps, fit rules or levels reads these instead of the daily aggregates:
+    a rule change costs one row per contact. Derived data, PostgreSQL's SQL rescore only:
+    rebuilt from DailyEngagement by the next full rescore whenever it is missing or stale
+    (another day, other keys) and deleted whenever the contact's daily aggregates change."""
+
+    contact = models.OneToOneField(Contact, on_delete=models.CASCADE, primary_key=True, related_name="+")
+    as_of = models.DateField()
+    signature = models.TextField(help_text="The keys the sums are for, in order, comma-separated.")
+    # bigint[] on PostgreSQL, the only database that writes these rows (elsewhere they are never written).
+    sums = ArrayField(models.BigIntegerField())
+
+    def __str__(self) -> str:
+        return f"{self.contact_id} on {self.as_of}"
 
 
 class ContactScore(models.Model):

@@ -26,6 +26,7 @@ from .models import (
     ContactScore,
     DailyEngagement,
     EngagementRule,
+    EngagementSums,
     Matcher,
     ModelVersion,
     MqlQualification,
@@ -121,15 +122,18 @@ def _insert_pending(counts: dict[tuple[int, int, date], int]) -> None:
 
 
 def engagement_fold(*, contact_ids: list[int]) -> None:
-    """Add these contacts' pending counts to their daily aggregates. The caller holds the
-    contacts' locks (every rescore does), so two folds of one contact never interleave; ingests
-    only insert new pending rows and never wait here."""
+    """Add these contacts' pending counts to their daily aggregates, and drop the engagement
+    sums of those whose aggregates change. The caller holds the contacts' locks (every
+    rescore does), so two folds of one contact never interleave; ingests only insert new
+    pending rows and never wait here."""
     daily, pending = DailyEngagement._meta.db_table, PendingEngagement._meta.db_table
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute(
                 f"WITH moved AS (DELETE FROM {pending} WHERE contact_id = ANY(%s) "
-                f"RETURNING contact_id, matcher_id, day, count) "
+                f"RETURNING contact_id, matcher_id, day, count), "
+                f"stale AS (DELETE FROM {EngagementSums._meta.db_table} "
+                f"WHERE contact_id IN (SELECT contact_id FROM moved)) "
                 f"INSERT INTO {daily} (contact_id, matcher_id, day, count) "
                 f"SELECT contact_id, matcher_id, day, sum(count) FROM moved GROUP BY 1, 2, 3 ORDER BY 1, 2, 3 "
                 f"ON CONFLICT (contact_id, matcher_id, day) DO UPDATE SET count = {daily}.count + excluded.count",
@@ -141,6 +145,7 @@ def engagement_fold(*, contact_ids: list[int]) -> None:
     for contact_id, matcher_id, day, count in rows.values_list("contact_id", "matcher_id", "day", "count"):
         counts[(contact_id, matcher_id, day)] += count
     rows.delete()
+    EngagementSums.objects.filter(contact_id__in={contact_id for contact_id, _, _ in counts}).delete()
     _add_counts(counts)
 
 
@@ -205,8 +210,10 @@ def matcher_backfill(*, matcher_id: int) -> None:
     if matcher.backfilled:
         return
     _lock_exclusive(matcher)  # waits for ingests counting into this matcher; later ones wait for us
-    # Counted from scratch below, committed ingests' pending counts included.
+    # Counted from scratch below, committed ingests' pending counts included; every sum
+    # read from the old counts goes with them.
     DailyEngagement.objects.filter(matcher=matcher).delete()
+    EngagementSums.objects.all().delete()
     PendingEngagement.objects.filter(matcher=matcher).delete()
     if connection.vendor == "postgresql":
         _backfill_in_sql(matcher)
@@ -343,6 +350,13 @@ def _contacts_rescore_in_sql(
     except account scores: the caller (a full rescore's last chunk) rolls them up at once."""
     now = timezone.now()
     with transaction.atomic():
+        with connection.cursor() as cursor:
+            # A chunk is small work, and workers already run one chunk per core: parallel query
+            # workers only add start-up time.
+            cursor.execute("SET LOCAL max_parallel_workers_per_gather = 0")
+            # Everything written here derives from committed data, and the chunk's "done" mark
+            # commits with it: a crash that loses this commit leaves the chunk to be run again.
+            cursor.execute("SET LOCAL synchronous_commit = off")
         list(
             Contact.objects.select_for_update(no_key=True)
             .filter(id__in=ids)

@@ -7,16 +7,19 @@ a batch of contacts in a few statements instead of one Python evaluation per con
   judged by the engine's own `fit_test` in Python; SQL then only looks each contact's value
   up in the list of matching values (`array_position`, which compares NULLs as equal).
   No operator is re-implemented in SQL, so text, number and boolean semantics cannot drift.
-- Engagement: `DailyEngagement` joined with the rules and with a table of decay weights
-  computed by `engine.decay_weight` (so weights are the engine's, to the sixth decimal);
-  sums are exact `numeric`; rounding to one decimal emulates Decimal's ROUND_HALF_EVEN.
+- Engagement: per contact, one row of sums (EngagementSums): for every (matcher, window or
+  half-life) of the rules, occurrences times the engine's decay weight (`engine.decay_weight`,
+  exact in millionths). Built from `DailyEngagement` when missing or stale, so a rule change
+  that keeps its rules' activities and timing (points, caps, fit, levels) reads one row per
+  contact, not every day of every contact. Each rule is a term of one expression, in integer
+  arithmetic, its cap and Decimal's ROUND_HALF_EVEN to a tenth written out.
 - Caps (least(sum, cap) per dimension, the engine's "cap" line), grades and MQL levels
   follow `engine.evaluate`. Only numbers are computed: explanations are the engine's, on
   read (selectors.scores_explain).
 
-Only rows whose numbers differ from the stored score are written. Contacts that reach a level in a
-stage where scoring may qualify them are handed back to the caller, which runs the Python
-path (`_qualify`) for those few.
+Only rows whose numbers differ from the stored score are written. Contacts that reach a
+level in a stage where scoring may qualify them are handed back to the caller, which
+evaluates them with the engine (for the snapshot) and hands them off in bulk (`_qualify`).
 """
 
 from __future__ import annotations
@@ -29,24 +32,12 @@ from django.db import connection
 from leads.models import Account, Contact
 
 from .engine import RuleSet, decay_weight, fit_test
-from .models import ContactScore, DailyEngagement, Matcher, ScoreChange
+from .models import ContactScore, DailyEngagement, EngagementSums, Matcher, ScoreChange
 from .selectors import PROFILE_ACCOUNT_FIELDS, PROFILE_CONTACT_FIELDS
 
 EMAIL_OPERATORS = ("free_mail", "domain_in")
 NEW = "scoring_rescore_new"
 MILLION = 1_000_000
-RULE_COLUMNS = ["ord", "matcher_id", "points", "cap", "window_days", "half_life", "weights_at"]
-PARTS = "scoring_rescore_parts"
-
-
-def _round_half_even(expression: str) -> str:
-    """SQL for Decimal.quantize(Decimal("0.1")) under ROUND_HALF_EVEN; PostgreSQL's round()
-    rounds ties away from zero, so an exact tie on an even tenth is truncated instead."""
-    return (
-        f"(CASE WHEN abs(({expression}) * 10 - trunc(({expression}) * 10)) = 0.5 "
-        f"AND mod(trunc(({expression}) * 10), 2) = 0 THEN trunc(({expression}), 1) "
-        f"ELSE round(({expression}), 1) END)"
-    )
 
 
 def _batch_sql(column: str, ids: list[int]) -> str:
@@ -110,26 +101,27 @@ def _fit_lookups(cursor, rules: RuleSet, ids: list[int]) -> list[tuple[str, list
 def scores_compute(*, rules: RuleSet, ids: list[int], as_of: date, version_id: int) -> None:
     """Fill the temporary table scoring_rescore_new with each contact's score, its stored
     total, and whether its row must be rewritten (new, or a number, the level or the version
-    differ: as _ScoreWrites.add) or only re-dated.
+    differ: as _ScoreWrites.add) or only re-dated. One statement: every rule is a term of
+    the fit or engagement sum, with its points and cap written into it.
 
     Runs in the caller's transaction, after the caller has locked these contacts (as
     contacts_rescore does), so the stored scores it compares with cannot change meanwhile.
-    The temporary tables live until scores_write drops them, at the latest until commit."""
+    The temporary table lives until scores_write drops it, at the latest until commit."""
     contact, account = Contact._meta.db_table, Account._meta.db_table
-    in_batch = _batch_sql("c.id", ids)
     with connection.cursor() as cursor:
-        cursor.execute(f"DROP TABLE IF EXISTS {PARTS}, {NEW}")
-        cursor.execute(f"CREATE TEMP TABLE {PARTS} (contact_id bigint, kind text, points numeric) ON COMMIT DROP")
+        cursor.execute(f"DROP TABLE IF EXISTS {NEW}")
+        fit_terms, fit_params = [], []
         for rule, (key, params, keys) in zip(rules.fit_rules, _fit_lookups(cursor, rules, ids), strict=True):
-            if not keys:
-                continue
-            cursor.execute(
-                f"INSERT INTO {PARTS} SELECT c.id, 'fit', round(%s::numeric, 1) "
-                f"FROM {contact} c LEFT JOIN {account} a ON a.id = c.account_id "
-                f"WHERE {in_batch} AND array_position(%s::text[], {key}) IS NOT NULL",
-                [rule.points, keys, *params],
-            )
-        _engagement_parts(cursor, rules, ids, as_of)
+            if keys:
+                fit_terms.append(
+                    f"CASE WHEN array_position(%s::text[], {key}) IS NOT NULL THEN {int(rule.points)} ELSE 0 END"
+                )
+                fit_params += [keys, *params]
+        positions = _sums_refresh(cursor, rules, ids, as_of)
+        engagement_terms = [
+            _rule_tenths(f"coalesce(e.sums[{positions[n]}], 0) * {int(rule.points)}", rule.cap)
+            for n, rule in enumerate(rules.engagement_rules)
+        ]
         grade = (
             f"CASE WHEN s.fit >= {int(rules.grade_a_min)} THEN 'A' WHEN s.fit >= {int(rules.grade_b_min)} THEN 'B' "
             f"WHEN s.fit >= {int(rules.grade_c_min)} THEN 'C' ELSE 'D' END"
@@ -153,72 +145,113 @@ def scores_compute(*, rules: RuleSet, ids: list[int], as_of: date, version_id: i
             FROM (
                 SELECT s.*, {grade} AS grade FROM (
                     SELECT c.id AS contact_id, c.account_id, c.lifecycle_stage,
-                           least(coalesce(sum(p.points) FILTER (WHERE p.kind = 'fit'), 0), %s) AS fit,
-                           least(coalesce(sum(p.points) FILTER (WHERE p.kind = 'engagement'), 0), %s) AS engagement
-                    FROM {contact} c LEFT JOIN {PARTS} p ON p.contact_id = c.id
-                    WHERE {in_batch} GROUP BY c.id
+                           least(({" + ".join(fit_terms) or "0"})::numeric, %s) AS fit,
+                           least(({" + ".join(engagement_terms) or "0"})::numeric / 10, %s) AS engagement
+                    FROM {contact} c LEFT JOIN {account} a ON a.id = c.account_id
+                    LEFT JOIN {EngagementSums._meta.db_table} e ON e.contact_id = c.id
+                    WHERE {_batch_sql("c.id", ids)}
+                    OFFSET 0  -- a fence: computed once per contact, not copied into every CASE above
                 ) s
             ) g
-            ) n LEFT JOIN {ContactScore._meta.db_table} o ON o.contact_id = n.contact_id""",
-            [version_id, as_of, *level_params, rules.fit_cap, rules.engagement_cap],
+            ) n
+            -- One primary-key probe per contact (LATERAL, fenced by OFFSET 0), never a scan of every score
+            LEFT JOIN LATERAL (
+                SELECT * FROM {ContactScore._meta.db_table} o WHERE o.contact_id = n.contact_id OFFSET 0
+            ) o ON true""",
+            [version_id, as_of, *level_params, *fit_params, rules.fit_cap, rules.engagement_cap],
         )
+        # Statistics for the writes that join it: without them the planner guesses, and at a
+        # million contacts a guess that scans every contact per chunk is ruinous.
+        cursor.execute(f"ANALYZE {NEW}")
 
 
-def _engagement_parts(cursor, rules: RuleSet, ids: list[int], as_of: date) -> None:
-    if not rules.engagement_rules:
-        return
+def _rule_tenths(points: str, cap: int | None) -> str:
+    """SQL for an engagement rule's contribution in tenths, from `points` in millionths (an
+    exact bigint): capped if its size passes the cap, else rounded half to even to a tenth,
+    as the engine's Decimal.quantize. Integer arithmetic: / truncates towards zero and mod
+    keeps the dividend's sign, so the remainder decides the rounding."""
+    tenth = MILLION // 10
+    sign = f"(CASE WHEN {points} < 0 THEN -1 ELSE 1 END)"
+    remainder = f"abs(mod({points}, {tenth})) * 2"  # mod, not %: the statement takes parameters
+    half_up = f"{remainder} > {tenth} OR ({remainder} = {tenth} AND mod({points} / {tenth}, 2) <> 0)"
+    rounded = f"({points} / {tenth} + CASE WHEN {half_up} THEN {sign} ELSE 0 END)"
+    if cap is None:
+        return rounded
+    return f"(CASE WHEN abs({points}) > {int(cap) * MILLION} THEN {sign} * {int(cap) * 10} ELSE {rounded} END)"
+
+
+def _sum_key(matcher_id: int | None, rule) -> str:
+    """What a rule's points multiply: its matcher's occurrences in its window, or decayed."""
+    if rule.window_days:
+        return f"{matcher_id}:w{rule.window_days}"
+    if rule.half_life_days:
+        return f"{matcher_id}:h{rule.half_life_days}"
+    return f"{matcher_id}:all"
+
+
+def _sums_refresh(cursor, rules: RuleSet, ids: list[int], as_of: date) -> list[int]:
+    """Make the batch's engagement sums those of these rules on `as_of`, rebuilding from the
+    daily aggregates the sums that are missing or stale (another day, other keys). Returns
+    each engagement rule's position in the sums array (1-based). Values are exact integers:
+    occurrences times the engine's decay weight (engine.decay_weight) in millionths."""
     matchers = dict(Matcher.objects.filter(key__in=rules.matcher_keys).values_list("key", "id"))
-    table = DailyEngagement._meta.db_table
+    rule_keys = [_sum_key(matchers.get(r.matcher_key), r) for r in rules.engagement_rules]
+    keys = sorted(set(rule_keys))
+    positions = [keys.index(key) + 1 for key in rule_keys]
+    if not keys:
+        return positions
+    signature, sums = ",".join(keys), EngagementSums._meta.db_table
+    cursor.execute(
+        f"SELECT count(*) FROM {sums} s WHERE {_batch_sql('s.contact_id', ids)} "
+        f"AND s.as_of = %s::date AND s.signature = %s",
+        [as_of, signature],
+    )
+    if cursor.fetchone()[0] == len(ids):
+        return positions  # a rule change that kept every rule's activities and timing
     # Every half-life's weights, in millionths (exact: weights have six decimals), one after
     # the other in one int[]: a fixed-width array, so looking an age up is O(1).
     weights, offsets = [], {}
     for half_life in sorted({r.half_life_days for r in rules.engagement_rules if r.half_life_days}):
         offsets[half_life] = len(weights)
         weights += [int(weight * MILLION) for _, weight in _decay_weights(half_life)]
-    rule_rows = [
-        (
-            n,
-            matchers.get(r.matcher_key),
-            r.points,
-            r.cap,
-            r.window_days,
-            r.half_life_days or None,
-            offsets.get(r.half_life_days),
-        )
-        for n, r in enumerate(rules.engagement_rules)
-    ]
-    columns = list(zip(*rule_rows, strict=True))
-    in_batch = _batch_sql("d.contact_id", ids)
+    spec = {key: rule for key, rule in zip(rule_keys, rules.engagement_rules, strict=True)}
+    columns = {
+        "position": list(range(1, len(keys) + 1)),
+        "matcher_id": [matchers.get(spec[key].matcher_key) for key in keys],
+        "window_days": [spec[key].window_days for key in keys],
+        "half_life": [spec[key].half_life_days or None for key in keys],
+        "weights_at": [offsets.get(spec[key].half_life_days) for key in keys],
+    }
     # Past 21 half-lives a decaying occurrence weighs 0 (it still counts as an occurrence).
     weight = (
         f"CASE WHEN r.half_life IS NULL THEN {MILLION} WHEN %(as_of)s::date - d.day <= 21 * r.half_life "
         f"THEN (%(weights)s::int[])[r.weights_at + (%(as_of)s::date - d.day) + 1] ELSE 0 END"
     )
-    capped = "abs(raw) > coalesce(cap, abs(raw))"
+    dense = ", ".join(f"coalesce(sum(v.value) FILTER (WHERE v.position = {n}), 0)" for n in range(1, len(keys) + 1))
     cursor.execute(
-        f"""INSERT INTO {PARTS}
-        SELECT contact_id, 'engagement', points FROM (
-            SELECT contact_id,
-                   {_round_half_even(f"CASE WHEN {capped} THEN cap * sign(raw) ELSE raw END")} AS points
-            FROM (
-                SELECT d.contact_id, r.cap,
-                       sum(d.count::bigint * {weight})::numeric * r.points / {MILLION} AS raw
-                FROM {table} d
-                JOIN unnest(%(ord)s::int[], %(matcher_id)s::int[], %(points)s::int[], %(cap)s::int[],
-                            %(window_days)s::int[], %(half_life)s::int[], %(weights_at)s::int[])
-                     AS r(ord, matcher_id, points, cap, window_days, half_life, weights_at)
-                     ON r.matcher_id = d.matcher_id
-                WHERE {in_batch} AND d.day <= %(as_of)s::date
-                  AND (r.window_days IS NULL OR %(as_of)s::date - d.day < r.window_days)
-                GROUP BY d.contact_id, r.ord, r.points, r.cap
-            ) sums
-        ) e WHERE points <> 0""",
-        {
-            **dict(zip(RULE_COLUMNS, (list(column) for column in columns), strict=True)),
-            "weights": weights,
-            "as_of": as_of,
-        },
+        f"""WITH stale AS (
+            SELECT c.id FROM {Contact._meta.db_table} c LEFT JOIN {sums} s ON s.contact_id = c.id
+            WHERE {_batch_sql("c.id", ids)}
+              AND (s.contact_id IS NULL OR s.as_of <> %(as_of)s::date OR s.signature <> %(signature)s)
+        ), vals AS (
+            SELECT d.contact_id, r.position, sum(d.count::bigint * {weight}) AS value
+            FROM {DailyEngagement._meta.db_table} d
+            JOIN stale ON stale.id = d.contact_id
+            JOIN unnest(%(position)s::int[], %(matcher_id)s::int[], %(window_days)s::int[], %(half_life)s::int[],
+                        %(weights_at)s::int[]) AS r(position, matcher_id, window_days, half_life, weights_at)
+                 ON r.matcher_id = d.matcher_id
+            WHERE {_batch_sql("d.contact_id", ids)} AND d.day <= %(as_of)s::date
+              AND (r.window_days IS NULL OR %(as_of)s::date - d.day < r.window_days)
+            GROUP BY d.contact_id, r.position
+        )
+        INSERT INTO {sums} (contact_id, as_of, signature, sums)
+        SELECT stale.id, %(as_of)s::date, %(signature)s, ARRAY[{dense}]::bigint[]
+        FROM stale LEFT JOIN vals v ON v.contact_id = stale.id GROUP BY stale.id
+        ON CONFLICT (contact_id) DO UPDATE SET as_of = excluded.as_of, signature = excluded.signature,
+            sums = excluded.sums""",
+        {**columns, "signature": signature, "weights": weights, "as_of": as_of},
     )
+    return positions
 
 
 def _decay_weights(half_life: int) -> list[tuple[int, object]]:
@@ -271,7 +304,7 @@ def scores_write(*, version_id: int, as_of: date, now, reason: str) -> tuple[int
             [[str(stage) for stage in QUALIFYING_STAGES]],
         )
         qualifying = [row[0] for row in cursor.fetchall()]
-        cursor.execute(f"DROP TABLE {PARTS}, {NEW}")
+        cursor.execute(f"DROP TABLE {NEW}")
     return changed, accounts, qualifying
 
 

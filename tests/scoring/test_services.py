@@ -8,12 +8,11 @@ from django.utils import timezone
 
 from leads.models import AuditEntry, Contact, LifecycleStage, StageChange
 from leads.services import IngestEvent, account_upsert, activities_ingest, contact_set_stage, contact_upsert
+from nurturing.models import OutboundEmail
 from scoring.models import AccountScore, ContactScore, ModelVersion, MqlQualification, RescoreRun, ScoreChange
 from scoring.selectors import active_version
 from scoring.services import contacts_rescore, rescore_run_to_end, scores_refresh_start
 from scoring.versions import VersionError, draft_get_or_create, version_diff, version_publish
-
-from nurturing.models import OutboundEmail
 
 pytestmark = pytest.mark.django_db
 

@@ -7,21 +7,24 @@ in SQL and compared, contact by contact, with `engine.evaluate` on the same inpu
 """
 
 import itertools
-from datetime import date, timedelta
+from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 
 import pytest
 from django.db import connection
+from django.utils import timezone
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from leads.models import ActivityType, LifecycleStage
+from leads.services import IngestEvent, activities_ingest
 from scoring.engine import evaluate
 from scoring.models import (
     AccountScore,
     ContactScore,
     DailyEngagement,
     EngagementRule,
+    EngagementSums,
     FitRule,
     ModelVersion,
     MqlLevel,
@@ -131,6 +134,17 @@ def test_sql_rescore_gives_the_engines_scores(people, fit_specs, engagement_spec
 
     contacts_rescore(contact_ids=ids, reason="sql", as_of=as_of, version=version, in_sql=True)
 
+    _assert_engine_scores(ids, version, as_of)
+    assert ScoreChange.objects.filter(contact_id__in=ids).count() == len(ids)
+    # A rule change that keeps every rule's activities and timing reads the engagement sums
+    # the first rescore left: other points, other caps.
+    changed = [(t, points * 3 - 1, cap and cap + 7, timing, days) for t, points, cap, timing, days in engagement_specs]
+    rule_change = _version(fit_specs, changed, caps, levels)
+    contacts_rescore(contact_ids=ids, reason="rule change", as_of=as_of, version=rule_change, in_sql=True)
+    _assert_engine_scores(ids, rule_change, as_of)
+
+
+def _assert_engine_scores(ids: list[int], version: ModelVersion, as_of: date) -> None:
     rules = ruleset_for(version)
     profiles, engagement = scoring_profiles(ids), engagement_for(ids, rules.matcher_keys)
     stored = ContactScore.objects.in_bulk(ids)
@@ -139,7 +153,40 @@ def test_sql_rescore_gives_the_engines_scores(people, fit_specs, engagement_spec
         score = stored[contact_id]
         assert (score.fit, score.engagement, score.total) == (expected.fit, expected.engagement, expected.total)
         assert (score.fit_grade, score.mql_level, score.as_of) == (expected.fit_grade, expected.mql_level, as_of)
-        assert ScoreChange.objects.filter(contact_id=contact_id).count() == 1
+
+
+@pytest.mark.django_db
+def test_a_points_change_reads_the_engagement_sums_and_new_activity_replaces_them():
+    specs = [("page_view", 3, None, "decay", 7), ("page_view", 2, 20, "window", 30)]
+    version = _version([], specs, (60, 100), [])
+    person = {"email_domain": "acme.example", "job_title": "", "country": "", "employee_count": None}
+    ids = [_contact({**person, "attributes": {}, "days": [("page_view", 2, 3), ("page_view", 14, 1)]})]
+    contacts_rescore(contact_ids=ids, reason="first", as_of=AS_OF, version=version, in_sql=True)
+    assert EngagementSums.objects.get(pk=ids[0]).as_of == AS_OF
+    # Proof that a rule change reads the sums: daily aggregates changed behind the scoring's
+    # back (not through an ingest) go unseen until the sums are rebuilt.
+    DailyEngagement.objects.filter(contact_id=ids[0]).update(count=100)
+    doubled = _version(
+        [], [(t, points * 2, cap, timing, days) for t, points, cap, timing, days in specs], (60, 100), []
+    )
+
+    contacts_rescore(contact_ids=ids, reason="rule change", as_of=AS_OF, version=doubled, in_sql=True)
+
+    # 6 × (3 × 0.820335 + 0.25) = 16.3, plus 4 visits × 4 = 16; from the changed aggregates, 100
+    assert ContactScore.objects.get(pk=ids[0]).engagement == Decimal("32.3")
+    event = IngestEvent(
+        index=0,
+        type_key="page_view",
+        occurred_at=timezone.make_aware(datetime.combine(AS_OF, time(12))),
+        source="test",
+        external_id="new",
+        properties={},
+        contact_id=ids[0],
+    )
+    activities_ingest(events=[event])
+    contacts_rescore(contact_ids=ids, reason="again", as_of=AS_OF, version=doubled, in_sql=True)
+    _assert_engine_scores(ids, doubled, AS_OF)  # 101 visits today, 100 on each other day
+    assert ContactScore.objects.get(pk=ids[0]).engagement == Decimal("100.0")
 
 
 @pytest.mark.django_db
