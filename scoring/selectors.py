@@ -22,7 +22,16 @@ from .engine import (
     property_matches,
 )
 from .matchers import matcher_key
-from .models import AccountScore, ContactScore, DailyEngagement, Matcher, ModelVersion, PendingEngagement
+from .models import (
+    AccountScore,
+    ContactScore,
+    DailyEngagement,
+    Matcher,
+    ModelVersion,
+    MqlQualification,
+    PendingEngagement,
+    RescoreRun,
+)
 
 PROFILE_CONTACT_FIELDS = [
     "job_title",
@@ -311,3 +320,8 @@ def contact_score_panel(contact: Contact) -> dict:
 
 def account_score(account) -> AccountScore | None:
     return AccountScore.objects.filter(account=account).select_related("version").first()
+
+
+def run_new_mqls(run: RescoreRun) -> int:
+    """How many leads this full rescore made MQLs (and handed to sales)."""
+    return MqlQualification.objects.filter(run=run).count()

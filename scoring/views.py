@@ -157,10 +157,10 @@ def version_compare(request):
 @role_required(MARKETING)
 def run_detail(request, pk: int):
     run = get_object_or_404(RescoreRun.objects.select_related("version__scoring_model"), pk=pk)
-    return render(request, "scoring/run_detail.html", {"run": run})
+    return render(request, "scoring/run_detail.html", {"run": run, "new_mqls": selectors.run_new_mqls(run)})
 
 
 @role_required(MARKETING)
 def run_progress(request, pk: int):
     run = get_object_or_404(RescoreRun, pk=pk)
-    return render(request, "scoring/_run_progress.html", {"run": run})
+    return render(request, "scoring/_run_progress.html", {"run": run, "new_mqls": selectors.run_new_mqls(run)})

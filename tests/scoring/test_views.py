@@ -204,3 +204,19 @@ def test_the_overview_says_the_default_model_shipped_with_the_app(marketer_clien
 
     assert active.published_at is None
     assert "shipped with the app" in page
+
+
+def test_the_run_page_counts_the_mqls_the_publish_handed_to_sales(
+    marketer_client, draft, active, django_capture_on_commit_callbacks
+):
+    contact = _vp_at_software_company()
+    draft.mql_levels.update(min_score=1)
+
+    with django_capture_on_commit_callbacks(execute=False):
+        marketer_client.post(reverse("scoring:version_publish", args=[draft.pk]))
+    run = rescore_run_to_end(run=RescoreRun.objects.get())
+
+    contact.refresh_from_db()
+    assert contact.lifecycle_stage == "mql"
+    page = marketer_client.get(reverse("scoring:run_detail", args=[run.pk])).content.decode()
+    assert "1 new MQL handed to sales" in page
