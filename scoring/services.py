@@ -9,6 +9,7 @@ from datetime import date, timedelta
 from decimal import Decimal
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.core.cache import cache
 from django.db import connection, transaction
 from django.db.models import Count, F, Q, Sum
@@ -515,27 +516,22 @@ def mql_digests_send(*, run: RescoreRun) -> int:
     (still theirs and still waiting); returns how many were queued. Keyed per run and rep."""
     from nurturing.services import email_enqueue
 
-    waiting = (
-        Contact.objects.filter(qualifications__run=run, lifecycle_stage=LifecycleStage.MQL, owner__isnull=False)
-        .select_related("owner", "account")
-        .order_by("owner_id", "-score_total", "pk")
-        .distinct()
-    )
-    by_rep: dict = defaultdict(list)
-    for contact in waiting:
-        by_rep[contact.owner].append(contact)
+    # The run's contacts as a list of ids, not a join: a run can qualify tens of thousands in
+    # tables whose statistics lag behind, and a misjudged join then compares every pair.
+    qualified = list(MqlQualification.objects.filter(run=run).values_list("contact_id", flat=True))
+    waiting = Contact.objects.filter(pk__in=qualified, lifecycle_stage=LifecycleStage.MQL, owner__isnull=False)
+    counts = dict(waiting.order_by().values_list("owner").annotate(Count("pk")))
     sent = 0
-    for rep, contacts in by_rep.items():
-        if not rep.email:
-            continue
+    for rep in get_user_model().objects.filter(pk__in=counts).exclude(email=""):
+        best = waiting.filter(owner=rep).select_related("account").order_by("-score_total", "pk")
         email_enqueue(
             key=f"mql-digest:{run.pk}:{rep.pk}",
             to=rep.email,
             template="emails/mql_digest",
             context={
                 "rep": rep,
-                "count": len(contacts),
-                "contacts": contacts[:MQL_DIGEST_LISTED],
+                "count": counts[rep.pk],
+                "contacts": list(best[:MQL_DIGEST_LISTED]),
                 "run": run,
                 "site_url": settings.SITE_URL,
             },
