@@ -275,6 +275,7 @@ def mqls_entered(*, from_stages: dict[int, str], at: datetime, notify: bool = Tr
         .order_by("pk")
     )
     router, entries, routed = _Router(), [], []
+    given: dict[int, list[int]] = {}  # rep id → contacts newly given to them
     for contact in locked:
         rep = contact.owner if contact.owner_id and router.is_active(contact.owner) else router.choose(contact)
         if rep is None:
@@ -283,27 +284,19 @@ def mqls_entered(*, from_stages: dict[int, str], at: datetime, notify: bool = Tr
         before = {**_snapshot(contact), "stage": from_stages[contact.pk] or contact.lifecycle_stage}
         if contact.owner_id != rep.pk:
             contact.owner, contact.owner_assigned_at = rep, at
+            given.setdefault(rep.pk, []).append(contact.pk)
         entries.append(
             audit.audit_entry(actor=None, action="lead.route", target=contact, before=before, after=_snapshot(contact))
         )
         routed.append(contact)
     router.save_turns()
-    _owners_save(routed, at)
+    for rep_id, contact_ids in given.items():
+        Contact.objects.filter(pk__in=contact_ids).update(owner_id=rep_id, owner_assigned_at=at)
     AuditEntry.objects.bulk_create(entries, batch_size=1000)
     if notify:
         for contact in routed:
             _notify_assignment(contact, contact.owner)
     return {contact.pk: contact.owner_id for contact in routed}
-
-
-def _owners_save(contacts: list[Contact], at: datetime) -> None:
-    """One UPDATE per rep for the contacts given to them at `at`."""
-    by_rep: dict[int, list[int]] = {}
-    for contact in contacts:
-        if contact.owner_assigned_at == at:
-            by_rep.setdefault(contact.owner_id, []).append(contact.pk)
-    for rep_id, contact_ids in by_rep.items():
-        Contact.objects.filter(pk__in=contact_ids).update(owner_id=rep_id, owner_assigned_at=at)
 
 
 class _Router:

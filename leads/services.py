@@ -211,7 +211,6 @@ def stage_change_record(
     )
 
 
-@transaction.atomic
 def contact_set_stage(
     *,
     contact: Contact,
@@ -234,7 +233,9 @@ def contact_set_stage(
     return changes[0] if changes else None
 
 
-@transaction.atomic
+# No savepoint inside a caller's transaction (two round trips each time a lead qualifies):
+# a failure here undoes the caller's work too, and no caller goes on after one.
+@transaction.atomic(savepoint=False)
 def contacts_set_stage(
     *,
     transitions: dict[int, tuple[str, str]],

@@ -511,6 +511,9 @@ def _qualification(contact_id: int, result: ScoreResult, version: ModelVersion, 
     )
 
 
+MQL_DIGEST_LISTED = 20
+
+
 def mql_digests_send(*, run: RescoreRun) -> int:
     """One email per rep listing the leads this full rescore made MQLs and routed to them
     (still theirs and still waiting); returns how many were queued. Keyed per run and rep."""
@@ -538,9 +541,6 @@ def mql_digests_send(*, run: RescoreRun) -> int:
         )
         sent += 1
     return sent
-
-
-MQL_DIGEST_LISTED = 20
 
 
 ACCOUNT_PROFILE = ["id", "name", "domain", "industry", "employee_count", "annual_revenue", "country"]
