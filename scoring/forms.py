@@ -113,6 +113,16 @@ class MqlLevelForm(forms.ModelForm):
             raise ValidationError("This model already has a level with this name.")
         return name
 
+    def clean_min_score(self):
+        score, version = self.cleaned_data["min_score"], self.version
+        highest = version.fit_cap + version.engagement_cap
+        if score > highest:
+            raise ValidationError(
+                f"No contact can score more than {highest} (fit cap {version.fit_cap} + engagement cap "
+                f"{version.engagement_cap}): a level above that would never qualify anyone."
+            )
+        return score
+
 
 class VersionSettingsForm(forms.ModelForm):
     class Meta:

@@ -220,3 +220,16 @@ def test_the_run_page_counts_the_mqls_the_publish_handed_to_sales(
     assert contact.lifecycle_stage == "mql"
     page = marketer_client.get(reverse("scoring:run_detail", args=[run.pk])).content.decode()
     assert "1 new MQL handed to sales" in page
+
+
+def test_a_level_no_contact_can_reach_is_explained_and_nothing_is_saved(marketer_client, draft):
+    level = draft.mql_levels.get(name="warm")
+    response = marketer_client.post(
+        reverse("scoring:rule_edit", args=[draft.pk, "level", level.pk]),
+        {"name": "warm", "min_score": "99999999999", "min_fit_grade": "C"},
+    )
+
+    assert response.status_code == 200
+    assert "No contact can score more than 160 (fit cap 60 + engagement cap 100)" in response.content.decode()
+    level.refresh_from_db()
+    assert level.min_score == 60
