@@ -124,9 +124,12 @@ class Contact(models.Model):
     # Set when the contact becomes an MQL (the queue's age and the hand-off SLA count
     # from here) and when it is given to a rep.
     mql_at = models.DateTimeField(null=True, blank=True)
-    # A copy of the current score's sort and filter keys (written with ContactScore by
-    # scoring), so the sales queue filters and sorts one table through one index instead
-    # of joining tens of thousands of MQLs to their scores.
+    # A copy of the current score's sort and filter keys, so the sales queue filters and
+    # sorts one table through one index instead of joining tens of thousands of MQLs to
+    # their scores. Kept current only while the contact is an MQL (copied on entering the
+    # stage, rewritten by scoring while there): a rule change rewrites the scores of half a
+    # million contacts, and rewriting this wide, much-indexed row for each would double its
+    # cost. Anywhere else, read ContactScore (contact.score).
     score_total = models.DecimalField(max_digits=8, decimal_places=1, default=0, editable=False)
     score_fit_grade = models.CharField(max_length=1, blank=True, editable=False)
     score_mql_level = models.CharField(max_length=40, blank=True, editable=False)

@@ -7,13 +7,16 @@ import json
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, OperationalError, connection, transaction
+from django.db.models import OuterRef, Subquery, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from .models import Account, Activity, ActivityType, Contact, Outcome, StageChange
+from .models import Account, Activity, ActivityType, Contact, LifecycleStage, Outcome, StageChange
 from .normalise import normalise_domain, normalise_email
 from .selectors import contact_ids_by_email, contacts_by_email
 
@@ -268,10 +271,24 @@ def contacts_set_stage(
     ]
     if changes:
         Contact.objects.filter(pk__in=[c.contact_id for c in changes]).update(
-            lifecycle_stage=to_stage, updated_at=timezone.now()
+            lifecycle_stage=to_stage, updated_at=timezone.now(), **_queue_keys_on_entry(to_stage)
         )
         StageChange.objects.bulk_create(changes, batch_size=1000)
     return changes
+
+
+def _queue_keys_on_entry(to_stage: str) -> dict[str, Any]:
+    """Entering the queue (MQL) copies the current score's keys onto the contact: scoring
+    keeps that copy current only for contacts in the queue (see Contact.score_total)."""
+    if to_stage != LifecycleStage.MQL:
+        return {}
+    score_model = Contact._meta.get_field("score").related_model  # scoring's model; leads does not import scoring
+    current = score_model.objects.filter(contact=OuterRef("pk"))
+    return {
+        "score_total": Coalesce(Subquery(current.values("total")), Value(Decimal(0))),
+        "score_fit_grade": Coalesce(Subquery(current.values("fit_grade")), Value("")),
+        "score_mql_level": Coalesce(Subquery(current.values("mql_level")), Value("")),
+    }
 
 
 # --- outcomes -------------------------------------------------------------------------

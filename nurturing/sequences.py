@@ -11,12 +11,13 @@ from __future__ import annotations
 import hashlib
 import re
 from datetime import datetime, timedelta
+from decimal import Decimal
 
 import markdown
 import nh3
 from django.db import transaction
-from django.db.models import QuerySet
-from django.db.models.functions import Lower
+from django.db.models import QuerySet, Value
+from django.db.models.functions import Coalesce, Lower
 from django.utils import timezone
 from django.utils.html import escape
 
@@ -47,12 +48,16 @@ def segment_contacts(sequence: Sequence) -> QuerySet[Contact]:
     )
     if sequence.entry_stages:
         contacts = contacts.filter(lifecycle_stage__in=sequence.entry_stages)
+    # The score itself, not the contact's copy: that is kept only for the queue (MQLs).
+    # A contact not scored yet counts as 0 points and no grade.
     if sequence.entry_grades:
-        contacts = contacts.filter(score_fit_grade__in=sequence.entry_grades)
+        contacts = contacts.filter(score__fit_grade__in=sequence.entry_grades)
+    if sequence.entry_min_score is not None or sequence.entry_max_score is not None:
+        contacts = contacts.annotate(current_score=Coalesce("score__total", Value(Decimal(0))))
     if sequence.entry_min_score is not None:
-        contacts = contacts.filter(score_total__gte=sequence.entry_min_score)
+        contacts = contacts.filter(current_score__gte=sequence.entry_min_score)
     if sequence.entry_max_score is not None:
-        contacts = contacts.filter(score_total__lte=sequence.entry_max_score)
+        contacts = contacts.filter(current_score__lte=sequence.entry_max_score)
     if sequence.entry_sources:
         contacts = contacts.filter(lead_source__in=sequence.entry_sources)
     return contacts

@@ -29,7 +29,7 @@ from datetime import date
 
 from django.db import connection
 
-from leads.models import Account, Contact
+from leads.models import Account, Contact, LifecycleStage
 
 from .engine import RuleSet, decay_weight, fit_test
 from .models import ContactScore, DailyEngagement, EngagementSums, Matcher, ScoreChange
@@ -40,7 +40,7 @@ NEW = "scoring_rescore_new"
 MILLION = 1_000_000
 
 
-def _batch_sql(column: str, ids: list[int]) -> str:
+def batch_sql(column: str, ids: list[int]) -> str:
     """SQL that selects the batch's contacts by `column`. Consecutive ids (a full rescore's
     chunk, unless contacts were deleted) become a range: one index range scan instead of one
     index probe per id. The ids are written into the statement, each through int(), so
@@ -79,7 +79,7 @@ def _fit_lookups(cursor, rules: RuleSet, ids: list[int]) -> list[tuple[str, list
         else:
             value, is_json = _field_sql(rule.field, params)
             key = f"({value})::text"
-        in_batch = _batch_sql("c.id", ids)
+        in_batch = batch_sql("c.id", ids)
         cursor.execute(
             f"SELECT DISTINCT ON (1) {key}, {value} FROM {contact} c LEFT JOIN {account} a ON a.id = c.account_id "
             f"WHERE {in_batch} ORDER BY 1",
@@ -148,8 +148,10 @@ def scores_compute(*, rules: RuleSet, ids: list[int], as_of: date, version_id: i
                            least(({" + ".join(fit_terms) or "0"})::numeric, %s) AS fit,
                            least(({" + ".join(engagement_terms) or "0"})::numeric / 10, %s) AS engagement
                     FROM {contact} c LEFT JOIN {account} a ON a.id = c.account_id
+                    -- The batch's range on both sides: a range scan of the sums, never a hash of them all
                     LEFT JOIN {EngagementSums._meta.db_table} e ON e.contact_id = c.id
-                    WHERE {_batch_sql("c.id", ids)}
+                        AND {batch_sql("e.contact_id", ids)}
+                    WHERE {batch_sql("c.id", ids)}
                     OFFSET 0  -- a fence: computed once per contact, not copied into every CASE above
                 ) s
             ) g
@@ -160,9 +162,6 @@ def scores_compute(*, rules: RuleSet, ids: list[int], as_of: date, version_id: i
             ) o ON true""",
             [version_id, as_of, *level_params, *fit_params, rules.fit_cap, rules.engagement_cap],
         )
-        # Statistics for the writes that join it: without them the planner guesses, and at a
-        # million contacts a guess that scans every contact per chunk is ruinous.
-        cursor.execute(f"ANALYZE {NEW}")
 
 
 def _rule_tenths(points: str, cap: int | None) -> str:
@@ -202,7 +201,7 @@ def _sums_refresh(cursor, rules: RuleSet, ids: list[int], as_of: date) -> list[i
         return positions
     signature, sums = ",".join(keys), EngagementSums._meta.db_table
     cursor.execute(
-        f"SELECT count(*) FROM {sums} s WHERE {_batch_sql('s.contact_id', ids)} "
+        f"SELECT count(*) FROM {sums} s WHERE {batch_sql('s.contact_id', ids)} "
         f"AND s.as_of = %s::date AND s.signature = %s",
         [as_of, signature],
     )
@@ -230,8 +229,9 @@ def _sums_refresh(cursor, rules: RuleSet, ids: list[int], as_of: date) -> list[i
     dense = ", ".join(f"coalesce(sum(v.value) FILTER (WHERE v.position = {n}), 0)" for n in range(1, len(keys) + 1))
     cursor.execute(
         f"""WITH stale AS (
-            SELECT c.id FROM {Contact._meta.db_table} c LEFT JOIN {sums} s ON s.contact_id = c.id
-            WHERE {_batch_sql("c.id", ids)}
+            SELECT c.id FROM {Contact._meta.db_table} c
+            LEFT JOIN {sums} s ON s.contact_id = c.id AND {batch_sql("s.contact_id", ids)}
+            WHERE {batch_sql("c.id", ids)}
               AND (s.contact_id IS NULL OR s.as_of <> %(as_of)s::date OR s.signature <> %(signature)s)
         ), vals AS (
             SELECT d.contact_id, r.position, sum(d.count::bigint * {weight}) AS value
@@ -240,7 +240,7 @@ def _sums_refresh(cursor, rules: RuleSet, ids: list[int], as_of: date) -> list[i
             JOIN unnest(%(position)s::int[], %(matcher_id)s::int[], %(window_days)s::int[], %(half_life)s::int[],
                         %(weights_at)s::int[]) AS r(position, matcher_id, window_days, half_life, weights_at)
                  ON r.matcher_id = d.matcher_id
-            WHERE {_batch_sql("d.contact_id", ids)} AND d.day <= %(as_of)s::date
+            WHERE {batch_sql("d.contact_id", ids)} AND d.day <= %(as_of)s::date
               AND (r.window_days IS NULL OR %(as_of)s::date - d.day < r.window_days)
             GROUP BY d.contact_id, r.position
         )
@@ -260,9 +260,13 @@ def _decay_weights(half_life: int) -> list[tuple[int, object]]:
     return [(age, decay_weight(age, half_life)) for age in range(21 * half_life + 1)]
 
 
-def scores_write(*, version_id: int, as_of: date, now, reason: str) -> tuple[int, set, list[int]]:
-    """Write what differs from the stored scores; returns (contacts whose total changed,
-    accounts of rewritten contacts, contacts at a level whose stage scoring may qualify)."""
+def scores_write(*, ids: list[int], version_id: int, as_of: date, now, reason: str) -> tuple[int, set, list[int]]:
+    """Write what differs from the stored scores of the batch `ids` (as given to
+    scores_compute); returns (contacts whose total changed, accounts of rewritten contacts,
+    contacts at a level whose stage scoring may qualify).
+
+    Each UPDATE also names the batch's id range: otherwise, when many rows change, the
+    planner hashes the temporary table and scans the whole target table for it, every chunk."""
     from .services import QUALIFYING_STAGES
 
     score = ContactScore._meta.db_table
@@ -280,14 +284,16 @@ def scores_write(*, version_id: int, as_of: date, now, reason: str) -> tuple[int
         )
         cursor.execute(
             f"UPDATE {score} s SET as_of = %s, computed_at = %s FROM {NEW} n "
-            f"WHERE s.contact_id = n.contact_id AND NOT n.rewrite AND n.redate",
+            f"WHERE s.contact_id = n.contact_id AND {batch_sql('s.contact_id', ids)} AND NOT n.rewrite AND n.redate",
             [as_of, now],
         )
         cursor.execute(
             f"""UPDATE {contact} c SET score_total = n.total, score_fit_grade = n.fit_grade,
-                score_mql_level = n.mql_level FROM {NEW} n WHERE c.id = n.contact_id AND n.rewrite
+                score_mql_level = n.mql_level FROM {NEW} n WHERE c.id = n.contact_id AND {batch_sql("c.id", ids)}
+                AND n.rewrite AND n.lifecycle_stage = %s
                 AND (c.score_total, c.score_fit_grade, c.score_mql_level)
-                    IS DISTINCT FROM (n.total, n.fit_grade, n.mql_level)"""
+                    IS DISTINCT FROM (n.total, n.fit_grade, n.mql_level)""",
+            [LifecycleStage.MQL],  # the queue's copy (Contact.score_total); entering the queue copies it
         )
         cursor.execute(
             f"""INSERT INTO {change}

@@ -7,6 +7,8 @@ from django.contrib.auth.models import Group
 from django.utils import timezone
 
 from leads.models import Account, Activity, ActivityType, CampaignCost, Contact, HandoffDecision, Outcome
+from scoring.models import ContactScore
+from scoring.selectors import active_version
 
 
 class UserFactory(factory.django.DjangoModelFactory):
@@ -45,6 +47,19 @@ class ContactFactory(factory.django.DjangoModelFactory):
     last_name = factory.Sequence(lambda n: f"Last{n}")
     job_title = "Head of Marketing"
     account = factory.SubFactory(AccountFactory)
+
+
+class ContactScoreFactory(factory.django.DjangoModelFactory):
+    """A stored score as scoring writes it (numbers only), under the active version."""
+
+    class Meta:
+        model = ContactScore
+
+    contact = factory.SubFactory(ContactFactory)
+    version = factory.LazyFunction(active_version)
+    total = Decimal(0)
+    as_of = factory.LazyFunction(timezone.localdate)
+    computed_at = factory.LazyFunction(timezone.now)
 
 
 class ActivityFactory(factory.django.DjangoModelFactory):

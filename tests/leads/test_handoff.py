@@ -202,6 +202,21 @@ class TestQueuePage:
         assert rows[0]["reasons"][0]["rule"] == "Executive seniority"
         assert "Executive seniority" in response.content.decode()
 
+    def test_a_lead_scored_before_it_entered_the_queue_is_ranked_by_its_current_score(self, rep_client, rep):
+        from scoring.services import contacts_rescore
+
+        queued = make_mql(job_title="Analyst")
+        strong = ContactFactory(job_title="VP Sales", seniority="vp")  # a lead: scored outside the queue
+        contacts_rescore(contact_ids=[queued.pk, strong.pk], reason="test")
+        contact_set_stage(contact=strong, to_stage=LifecycleStage.MQL, rule="manual edit")
+
+        response = rep_client.get(reverse("leads:queue"), {"grade": strong.score.fit_grade})
+
+        assert [row["contact"] for row in response.context["rows"]] == [strong]
+        rows = rep_client.get(reverse("leads:queue")).context["rows"]
+        assert [row["contact"] for row in rows] == [strong, queued]
+        assert rows[0]["contact"].score_total == strong.score.total > queued.score.total
+
     def test_filters_narrow_the_queue(self, rep_client, rep, other_rep):
         mine = make_mql(owner=rep, country="Germany")
         make_mql(owner=other_rep, country="France")

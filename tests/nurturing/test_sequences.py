@@ -18,7 +18,7 @@ from nurturing.sequences import (
     sequences_enrol_segments,
 )
 
-from ..factories import ContactFactory
+from ..factories import ContactFactory, ContactScoreFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -59,8 +59,9 @@ class TestEntry:
         sequence.entry_min_score = 10
         sequence.save()
         french = ContactFactory(country="France")
-        Contact.objects.filter(pk=french.pk).update(score_total=15)
-        ContactFactory(country="France")  # score 0
+        ContactScoreFactory(contact=french, total=15)
+        ContactFactory(country="France")  # not scored: 0 points
+        ContactScoreFactory(contact=ContactFactory(country="France"), total=5)
         ContactFactory(country="Spain")
 
         sequences_enrol_segments()
