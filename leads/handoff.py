@@ -251,20 +251,21 @@ def lead_reassign(*, contact_id: int, user, rep) -> Contact:
 
 def mql_entered(*, contact: Contact, at: datetime, from_stage: str = "") -> None:
     """Called in the transaction that made the contact an MQL (from `from_stage`): start its
-    clock and route it."""
+    clock at `at` and route it."""
+    Contact.objects.filter(pk=contact.pk).update(mql_at=at, sla_reminded_at=None)
     mqls_entered(from_stages={contact.pk: from_stage}, at=at)
     contact.mql_at = at
 
 
 def mqls_entered(*, from_stages: dict[int, str], at: datetime, notify: bool = True) -> dict[int, int]:
-    """mql_entered for many contacts ({contact id: the stage it came from}) in a few
-    statements: start their clocks, end the nurture sequences that stop at MQL, route them.
-    Returns {contact id: rep id} for the routed ones. `notify=False` leaves telling the reps
-    to the caller: a full rescore sends each rep one digest when it ends (mql_digests_send)."""
+    """The hand-off of contacts that have just become MQLs ({contact id: the stage it came
+    from}; their clocks started with the stage change, see contacts_set_stage), in a few
+    statements: end the nurture sequences that stop at MQL, route them. Returns {contact id:
+    rep id} for the routed ones. `notify=False` leaves telling the reps to the caller: a full
+    rescore sends each rep one digest when it ends (mql_digests_send)."""
     from nurturing.sequences import enrolments_exit_many
 
     ids = sorted(from_stages)
-    Contact.objects.filter(pk__in=ids).update(mql_at=at, sla_reminded_at=None)
     enrolments_exit_many(contact_ids=ids, reason="became an MQL", only="exit_on_mql")
     if settings.MQL_ROUTING == "off" or not ids:
         return {}
@@ -307,12 +308,14 @@ class _Router:
 
     def __init__(self):
         self.rules = list(RoutingRule.objects.select_related("rep"))
-        self.paused = set(RepRotation.objects.filter(is_active=False).values_list("rep_id", flat=True))
+        self.paused: set[int] | None = None  # read when first needed: round-robin alone never asks
         self.active: dict[int, bool] = {}
         self.turns: list[RepRotation] | None = None
         self.taken: set[int] = set()
 
     def is_active(self, user) -> bool:
+        if self.paused is None:
+            self.paused = set(RepRotation.objects.filter(is_active=False).values_list("rep_id", flat=True))
         if user.pk not in self.active:
             self.active[user.pk] = user.is_active and has_role(user, SALES) and user.pk not in self.paused
         return self.active[user.pk]

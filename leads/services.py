@@ -271,20 +271,23 @@ def contacts_set_stage(
     ]
     if changes:
         Contact.objects.filter(pk__in=[c.contact_id for c in changes]).update(
-            lifecycle_stage=to_stage, updated_at=timezone.now(), **_queue_keys_on_entry(to_stage)
+            lifecycle_stage=to_stage, updated_at=timezone.now(), **_queue_entry(to_stage, at)
         )
         StageChange.objects.bulk_create(changes, batch_size=1000)
     return changes
 
 
-def _queue_keys_on_entry(to_stage: str) -> dict[str, Any]:
-    """Entering the queue (MQL) copies the current score's keys onto the contact: scoring
-    keeps that copy current only for contacts in the queue (see Contact.score_total)."""
+def _queue_entry(to_stage: str, at: datetime) -> dict[str, Any]:
+    """Entering the queue (MQL), by any path, starts the lead's clock (its age in the queue,
+    the hand-off SLA) and copies the current score's keys onto the contact: scoring keeps
+    that copy current only for contacts in the queue (see Contact.score_total)."""
     if to_stage != LifecycleStage.MQL:
         return {}
     score_model = Contact._meta.get_field("score").related_model  # scoring's model; leads does not import scoring
     current = score_model.objects.filter(contact=OuterRef("pk"))
     return {
+        "mql_at": at,
+        "sla_reminded_at": None,
         "score_total": Coalesce(Subquery(current.values("total")), Value(Decimal(0))),
         "score_fit_grade": Coalesce(Subquery(current.values("fit_grade")), Value("")),
         "score_mql_level": Coalesce(Subquery(current.values("mql_level")), Value("")),

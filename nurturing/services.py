@@ -56,22 +56,41 @@ def email_enqueue_message(
     caller's transaction commits."""
     from .tasks import outbox_send
 
-    email, created = OutboundEmail.objects.get_or_create(
+    email = OutboundEmail(
         key=key[:200],
-        defaults={
-            "to": to,
-            "contact": contact,
-            "subject": subject[:300],
-            "body_text": body_text,
-            "body_html": body_html,
-            "headers": headers or {},
-            "marketing": marketing,
-            "next_attempt_at": timezone.now(),
-        },
+        to=to,
+        contact=contact,
+        subject=subject[:300],
+        body_text=body_text,
+        body_html=body_html,
+        headers=headers or {},
+        marketing=marketing,
+        next_attempt_at=timezone.now(),
     )
-    if created:
-        _send_after_commit(outbox_send)
+    if not _insert_new(email):
+        return OutboundEmail.objects.get(key=email.key)  # queued before: once per key
+    _send_after_commit(outbox_send)
     return email
+
+
+def _insert_new(email: OutboundEmail) -> bool:
+    """Insert the row unless its key is taken, in one statement (INSERT … ON CONFLICT DO
+    NOTHING): no read first, no savepoint to recover from a duplicate. True, with its id
+    set, if this call created it."""
+    fields = [field for field in OutboundEmail._meta.concrete_fields if not field.primary_key]
+    quote = db_connection.ops.quote_name
+    with db_connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {quote(OutboundEmail._meta.db_table)} ({', '.join(quote(f.column) for f in fields)}) "
+            f"VALUES ({', '.join(['%s'] * len(fields))}) ON CONFLICT ({quote('key')}) DO NOTHING RETURNING id",
+            [field.get_db_prep_save(field.pre_save(email, add=True), db_connection) for field in fields],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        return False
+    email.pk = row[0]
+    email._state.adding, email._state.db = False, db_connection.alias
+    return True
 
 
 def _send_after_commit(task) -> None:

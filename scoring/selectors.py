@@ -124,16 +124,21 @@ def scoring_profiles(contact_ids: Iterable[int]) -> dict[int, dict]:
     return profiles
 
 
-def engagement_for(contact_ids: Iterable[int], matcher_keys: set[str]) -> dict[int, dict[str, dict[date, int]]]:
-    """The daily aggregates the rules read: {contact id: {matcher key: {day: count}}}."""
+def engagement_for(
+    contact_ids: Iterable[int], matcher_keys: set[str], *, pending: bool = True
+) -> dict[int, dict[str, dict[date, int]]]:
+    """The daily aggregates the rules read: {contact id: {matcher key: {day: count}}}, with
+    the counts not folded in yet unless `pending` is False (the caller has just folded)."""
     engagement: dict[int, dict[str, dict[date, int]]] = defaultdict(lambda: defaultdict(dict))
     contact_ids = list(contact_ids)
     rows = DailyEngagement.objects.filter(contact_id__in=contact_ids, matcher__key__in=matcher_keys)
     for contact_id, key, day, count in rows.values_list("contact_id", "matcher__key", "day", "count"):
         engagement[contact_id][key][day] = count
+    if not pending:
+        return engagement
     # Counts of recent ingests not folded in yet (see PendingEngagement).
-    pending = PendingEngagement.objects.filter(contact_id__in=contact_ids, matcher__key__in=matcher_keys)
-    for contact_id, key, day, count in pending.values_list("contact_id", "matcher__key", "day", "count"):
+    rows = PendingEngagement.objects.filter(contact_id__in=contact_ids, matcher__key__in=matcher_keys)
+    for contact_id, key, day, count in rows.values_list("contact_id", "matcher__key", "day", "count"):
         engagement[contact_id][key][day] = engagement[contact_id][key].get(day, 0) + count
     return engagement
 

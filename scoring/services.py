@@ -327,7 +327,9 @@ def contacts_rescore(
             RescoreRequest.objects.filter(contact_id__in=ids).delete()
         engagement_fold(contact_ids=ids)
         profiles = scoring_profiles(ids)
-        engagement = engagement_for(ids, rules.matcher_keys)
+        # Just folded, under the contacts' locks: pending counts committed since then come
+        # with rescore requests of their own, so they are not read here.
+        engagement = engagement_for(ids, rules.matcher_keys, pending=False)
         stored = ContactScore.objects.in_bulk(ids)
         writes = _ScoreWrites(version=version, as_of=as_of, now=timezone.now(), reason=reason)
         reaching = {}
@@ -337,10 +339,10 @@ def contacts_rescore(
                 writes.accounts.add(profile["account_id"])
             if result.mql_level and profile["contact.lifecycle_stage"] in QUALIFYING_STAGES:
                 reaching[contact_id] = result
+        # Scores first: a new MQL's stage change copies its new score onto the contact.
+        writes.save(in_queue={c for c, p in profiles.items() if p["contact.lifecycle_stage"] == LifecycleStage.MQL})
         qualifying = contacts_may_qualify(reaching, profiles, rules)
         _qualify({c: reaching[c] for c in qualifying}, version, rules.version_label, writes.now, run)
-        in_queue = {c for c, p in profiles.items() if p["contact.lifecycle_stage"] == LifecycleStage.MQL}
-        writes.save(in_queue=in_queue | set(qualifying))
         accounts_rescore(account_ids=writes.accounts - {None}, version=version)
     return writes.changed
 
@@ -374,7 +376,7 @@ def _contacts_rescore_in_sql(
         )
         if qualifying:  # few: the engine's own result drives the MQL transition and its snapshot
             profiles = scoring_profiles(qualifying)
-            engagement = engagement_for(qualifying, rules.matcher_keys)
+            engagement = engagement_for(qualifying, rules.matcher_keys, pending=False)  # folded above
             reaching = {
                 contact_id: evaluate(rules, profile, engagement.get(contact_id, {}), as_of)
                 for contact_id, profile in profiles.items()
@@ -442,7 +444,7 @@ class _ScoreWrites:
         return True
 
     def save(self, *, in_queue: set[int]) -> None:
-        """Write the batch; `in_queue`: its contacts in the MQL stage (see _copy_queue_keys)."""
+        """Write the batch; `in_queue`: its contacts already in the MQL stage (_copy_queue_keys)."""
         # One INSERT … ON CONFLICT DO UPDATE per 1,000 rows; the contacts are locked, so
         # nobody else writes these rows meanwhile.
         ContactScore.objects.bulk_create(
@@ -562,19 +564,21 @@ def accounts_rescore(*, account_ids: Iterable[int], version: ModelVersion) -> No
     rules = ruleset_for(version)
     account_rules = tuple(r for r in rules.fit_rules if r.field.startswith("account."))
     account_only = type(rules)(**{**rules.__dict__, "fit_rules": account_rules, "engagement_rules": (), "levels": ()})
-    rollup = {
-        row["contact__account_id"]: row
-        for row in ContactScore.objects.filter(contact__account_id__in=ids)
-        .values("contact__account_id")
-        .annotate(engagement_sum=Sum("engagement"), engaged=Count("pk", filter=Q(engagement__gt=0)))
-    }
+    # Each account's profile with its contacts' scores summed, in one query.
+    accounts = (
+        Account.objects.filter(id__in=ids)
+        .values(*ACCOUNT_PROFILE)
+        .annotate(
+            engagement_sum=Sum("contacts__score__engagement"),
+            engaged=Count("contacts__score", filter=Q(contacts__score__engagement__gt=0)),
+        )
+    )
     now = timezone.now()
     rows = []
-    for account in Account.objects.filter(id__in=ids).values(*ACCOUNT_PROFILE):
-        profile = {f"account.{key}": value for key, value in account.items()}
+    for account in accounts:
+        profile = {f"account.{key}": account[key] for key in ACCOUNT_PROFILE}
         fit = evaluate(account_only, profile, {}, timezone.localdate()).fit
-        row = rollup.get(account["id"], {})
-        engagement = row.get("engagement_sum") or Decimal(0)
+        engagement = account["engagement_sum"] or Decimal(0)
         rows.append(
             AccountScore(
                 account_id=account["id"],
@@ -582,7 +586,7 @@ def accounts_rescore(*, account_ids: Iterable[int], version: ModelVersion) -> No
                 fit=fit,
                 engagement=engagement,
                 total=fit + engagement,
-                engaged_contacts=row.get("engaged") or 0,
+                engaged_contacts=account["engaged"],
                 is_mqa=fit + engagement >= version.mqa_threshold,
                 computed_at=now,
             )

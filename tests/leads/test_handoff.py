@@ -217,6 +217,17 @@ class TestQueuePage:
         assert [row["contact"] for row in rows] == [strong, queued]
         assert rows[0]["contact"].score_total == strong.score.total > queued.score.total
 
+    def test_a_lead_made_an_mql_by_hand_waits_in_the_queue_from_that_moment(self, rep_client, marketer):
+        from leads.services import contact_update
+
+        contact = ContactFactory()
+        before = timezone.now()
+        contact_update(contact=contact, changed_by=marketer, lifecycle_stage=LifecycleStage.MQL)
+
+        contact.refresh_from_db()
+        assert before <= contact.mql_at <= timezone.now()
+        assert [row["contact"] for row in rep_client.get(reverse("leads:queue")).context["rows"]] == [contact]
+
     def test_filters_narrow_the_queue(self, rep_client, rep, other_rep):
         mine = make_mql(owner=rep, country="Germany")
         make_mql(owner=other_rep, country="France")
