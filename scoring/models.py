@@ -236,7 +236,9 @@ class ContactScore(models.Model):
     version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="+")
     fit = models.DecimalField(max_digits=8, decimal_places=1, default=0)
     engagement = models.DecimalField(max_digits=8, decimal_places=1, default=0)
-    total = models.DecimalField(max_digits=8, decimal_places=1, default=0, db_index=True)
+    # Not indexed: nothing searches scores by total (the queue sorts the contact's copy), and
+    # a rule change rewrites the totals of half the contacts.
+    total = models.DecimalField(max_digits=8, decimal_places=1, default=0)
     fit_grade = models.CharField(max_length=1, default="D")
     mql_level = models.CharField(max_length=40, blank=True)
     as_of = models.DateField(help_text="The day the score was computed for (decay and windows).")

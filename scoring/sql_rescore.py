@@ -67,35 +67,50 @@ def _field_sql(field: str, params: list) -> tuple[str, bool]:
     return "NULL", False
 
 
-def _fit_lookups(cursor, rules: RuleSet, ids: list[int]) -> list[tuple[str, list, list[str]]]:
-    """Per fit rule: (SQL key expression, its params, the keys that match)."""
-    lookups = []
+def _fit_lookups(cursor, rules: RuleSet, ids: list[int]) -> list[tuple[str, list, list[str], list[int]]]:
+    """Per field the fit rules test: (SQL key expression, its params, the batch's keys that
+    score, the points each scores: the sum over that field's rules). One query per field,
+    however many rules test it (seniority, job title and email have several)."""
     contact, account = Contact._meta.db_table, Account._meta.db_table
+    fields: dict[tuple, list] = {}  # (key, params, value, is_json) → the field's rules
     for rule in rules.fit_rules:
-        params: list = []
-        if rule.operator in EMAIL_OPERATORS:
-            # Contacts with the same text after the last "@" have the same email_domain().
-            key, value, is_json = "substring(c.email from '@([^@]*)$')", "c.email", False
-        else:
-            value, is_json = _field_sql(rule.field, params)
-            key = f"({value})::text"
-        in_batch = batch_sql("c.id", ids)
+        key, params, value, is_json = _fit_key(rule)
+        fields.setdefault((key, tuple(params), value, is_json), []).append(rule)
+    lookups = []
+    for (key, params, value, is_json), field_rules in fields.items():
         cursor.execute(
             f"SELECT DISTINCT ON (1) {key}, {value} FROM {contact} c LEFT JOIN {account} a ON a.id = c.account_id "
-            f"WHERE {in_batch} ORDER BY 1",
+            f"WHERE {batch_sql('c.id', ids)} ORDER BY 1",
             [*params, *params],
         )
-        keys = []
+        keys, points = [], []
         for key_text, raw in cursor.fetchall():
-            if rule.operator in EMAIL_OPERATORS:
-                matched, _ = fit_test(rule.operator, rule.value, None, {"email": raw})
-            else:
-                actual = json.loads(raw) if is_json and raw is not None else raw
-                matched, _ = fit_test(rule.operator, rule.value, actual, {})
-            if matched:
+            total = sum(int(rule.points) for rule in field_rules if _fit_matches(rule, raw, is_json))
+            if total:
                 keys.append(key_text)
-        lookups.append((key, params, keys))
+                points.append(total)
+        lookups.append((key, list(params), keys, points))
     return lookups
+
+
+def _fit_matches(rule, raw, is_json: bool) -> bool:
+    """The engine's own test of a rule against a field's raw value from SQL."""
+    if rule.operator in EMAIL_OPERATORS:
+        return fit_test(rule.operator, rule.value, None, {"email": raw})[0]
+    actual = json.loads(raw) if is_json and raw is not None else raw
+    return fit_test(rule.operator, rule.value, actual, {})[0]
+
+
+def _fit_key(rule) -> tuple[str, list, str, bool]:
+    """(SQL key expression, its params, SQL raw value, whether the value is JSON) of a fit
+    rule's field. Contacts with the same key have the same value for the rule."""
+    if rule.operator in EMAIL_OPERATORS:
+        # Contacts with the same text after the last "@" have the same email_domain().
+        # split_part, not a regular expression: this runs for every contact of every chunk.
+        return "CASE WHEN strpos(c.email, '@') > 0 THEN split_part(c.email, '@', -1) END", [], "c.email", False
+    params: list = []
+    value, is_json = _field_sql(rule.field, params)
+    return f"({value})::text", params, value, is_json
 
 
 def scores_compute(*, rules: RuleSet, ids: list[int], as_of: date, version_id: int) -> None:
@@ -111,17 +126,18 @@ def scores_compute(*, rules: RuleSet, ids: list[int], as_of: date, version_id: i
     with connection.cursor() as cursor:
         cursor.execute(f"DROP TABLE IF EXISTS {NEW}")
         fit_terms, fit_params = [], []
-        for rule, (key, params, keys) in zip(rules.fit_rules, _fit_lookups(cursor, rules, ids), strict=True):
-            if keys:
-                fit_terms.append(
-                    f"CASE WHEN array_position(%s::text[], {key}) IS NOT NULL THEN {int(rule.points)} ELSE 0 END"
-                )
-                fit_params += [keys, *params]
+        for key, params, keys, points in _fit_lookups(cursor, rules, ids):
+            if keys:  # one lookup per field: its key's position in the list gives its points
+                fit_terms.append(f"coalesce((%s::int[])[array_position(%s::text[], {key})], 0)")
+                fit_params += [points, keys, *params]
         positions = _sums_refresh(cursor, rules, ids, as_of)
-        engagement_terms = [
-            _rule_tenths(f"coalesce(e.sums[{positions[n]}], 0) * {int(rule.points)}", rule.cap)
+        # Each rule's points in millionths, computed once per contact in the inner query; the
+        # rounding and cap refer to them by name (each appears several times in _rule_tenths).
+        products = "".join(
+            f", coalesce(e.sums[{positions[n]}], 0) * {int(rule.points)} AS p{n}"
             for n, rule in enumerate(rules.engagement_rules)
-        ]
+        )
+        engagement_terms = [_rule_tenths(f"p.p{n}", rule.cap) for n, rule in enumerate(rules.engagement_rules)]
         grade = (
             f"CASE WHEN s.fit >= {int(rules.grade_a_min)} THEN 'A' WHEN s.fit >= {int(rules.grade_b_min)} THEN 'B' "
             f"WHEN s.fit >= {int(rules.grade_c_min)} THEN 'C' ELSE 'D' END"
@@ -144,14 +160,18 @@ def scores_compute(*, rules: RuleSet, ids: list[int], as_of: date, version_id: i
                    g.grade AS fit_grade, {level} AS mql_level
             FROM (
                 SELECT s.*, {grade} AS grade FROM (
-                    SELECT c.id AS contact_id, c.account_id, c.lifecycle_stage,
-                           least(({" + ".join(fit_terms) or "0"})::numeric, %s) AS fit,
+                    SELECT p.contact_id, p.account_id, p.lifecycle_stage, p.fit,
                            least(({" + ".join(engagement_terms) or "0"})::numeric / 10, %s) AS engagement
-                    FROM {contact} c LEFT JOIN {account} a ON a.id = c.account_id
-                    -- The batch's range on both sides: a range scan of the sums, never a hash of them all
-                    LEFT JOIN {EngagementSums._meta.db_table} e ON e.contact_id = c.id
-                        AND {batch_sql("e.contact_id", ids)}
-                    WHERE {batch_sql("c.id", ids)}
+                    FROM (
+                        SELECT c.id AS contact_id, c.account_id, c.lifecycle_stage,
+                               least(({" + ".join(fit_terms) or "0"})::numeric, %s) AS fit {products}
+                        FROM {contact} c LEFT JOIN {account} a ON a.id = c.account_id
+                        -- The batch's range on both sides: a range scan of the sums, never a hash of them all
+                        LEFT JOIN {EngagementSums._meta.db_table} e ON e.contact_id = c.id
+                            AND {batch_sql("e.contact_id", ids)}
+                        WHERE {batch_sql("c.id", ids)}
+                        OFFSET 0  -- a fence: products computed once, not copied into every term above
+                    ) p
                     OFFSET 0  -- a fence: computed once per contact, not copied into every CASE above
                 ) s
             ) g
@@ -160,7 +180,7 @@ def scores_compute(*, rules: RuleSet, ids: list[int], as_of: date, version_id: i
             LEFT JOIN LATERAL (
                 SELECT * FROM {ContactScore._meta.db_table} o WHERE o.contact_id = n.contact_id OFFSET 0
             ) o ON true""",
-            [version_id, as_of, *level_params, *fit_params, rules.fit_cap, rules.engagement_cap],
+            [version_id, as_of, *level_params, rules.engagement_cap, *fit_params, rules.fit_cap],
         )
 
 
@@ -201,11 +221,14 @@ def _sums_refresh(cursor, rules: RuleSet, ids: list[int], as_of: date) -> list[i
         return positions
     signature, sums = ",".join(keys), EngagementSums._meta.db_table
     cursor.execute(
-        f"SELECT count(*) FROM {sums} s WHERE {batch_sql('s.contact_id', ids)} "
-        f"AND s.as_of = %s::date AND s.signature = %s",
+        f"""SELECT c.id FROM {Contact._meta.db_table} c
+            LEFT JOIN {sums} s ON s.contact_id = c.id AND {batch_sql("s.contact_id", ids)}
+            WHERE {batch_sql("c.id", ids)} AND (s.contact_id IS NULL OR s.as_of <> %s::date OR s.signature <> %s)
+            ORDER BY c.id""",
         [as_of, signature],
     )
-    if cursor.fetchone()[0] == len(ids):
+    stale = [row[0] for row in cursor.fetchall()]
+    if not stale:
         return positions  # a rule change that kept every rule's activities and timing
     # Every half-life's weights, in millionths (exact: weights have six decimals), one after
     # the other in one int[]: a fixed-width array, so looking an age up is O(1).
@@ -228,19 +251,16 @@ def _sums_refresh(cursor, rules: RuleSet, ids: list[int], as_of: date) -> list[i
     )
     dense = ", ".join(f"coalesce(sum(v.value) FILTER (WHERE v.position = {n}), 0)" for n in range(1, len(keys) + 1))
     cursor.execute(
+        # Only the stale contacts' days: after a few ingests, a handful of a chunk's contacts.
         f"""WITH stale AS (
-            SELECT c.id FROM {Contact._meta.db_table} c
-            LEFT JOIN {sums} s ON s.contact_id = c.id AND {batch_sql("s.contact_id", ids)}
-            WHERE {batch_sql("c.id", ids)}
-              AND (s.contact_id IS NULL OR s.as_of <> %(as_of)s::date OR s.signature <> %(signature)s)
+            SELECT c.id FROM {Contact._meta.db_table} c WHERE {batch_sql("c.id", stale)}
         ), vals AS (
             SELECT d.contact_id, r.position, sum(d.count::bigint * {weight}) AS value
             FROM {DailyEngagement._meta.db_table} d
-            JOIN stale ON stale.id = d.contact_id
             JOIN unnest(%(position)s::int[], %(matcher_id)s::int[], %(window_days)s::int[], %(half_life)s::int[],
                         %(weights_at)s::int[]) AS r(position, matcher_id, window_days, half_life, weights_at)
                  ON r.matcher_id = d.matcher_id
-            WHERE {batch_sql("d.contact_id", ids)} AND d.day <= %(as_of)s::date
+            WHERE {batch_sql("d.contact_id", stale)} AND d.day <= %(as_of)s::date
               AND (r.window_days IS NULL OR %(as_of)s::date - d.day < r.window_days)
             GROUP BY d.contact_id, r.position
         )
