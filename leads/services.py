@@ -112,6 +112,8 @@ def contact_upsert(
                     attributes=attributes or {},
                     **values,
                     **({"lifecycle_stage": lifecycle_stage} if lifecycle_stage else {}),
+                    # Created in the queue (an import of MQLs): it waits from now.
+                    **({"mql_at": timezone.now()} if lifecycle_stage == LifecycleStage.MQL else {}),
                 )
                 stage_change_record(
                     contact=contact,

@@ -82,7 +82,8 @@ def _insert_new(email: OutboundEmail) -> bool:
     with db_connection.cursor() as cursor:
         cursor.execute(
             f"INSERT INTO {quote(OutboundEmail._meta.db_table)} ({', '.join(quote(f.column) for f in fields)}) "
-            f"VALUES ({', '.join(['%s'] * len(fields))}) ON CONFLICT ({quote('key')}) DO NOTHING RETURNING id",
+            f"VALUES ({', '.join(['%s'] * len(fields))}) ON CONFLICT ({quote('key')}) DO NOTHING "
+            f"RETURNING {quote(OutboundEmail._meta.pk.column)}",
             [field.get_db_prep_save(field.pre_save(email, add=True), db_connection) for field in fields],
         )
         row = cursor.fetchone()

@@ -228,6 +228,15 @@ class TestQueuePage:
         assert before <= contact.mql_at <= timezone.now()
         assert [row["contact"] for row in rep_client.get(reverse("leads:queue")).context["rows"]] == [contact]
 
+    def test_a_contact_imported_as_an_mql_waits_in_the_queue_from_its_import(self, rep_client):
+        from leads.services import contact_upsert
+
+        before = timezone.now()
+        contact = contact_upsert(email="imported@buyer.example", lifecycle_stage=LifecycleStage.MQL).contact
+
+        contact.refresh_from_db()
+        assert before <= contact.mql_at <= timezone.now()
+
     def test_filters_narrow_the_queue(self, rep_client, rep, other_rep):
         mine = make_mql(owner=rep, country="Germany")
         make_mql(owner=other_rep, country="France")
