@@ -269,6 +269,11 @@ def engagement_rebuild() -> None:
     Matcher.objects.update(backfilled=False)
     for matcher_id in Matcher.objects.values_list("id", flat=True):
         matcher_backfill(matcher_id=matcher_id)
+    if connection.vendor == "postgresql":
+        # Millions of rows that autovacuum has not seen yet: plans made now would treat
+        # the table as empty until it does.
+        with connection.cursor() as cursor:
+            cursor.execute(f"ANALYZE {DailyEngagement._meta.db_table}")
 
 
 def matchers_prepare(*, version: ModelVersion) -> None:
@@ -361,9 +366,6 @@ def _contacts_rescore_in_sql(
             # Everything written here derives from committed data, and the chunk's "done" mark
             # commits with it: a crash that loses this commit leaves the chunk to be run again.
             cursor.execute("SET LOCAL synchronous_commit = off")
-            # Compiling a chunk's statements (JIT) costs more than running them: a chunk's
-            # plans look expensive to the planner only because they touch thousands of rows.
-            cursor.execute("SET LOCAL jit = off")
             # In id order, as contacts_rescore; a chunk's id range is one index range scan.
             cursor.execute(
                 f"SELECT id FROM {Contact._meta.db_table} c WHERE {sql_rescore.batch_sql('c.id', ids)} "
