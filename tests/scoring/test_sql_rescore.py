@@ -12,6 +12,7 @@ from decimal import Decimal
 
 import pytest
 from django.db import connection
+from django.urls import reverse
 from django.utils import timezone
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -250,6 +251,28 @@ def test_sql_rescore_qualifies_contacts_reaching_a_level():
     contact = ContactScore.objects.get(pk=ids[0]).contact
     assert contact.lifecycle_stage == LifecycleStage.MQL
     assert contact.qualifications.get().total == Decimal("30")
+
+
+@pytest.mark.django_db
+def test_after_a_sql_rescore_the_queue_ranks_mqls_by_their_new_scores(rep_client):
+    person = {"email_domain": "acme.example", "country": "", "employee_count": None, "attributes": {}, "days": []}
+    first_version = _version([("contact.job_title", "equals", "CTO", 30)], [], (60, 100), [(25, "B")])
+    cto, analyst = _contact({**person, "job_title": "CTO"}), _contact({**person, "job_title": "Analyst"})
+    contacts_rescore(contact_ids=[cto, analyst], reason="publish", as_of=AS_OF, version=first_version, in_sql=True)
+    second_version = _version(
+        [("contact.job_title", "equals", "CTO", 45), ("contact.job_title", "equals", "Analyst", 40)],
+        [],
+        (60, 100),
+        [(25, "B")],
+    )
+
+    contacts_rescore(contact_ids=[cto, analyst], reason="publish", as_of=AS_OF, version=second_version, in_sql=True)
+
+    rows = rep_client.get(reverse("leads:queue")).context["rows"]
+    assert [(row["contact"].pk, row["contact"].score_total) for row in rows] == [
+        (cto, Decimal("45")),  # already queued: its copy follows its score
+        (analyst, Decimal("40")),  # qualified by this rescore: entered the queue with its new score
+    ]
 
 
 def _contact(person) -> int:
