@@ -446,7 +446,8 @@ class _ScoreWrites:
         return True
 
     def save(self, *, in_queue: set[int]) -> None:
-        """Write the batch; `in_queue`: its contacts already in the MQL stage (_copy_queue_keys)."""
+        """Write the batch; `in_queue`: its contacts in the MQL stage (read under their locks),
+        whose queue copy follows their score (_copy_queue_keys)."""
         # One INSERT … ON CONFLICT DO UPDATE per 1,000 rows; the contacts are locked, so
         # nobody else writes these rows meanwhile.
         ContactScore.objects.bulk_create(
@@ -463,9 +464,10 @@ class _ScoreWrites:
 
 
 def _copy_queue_keys(scores: list[ContactScore]) -> None:
-    """Write each score's total, grade and level onto its contact if it is in the queue (the
+    """Write each score's total, grade and level onto its contact, which is in the queue (the
     queue's read model: Contact.score_total), 500 rows per UPDATE … FROM (VALUES …): the form
-    both PostgreSQL and SQLite accept. Runs after _qualify, so new MQLs get it too."""
+    both PostgreSQL and SQLite accept. Contacts that become MQLs after it get the copy with
+    their stage change (leads.services.contacts_set_stage)."""
     table = Contact._meta.db_table
     with connection.cursor() as cursor:
         for start in range(0, len(scores), 500):
@@ -474,11 +476,8 @@ def _copy_queue_keys(scores: list[ContactScore]) -> None:
             cursor.execute(
                 f"WITH v(id, total, grade, level) AS (VALUES {values}) "
                 f"UPDATE {table} SET score_total = CAST(v.total AS NUMERIC), score_fit_grade = v.grade, "
-                f"score_mql_level = v.level FROM v WHERE {table}.id = v.id AND {table}.lifecycle_stage = %s",
-                [
-                    *[value for s in batch for value in (s.contact_id, str(s.total), s.fit_grade, s.mql_level)],
-                    LifecycleStage.MQL,
-                ],
+                f"score_mql_level = v.level FROM v WHERE {table}.id = v.id",
+                [value for s in batch for value in (s.contact_id, str(s.total), s.fit_grade, s.mql_level)],
             )
 
 
