@@ -14,6 +14,8 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
 
+from config.bulk import bulk_insert
+
 from . import audit
 from .models import (
     AuditEntry,
@@ -259,7 +261,8 @@ def mql_entered(*, contact: Contact, at: datetime, from_stage: str = "") -> None
 
 def mqls_entered(*, from_stages: dict[int, str], at: datetime, notify: bool = True) -> dict[int, int]:
     """The hand-off of contacts that have just become MQLs ({contact id: the stage it came
-    from}; their clocks started with the stage change, see contacts_set_stage), in a few
+    from}; their stage change in this transaction locked them and started their clocks, see
+    contacts_set_stage), in a few
     statements: end the nurture sequences that stop at MQL, route them. Returns {contact id:
     rep id} for the routed ones. `notify=False` leaves telling the reps to the caller: a full
     rescore sends each rep one digest when it ends (mql_digests_send)."""
@@ -269,12 +272,9 @@ def mqls_entered(*, from_stages: dict[int, str], at: datetime, notify: bool = Tr
     enrolments_exit_many(contact_ids=ids, reason="became an MQL", only="exit_on_mql")
     if settings.MQL_ROUTING == "off" or not ids:
         return {}
-    locked = list(
-        Contact.objects.select_for_update(of=("self",))
-        .select_related("account__owner", "owner")
-        .filter(pk__in=ids)
-        .order_by("pk")
-    )
+    # Not locked again: the stage change in this transaction holds their row locks (FOR NO KEY
+    # UPDATE, which a claim or a reassignment waits for), so nobody changes their owner meanwhile.
+    locked = list(Contact.objects.select_related("account__owner", "owner").filter(pk__in=ids).order_by("pk"))
     router, entries, routed = _Router(), [], []
     given: dict[int, list[int]] = {}  # rep id → contacts newly given to them
     for contact in locked:
@@ -293,7 +293,7 @@ def mqls_entered(*, from_stages: dict[int, str], at: datetime, notify: bool = Tr
     router.save_turns()
     for rep_id, contact_ids in given.items():
         Contact.objects.filter(pk__in=contact_ids).update(owner_id=rep_id, owner_assigned_at=at)
-    AuditEntry.objects.bulk_create(entries, batch_size=1000)
+    bulk_insert(AuditEntry, entries)
     if notify:
         for contact in routed:
             _notify_assignment(contact, contact.owner)

@@ -16,6 +16,8 @@ from django.db.models import OuterRef, Subquery, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from config.bulk import bulk_insert
+
 from .models import Account, Activity, ActivityType, Contact, LifecycleStage, Outcome, StageChange
 from .normalise import normalise_domain, normalise_email
 from .selectors import contact_ids_by_email, contacts_by_email
@@ -275,7 +277,7 @@ def contacts_set_stage(
         Contact.objects.filter(pk__in=[c.contact_id for c in changes]).update(
             lifecycle_stage=to_stage, updated_at=timezone.now(), **_queue_entry(to_stage, at)
         )
-        StageChange.objects.bulk_create(changes, batch_size=1000)
+        bulk_insert(StageChange, changes)
     return changes
 
 

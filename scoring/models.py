@@ -183,7 +183,8 @@ class Matcher(models.Model):
 class DailyEngagement(models.Model):
     """How many activities matching `matcher` a contact did on `day`: what engagement rules read."""
 
-    contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="+")
+    # No index of its own: the unique constraint's index starts with the contact.
+    contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="+", db_index=False)
     matcher = models.ForeignKey(Matcher, on_delete=models.CASCADE, related_name="+")
     day = models.DateField()
     count = models.PositiveIntegerField(default=0)
@@ -233,7 +234,11 @@ class EngagementSums(models.Model):
 
 class ContactScore(models.Model):
     contact = models.OneToOneField(Contact, on_delete=models.CASCADE, primary_key=True, related_name="score")
-    version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="+")
+    # Not indexed: a publish rewrites every score's version, and with the primary key as the
+    # table's only index PostgreSQL updates the rows in place (HOT; the table keeps free room
+    # in its pages, migration 0014), without an index entry per row. Nothing searches scores
+    # by version; discarding a draft (which no score references) scans the table once.
+    version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="+", db_index=False)
     fit = models.DecimalField(max_digits=8, decimal_places=1, default=0)
     engagement = models.DecimalField(max_digits=8, decimal_places=1, default=0)
     # Not indexed: nothing searches scores by total (the queue sorts the contact's copy), and
@@ -266,7 +271,8 @@ class ContactScore(models.Model):
 
 
 class ScoreChange(models.Model):
-    contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="score_changes")
+    # No index of its own: the (contact, changed_at) index serves every lookup by contact.
+    contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="score_changes", db_index=False)
     version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="+")
     changed_at = models.DateTimeField()
     old_total = models.DecimalField(max_digits=8, decimal_places=1)
@@ -286,7 +292,8 @@ class ScoreChange(models.Model):
 class MqlQualification(models.Model):
     """A contact becoming an MQL: the score snapshot and the rules that fired, for the queue."""
 
-    contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="qualifications")
+    # No index of its own: the (contact, qualified_at) index serves every lookup by contact.
+    contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="qualifications", db_index=False)
     version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="+")
     # The full rescore that made it (None: new data about the contact did): its reps get a digest.
     run = models.ForeignKey("RescoreRun", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")

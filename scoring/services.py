@@ -15,6 +15,7 @@ from django.db import connection, transaction
 from django.db.models import Count, F, Q, Sum
 from django.utils import timezone
 
+from config.bulk import bulk_insert
 from leads.handoff import mqls_entered
 from leads.models import Account, Activity, ActivityType, Contact, LifecycleStage
 from leads.services import contacts_set_stage
@@ -500,9 +501,9 @@ def _qualify(reaching: dict[int, ScoreResult], version: ModelVersion, label: str
     if not changes:
         return
     mqls_entered(from_stages={c.contact_id: c.from_stage for c in changes}, at=now, notify=run is None)
-    MqlQualification.objects.bulk_create(
+    bulk_insert(
+        MqlQualification,
         [_qualification(change.contact_id, reaching[change.contact_id], version, now, run) for change in changes],
-        batch_size=1000,
     )
 
 

@@ -25,6 +25,7 @@ evaluates them with the engine (for the snapshot) and hands them off in bulk (`_
 from __future__ import annotations
 
 import json
+import re
 from datetime import date
 
 from django.db import connection
@@ -71,7 +72,7 @@ def _fit_lookups(cursor, rules: RuleSet, ids: list[int]) -> list[tuple[str, list
     """Per field the fit rules test: (SQL key expression, its params, the batch's keys that
     score, the points each scores: the sum over that field's rules). One query per field,
     however many rules test it (seniority, job title and email have several)."""
-    contact, account = Contact._meta.db_table, Account._meta.db_table
+    contact = Contact._meta.db_table
     fields: dict[tuple, list] = {}  # (key, params, value, is_json) → the field's rules
     for rule in rules.fit_rules:
         key, params, value, is_json = _fit_key(rule)
@@ -79,7 +80,7 @@ def _fit_lookups(cursor, rules: RuleSet, ids: list[int]) -> list[tuple[str, list
     lookups = []
     for (key, params, value, is_json), field_rules in fields.items():
         cursor.execute(
-            f"SELECT DISTINCT ON (1) {key}, {value} FROM {contact} c LEFT JOIN {account} a ON a.id = c.account_id "
+            f"SELECT DISTINCT ON (1) {key}, {value} FROM {contact} c {_account_join(key)} "
             f"WHERE {batch_sql('c.id', ids)} ORDER BY 1",
             [*params, *params],
         )
@@ -91,6 +92,15 @@ def _fit_lookups(cursor, rules: RuleSet, ids: list[int]) -> list[tuple[str, list
                 points.append(total)
         lookups.append((key, list(params), keys, points))
     return lookups
+
+
+def _account_join(*expressions: str) -> str:
+    """The join to the contacts' accounts (alias a), when an expression reads one: a primary-key
+    probe per contact (LATERAL, fenced by OFFSET 0). A plain join hashed every account for
+    each chunk, a cost that grows with the account table, not the chunk."""
+    if not any(re.search(r"\ba\.", expression) for expression in expressions):
+        return ""
+    return f"LEFT JOIN LATERAL (SELECT * FROM {Account._meta.db_table} a WHERE a.id = c.account_id OFFSET 0) a ON true"
 
 
 def _fit_matches(rule, raw, is_json: bool) -> bool:
@@ -122,7 +132,7 @@ def scores_compute(*, rules: RuleSet, ids: list[int], as_of: date, version_id: i
     Runs in the caller's transaction, after the caller has locked these contacts (as
     contacts_rescore does), so the stored scores it compares with cannot change meanwhile.
     The temporary table lives until scores_write drops it, at the latest until commit."""
-    contact, account = Contact._meta.db_table, Account._meta.db_table
+    contact = Contact._meta.db_table
     with connection.cursor() as cursor:
         cursor.execute(f"DROP TABLE IF EXISTS {NEW}")
         fit_terms, fit_params = [], []
@@ -165,7 +175,7 @@ def scores_compute(*, rules: RuleSet, ids: list[int], as_of: date, version_id: i
                     FROM (
                         SELECT c.id AS contact_id, c.account_id, c.lifecycle_stage,
                                least(({" + ".join(fit_terms) or "0"})::numeric, %s) AS fit {products}
-                        FROM {contact} c LEFT JOIN {account} a ON a.id = c.account_id
+                        FROM {contact} c {_account_join(*fit_terms)}
                         -- The batch's range on both sides: a range scan of the sums, never a hash of them all
                         LEFT JOIN {EngagementSums._meta.db_table} e ON e.contact_id = c.id
                             AND {batch_sql("e.contact_id", ids)}
@@ -176,10 +186,9 @@ def scores_compute(*, rules: RuleSet, ids: list[int], as_of: date, version_id: i
                 ) s
             ) g
             ) n
-            -- One primary-key probe per contact (LATERAL, fenced by OFFSET 0), never a scan of every score
-            LEFT JOIN LATERAL (
-                SELECT * FROM {ContactScore._meta.db_table} o WHERE o.contact_id = n.contact_id OFFSET 0
-            ) o ON true""",
+            -- The batch's range of stored scores: one range scan, never a scan of every score
+            LEFT JOIN {ContactScore._meta.db_table} o ON o.contact_id = n.contact_id
+                AND {batch_sql("o.contact_id", ids)}""",
             [version_id, as_of, *level_params, rules.engagement_cap, *fit_params, rules.fit_cap],
         )
 
