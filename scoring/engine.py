@@ -112,13 +112,29 @@ class ScoreResult:
 Engagement = Mapping[str, Mapping[date, int]]
 
 
+@dataclass(frozen=True)
+class Tally:
+    """What an engagement rule reads of a contact on a day: how many matching occurrences
+    count (in its window, if any), and their sum weighted by decay (each weighs 1 without)."""
+
+    occurrences: int
+    weighted: Decimal
+
+
 def evaluate(rules: RuleSet, profile: Mapping[str, Any], engagement: Engagement, as_of: date) -> ScoreResult:
+    tallies = [engagement_tally(rule, engagement.get(rule.matcher_key, {}), as_of) for rule in rules.engagement_rules]
+    return evaluate_tallied(rules, profile, tallies)
+
+
+def evaluate_tallied(rules: RuleSet, profile: Mapping[str, Any], tallies: list[Tally]) -> ScoreResult:
+    """`evaluate`, given each engagement rule's tally (in the rules' order) instead of the
+    daily counts: what a full rescore has at hand (scoring.sql_rescore.engagement_tallies)."""
     fit_parts = [part for rule in rules.fit_rules if (part := _fit_contribution(rule, profile))]
     fit = _capped_sum(fit_parts, rules.fit_cap, "Fit cap")
     engagement_parts = [
         part
-        for rule in rules.engagement_rules
-        if (part := _engagement_contribution(rule, engagement.get(rule.matcher_key, {}), as_of))
+        for rule, tally in zip(rules.engagement_rules, tallies, strict=True)
+        if (part := _engagement_contribution(rule, tally))
     ]
     engaged = _capped_sum(engagement_parts, rules.engagement_cap, "Engagement cap")
     fit_total = sum((p.points for p in fit), Decimal(0))
@@ -166,7 +182,7 @@ def decay_weight(age_days: int, half_life_days: int) -> Decimal:
     return Decimal(0.5 ** (age_days / half_life_days)).quantize(WEIGHT_PLACES)
 
 
-def _engagement_contribution(rule: EngagementRuleSpec, days: Mapping[date, int], as_of: date) -> Contribution | None:
+def engagement_tally(rule: EngagementRuleSpec, days: Mapping[date, int], as_of: date) -> Tally:
     occurrences, weighted = 0, Decimal(0)
     for day, count in days.items():
         age = (as_of - day).days
@@ -175,6 +191,11 @@ def _engagement_contribution(rule: EngagementRuleSpec, days: Mapping[date, int],
         weight = decay_weight(age, rule.half_life_days) if rule.half_life_days else Decimal(1)
         occurrences += count
         weighted += count * weight
+    return Tally(occurrences, weighted)
+
+
+def _engagement_contribution(rule: EngagementRuleSpec, tally: Tally) -> Contribution | None:
+    occurrences, weighted = tally.occurrences, tally.weighted
     if not occurrences:
         return None
     points = weighted * rule.points

@@ -21,7 +21,7 @@ from leads.models import Account, Activity, ActivityType, Contact, LifecycleStag
 from leads.services import contacts_set_stage
 
 from . import sql_rescore
-from .engine import ScoreResult, evaluate, property_matches
+from .engine import ScoreResult, evaluate, evaluate_tallied, property_matches
 from .matchers import matcher_key
 from .models import (
     AccountScore,
@@ -377,11 +377,16 @@ def _contacts_rescore_in_sql(
         changed, accounts, qualifying = sql_rescore.scores_write(
             ids=ids, version_id=version.pk, as_of=as_of, now=now, reason=reason
         )
-        if qualifying:  # few: the engine's own result drives the MQL transition and its snapshot
+        if qualifying:  # the engine's own result drives the MQL transition and its snapshot
             profiles = scoring_profiles(qualifying)
-            engagement = engagement_for(qualifying, rules.matcher_keys, pending=False)  # folded above
+            # From the engagement sums just brought up to date: one row per new MQL, where its
+            # daily aggregates lie on a page per day. Daily rows only for a contact without sums.
+            tallies = sql_rescore.engagement_tallies(rules, qualifying, as_of)
+            engagement = engagement_for([c for c in qualifying if c not in tallies], rules.matcher_keys, pending=False)
             reaching = {
-                contact_id: evaluate(rules, profile, engagement.get(contact_id, {}), as_of)
+                contact_id: evaluate_tallied(rules, profile, tallies[contact_id])
+                if contact_id in tallies
+                else evaluate(rules, profile, engagement.get(contact_id, {}), as_of)
                 for contact_id, profile in profiles.items()
             }
             qualifying = contacts_may_qualify(reaching, profiles, rules)

@@ -20,19 +20,24 @@ a batch of contacts in a few statements instead of one Python evaluation per con
 Only rows whose numbers differ from the stored score are written. Contacts that reach a
 level in a stage where scoring may qualify them are handed back to the caller, which
 evaluates them with the engine (for the snapshot) and hands them off in bulk (`_qualify`).
+The engine reads their tallies from the same sums (`engagement_tallies`; a decaying rule's
+sums carry its matcher's plain count too, the occurrences its explanation names), not
+their daily aggregates, which lie on a page per day: a new MQL costs one row read.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from datetime import date
+from decimal import Decimal
 
 from django.db import connection
 
 from leads.models import Account, Contact, LifecycleStage
 
-from .engine import RuleSet, decay_weight, fit_test
+from .engine import RuleSet, Tally, decay_weight, fit_test
 from .models import ContactScore, DailyEngagement, EngagementSums, Matcher, ScoreChange
 from .selectors import PROFILE_ACCOUNT_FIELDS, PROFILE_CONTACT_FIELDS
 
@@ -214,7 +219,71 @@ def _sum_key(matcher_id: int | None, rule) -> str:
         return f"{matcher_id}:w{rule.window_days}"
     if rule.half_life_days:
         return f"{matcher_id}:h{rule.half_life_days}"
+    return _count_key(matcher_id)
+
+
+def _count_key(matcher_id: int | None) -> str:
+    """A matcher's occurrences on any day until the rescore's day."""
     return f"{matcher_id}:all"
+
+
+@dataclass(frozen=True)
+class _SumLayout:
+    """The columns of the engagement sums for a rule set: one per (matcher, window or
+    half-life) that a rule's points multiply, plus, for a decaying rule, its matcher's plain
+    count: the occurrences its explanation names. Positions are 1-based, per engagement rule."""
+
+    specs: dict[str, tuple[int | None, int | None, int | None]]  # key → (matcher id, window, half-life)
+    points_at: list[int]
+    count_at: list[int]
+
+    @property
+    def keys(self) -> list[str]:
+        return sorted(self.specs)
+
+    @property
+    def signature(self) -> str:
+        return ",".join(self.keys)
+
+
+def _sum_layout(rules: RuleSet) -> _SumLayout:
+    matchers = dict(Matcher.objects.filter(key__in=rules.matcher_keys).values_list("key", "id"))
+    specs: dict[str, tuple[int | None, int | None, int | None]] = {}
+    points_keys, count_keys = [], []
+    for rule in rules.engagement_rules:
+        matcher_id = matchers.get(rule.matcher_key)
+        key = _sum_key(matcher_id, rule)
+        specs[key] = (matcher_id, rule.window_days or None, rule.half_life_days or None)
+        count_key = key
+        if rule.half_life_days and not rule.window_days:  # decaying: it names its occurrences of all days
+            count_key = _count_key(matcher_id)
+            specs[count_key] = (matcher_id, None, None)
+        points_keys.append(key)
+        count_keys.append(count_key)
+    keys = sorted(specs)
+    return _SumLayout(
+        specs=specs,
+        points_at=[keys.index(key) + 1 for key in points_keys],
+        count_at=[keys.index(key) + 1 for key in count_keys],
+    )
+
+
+def engagement_tallies(rules: RuleSet, contact_ids: list[int], as_of: date) -> dict[int, list[Tally]]:
+    """{contact id: each engagement rule's tally}, from the engagement sums a rescore of these
+    contacts has just brought to `as_of` (_sums_refresh), for engine.evaluate_tallied: the
+    same result as evaluating their daily aggregates, one row read per contact instead of
+    every day of it. Contacts whose sums are missing or of another layout are left out."""
+    layout = _sum_layout(rules)
+    if not layout.specs:
+        return {contact_id: [] for contact_id in contact_ids}
+    rows = EngagementSums.objects.filter(contact_id__in=contact_ids, as_of=as_of, signature=layout.signature)
+    return {
+        contact_id: [
+            Tally(sums[count - 1] // MILLION, Decimal(sums[points - 1]).scaleb(-6))
+            for points, count in zip(layout.points_at, layout.count_at, strict=True)
+        ]
+        for contact_id, sums in rows.values_list("contact_id", "sums")
+    }
 
 
 def _sums_refresh(cursor, rules: RuleSet, ids: list[int], as_of: date) -> list[int]:
@@ -222,13 +291,11 @@ def _sums_refresh(cursor, rules: RuleSet, ids: list[int], as_of: date) -> list[i
     daily aggregates the sums that are missing or stale (another day, other keys). Returns
     each engagement rule's position in the sums array (1-based). Values are exact integers:
     occurrences times the engine's decay weight (engine.decay_weight) in millionths."""
-    matchers = dict(Matcher.objects.filter(key__in=rules.matcher_keys).values_list("key", "id"))
-    rule_keys = [_sum_key(matchers.get(r.matcher_key), r) for r in rules.engagement_rules]
-    keys = sorted(set(rule_keys))
-    positions = [keys.index(key) + 1 for key in rule_keys]
+    layout = _sum_layout(rules)
+    keys, positions = layout.keys, layout.points_at
     if not keys:
         return positions
-    signature, sums = ",".join(keys), EngagementSums._meta.db_table
+    signature, sums = layout.signature, EngagementSums._meta.db_table
     cursor.execute(
         f"""SELECT c.id FROM {Contact._meta.db_table} c
             LEFT JOIN {sums} s ON s.contact_id = c.id AND {batch_sql("s.contact_id", ids)}
@@ -242,16 +309,15 @@ def _sums_refresh(cursor, rules: RuleSet, ids: list[int], as_of: date) -> list[i
     # Every half-life's weights, in millionths (exact: weights have six decimals), one after
     # the other in one int[]: a fixed-width array, so looking an age up is O(1).
     weights, offsets = [], {}
-    for half_life in sorted({r.half_life_days for r in rules.engagement_rules if r.half_life_days}):
+    for half_life in sorted({half_life for _, _, half_life in layout.specs.values() if half_life}):
         offsets[half_life] = len(weights)
         weights += [int(weight * MILLION) for _, weight in _decay_weights(half_life)]
-    spec = {key: rule for key, rule in zip(rule_keys, rules.engagement_rules, strict=True)}
     columns = {
         "position": list(range(1, len(keys) + 1)),
-        "matcher_id": [matchers.get(spec[key].matcher_key) for key in keys],
-        "window_days": [spec[key].window_days for key in keys],
-        "half_life": [spec[key].half_life_days or None for key in keys],
-        "weights_at": [offsets.get(spec[key].half_life_days) for key in keys],
+        "matcher_id": [layout.specs[key][0] for key in keys],
+        "window_days": [layout.specs[key][1] for key in keys],
+        "half_life": [layout.specs[key][2] for key in keys],
+        "weights_at": [offsets.get(layout.specs[key][2]) for key in keys],
     }
     # Past 21 half-lives a decaying occurrence weighs 0 (it still counts as an occurrence).
     weight = (

@@ -1,6 +1,7 @@
 """config.bulk.bulk_insert stores exactly what bulk_create would (PostgreSQL: one JSON document)."""
 
-from datetime import datetime, timedelta, timezone as dt_timezone
+from datetime import UTC, datetime, timedelta
+from datetime import timezone as dt_timezone
 from decimal import Decimal
 
 import pytest
@@ -74,7 +75,7 @@ def test_nullable_foreign_keys_and_dict_json_round_trip():
             object_type="contact",
             object_id="7",
             after={"owner": "ann"},
-            at=datetime(2026, 1, 1, tzinfo=dt_timezone.utc),
+            at=datetime(2026, 1, 1, tzinfo=UTC),
         ),
         AuditEntry(
             actor=actor,
@@ -82,7 +83,7 @@ def test_nullable_foreign_keys_and_dict_json_round_trip():
             object_type="contact",
             object_id="8",
             before={},
-            at=datetime(2026, 1, 2, tzinfo=dt_timezone.utc),
+            at=datetime(2026, 1, 2, tzinfo=UTC),
         ),
     ]
 
@@ -101,7 +102,7 @@ def test_a_value_too_long_for_its_column_fails_as_with_bulk_create_and_stores_no
         contact=contact,
         from_stage=LifecycleStage.LEAD,
         to_stage=LifecycleStage.MQL,
-        changed_at=datetime(2026, 1, 1, tzinfo=dt_timezone.utc),
+        changed_at=datetime(2026, 1, 1, tzinfo=UTC),
         rule="x" * 500,  # the column holds 200
     )
 

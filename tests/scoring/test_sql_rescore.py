@@ -12,6 +12,7 @@ from decimal import Decimal
 
 import pytest
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 from hypothesis import HealthCheck, given, settings
@@ -29,6 +30,7 @@ from scoring.models import (
     FitRule,
     ModelVersion,
     MqlLevel,
+    MqlQualification,
     RescoreRun,
     ScoreChange,
     ScoringModel,
@@ -136,6 +138,7 @@ def test_sql_rescore_gives_the_engines_scores(people, fit_specs, engagement_spec
     contacts_rescore(contact_ids=ids, reason="sql", as_of=as_of, version=version, in_sql=True)
 
     _assert_engine_scores(ids, version, as_of)
+    _assert_engine_snapshots(ids, version, as_of)
     assert ScoreChange.objects.filter(contact_id__in=ids).count() == len(ids)
     # A rule change that keeps every rule's activities and timing reads the engagement sums
     # the first rescore left: other points, other caps.
@@ -154,6 +157,23 @@ def _assert_engine_scores(ids: list[int], version: ModelVersion, as_of: date) ->
         score = stored[contact_id]
         assert (score.fit, score.engagement, score.total) == (expected.fit, expected.engagement, expected.total)
         assert (score.fit_grade, score.mql_level, score.as_of) == (expected.fit_grade, expected.mql_level, as_of)
+
+
+def _assert_engine_snapshots(ids: list[int], version: ModelVersion, as_of: date) -> None:
+    """Each lead the rescore qualified has the engine's explanation from its daily aggregates
+    (the rescore builds it from the engagement sums): same rules, facts and points."""
+    rules = ruleset_for(version)
+    profiles, engagement = scoring_profiles(ids), engagement_for(ids, rules.matcher_keys)
+    for snapshot in MqlQualification.objects.filter(contact_id__in=ids, version=version):
+        expected = evaluate(rules, profiles[snapshot.contact_id], engagement.get(snapshot.contact_id, {}), as_of)
+        assert snapshot.explanation == [part.as_json() for part in expected.contributions]
+        assert snapshot.top_reasons == [part.as_json() for part in expected.top_reasons()]
+        assert (snapshot.level, snapshot.total, snapshot.fit, snapshot.engagement) == (
+            expected.mql_level,
+            expected.total,
+            expected.fit,
+            expected.engagement,
+        )
 
 
 @pytest.mark.django_db
@@ -251,6 +271,47 @@ def test_sql_rescore_qualifies_contacts_reaching_a_level():
     contact = ContactScore.objects.get(pk=ids[0]).contact
     assert contact.lifecycle_stage == LifecycleStage.MQL
     assert contact.qualifications.get().total == Decimal("30")
+
+
+@pytest.mark.django_db
+def test_a_rule_change_that_qualifies_a_lead_explains_it_from_the_sums_without_reading_its_days():
+    person = {
+        "email_domain": "acme.example",
+        "job_title": "CTO",
+        "country": "",
+        "employee_count": None,
+        "attributes": {},
+        # Demo requests today, 3 weeks ago, past 21 half-lives (weighs 0, still counts) and in
+        # the future of the rescore's day (does not count); page views in and out of a week.
+        "days": [
+            ("demo_request", 0, 2),
+            ("demo_request", 21, 1),
+            ("demo_request", 200, 1),
+            ("demo_request", -2, 5),
+            ("page_view", 3, 4),
+            ("page_view", 9, 6),
+        ],
+    }
+    engagement = [("demo_request", 10, None, "decay", 7), ("page_view", 3, None, "window", 7)]
+    ids = [_contact(person)]
+    contacts_rescore(
+        contact_ids=ids, reason="first", as_of=AS_OF, version=_version([], engagement, (60, 100), []), in_sql=True
+    )
+    publish = _version([], engagement, (60, 100), [(30, "D")])  # same timing: the sums stay valid
+
+    with CaptureQueriesContext(connection) as queries:
+        contacts_rescore(contact_ids=ids, reason="publish", as_of=AS_OF, version=publish, in_sql=True)
+
+    daily_reads = [q["sql"] for q in queries if f"FROM {DailyEngagement._meta.db_table}" in q["sql"]]
+    assert not daily_reads  # (the fold of pending counts writes to the table, reading none of it)
+    snapshot = MqlQualification.objects.get(contact_id=ids[0])
+    # 2 × 1 + 1 × 0.125 + 1 × 0.000000 = 2.125 → 21.25 points; 4 page views × 3 = 12.
+    assert [(part["rule"], part["facts"], part["points"]) for part in snapshot.explanation] == [
+        ("e0", "4 × +10, fading with a 7-day half-life", "21.2"),
+        ("e1", "4 × +3 in the last 7 days", "12.0"),
+    ]
+    assert snapshot.total == Decimal("33.2")
+    _assert_engine_snapshots(ids, publish, AS_OF)
 
 
 @pytest.mark.django_db
