@@ -11,7 +11,8 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import transaction
+from django.contrib.auth.models import Group
+from django.db import connection, transaction
 from django.utils import timezone
 
 from config.bulk import bulk_insert
@@ -348,14 +349,11 @@ class _Router:
 
     @staticmethod
     def _rotation_locked() -> list[RepRotation]:
-        User = get_user_model()
-        reps = User.objects.filter(is_active=True, groups__name=SALES).distinct()
-        RepRotation.objects.bulk_create(
-            [RepRotation(rep=rep) for rep in reps.exclude(rotation__isnull=False)], ignore_conflicts=True
-        )
+        """The active Sales reps' turns, locked; a rep new to the group gets a turn first."""
+        _rotation_join_new_reps()
         return list(
-            RepRotation.objects.select_for_update()
-            .filter(is_active=True, rep__in=reps)
+            RepRotation.objects.select_for_update(of=("self",))
+            .filter(is_active=True, rep__is_active=True, rep__groups__name=SALES)
             .order_by("rep_id")
             .select_related("rep")
         )
@@ -364,6 +362,22 @@ class _Router:
         for turn in self.turns or []:
             if turn.pk in self.taken:
                 RepRotation.objects.filter(pk=turn.pk).update(last_assigned_at=turn.last_assigned_at)
+
+
+def _rotation_join_new_reps() -> None:
+    """Give every active Sales rep without a turn one, in one statement: this runs each time a
+    lead is routed round-robin, and almost always finds nobody new."""
+    User = get_user_model()
+    rotation, users = RepRotation._meta.db_table, User._meta.db_table
+    membership, groups = User.groups.through._meta.db_table, Group._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {rotation} (rep_id, is_active) SELECT u.id, %s FROM {users} u "
+            f"JOIN {membership} m ON m.user_id = u.id JOIN {groups} g ON g.id = m.group_id "
+            f"WHERE u.is_active AND g.name = %s AND NOT EXISTS (SELECT 1 FROM {rotation} r WHERE r.rep_id = u.id) "
+            f"ON CONFLICT (rep_id) DO NOTHING",
+            [True, SALES],
+        )
 
 
 def _notify_assignment(contact: Contact, rep) -> None:

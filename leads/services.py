@@ -249,17 +249,24 @@ def contacts_set_stage(
     to_stage: str,
     changed_by=None,
     changed_at: datetime | None = None,
+    locked_stages: dict[int, str] | None = None,
 ) -> list[StageChange]:
     """contact_set_stage for many contacts in three statements: {contact id: (rule, reason)}.
-    Returns the transitions recorded, in contact order (none for a contact already there)."""
+    Returns the transitions recorded, in contact order (none for a contact already there).
+
+    `locked_stages`: {contact id: stage} that the caller read after locking these contacts in
+    this transaction (a rescore does): they cannot have changed, so they are not read again."""
     ids = sorted(transitions)
-    current = (
-        Contact.objects.select_for_update(no_key=True)
-        .filter(pk__in=ids)
-        .exclude(lifecycle_stage=to_stage)
-        .order_by("pk")
-        .values_list("pk", "lifecycle_stage")
-    )
+    if locked_stages is None:
+        current = (
+            Contact.objects.select_for_update(no_key=True)
+            .filter(pk__in=ids)
+            .exclude(lifecycle_stage=to_stage)
+            .order_by("pk")
+            .values_list("pk", "lifecycle_stage")
+        )
+    else:
+        current = [(pk, locked_stages[pk]) for pk in ids if locked_stages[pk] != to_stage]
     at = changed_at or timezone.now()
     changes = [
         StageChange(

@@ -238,7 +238,12 @@ class ContactScore(models.Model):
     # table's only index PostgreSQL updates the rows in place (HOT; the table keeps free room
     # in its pages, migration 0014), without an index entry per row. Nothing searches scores
     # by version; discarding a draft (which no score references) scans the table once.
-    version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="+", db_index=False)
+    # No database constraint either (PROTECT still guards deletes, in Django): its check ran
+    # at commit for every rewritten score, a quarter of a full rescore's time. Published
+    # versions are never deleted, and only published versions score.
+    version = models.ForeignKey(
+        ModelVersion, on_delete=models.PROTECT, related_name="+", db_index=False, db_constraint=False
+    )
     fit = models.DecimalField(max_digits=8, decimal_places=1, default=0)
     engagement = models.DecimalField(max_digits=8, decimal_places=1, default=0)
     # Not indexed: nothing searches scores by total (the queue sorts the contact's copy), and
@@ -273,7 +278,9 @@ class ContactScore(models.Model):
 class ScoreChange(models.Model):
     # No index of its own: the (contact, changed_at) index serves every lookup by contact.
     contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="score_changes", db_index=False)
-    version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="+")
+    # No database constraint, as ContactScore.version: checked at commit for every change a
+    # rescore records. Versions that scored are never deleted; PROTECT guards it in Django.
+    version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="+", db_constraint=False)
     changed_at = models.DateTimeField()
     old_total = models.DecimalField(max_digits=8, decimal_places=1)
     new_total = models.DecimalField(max_digits=8, decimal_places=1)

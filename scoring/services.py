@@ -129,17 +129,20 @@ def engagement_fold(*, contact_ids: list[int]) -> None:
     rescore does), so two folds of one contact never interleave; ingests only insert new
     pending rows and never wait here."""
     daily, pending = DailyEngagement._meta.db_table, PendingEngagement._meta.db_table
+    if not contact_ids:
+        return
     if connection.vendor == "postgresql":
+        # A full rescore's chunk is an id range: one range scan of the (nearly empty) index.
+        batch = sql_rescore.batch_sql("contact_id", sorted(contact_ids))
         with connection.cursor() as cursor:
             cursor.execute(
-                f"WITH moved AS (DELETE FROM {pending} WHERE contact_id = ANY(%s) "
+                f"WITH moved AS (DELETE FROM {pending} WHERE {batch} "
                 f"RETURNING contact_id, matcher_id, day, count), "
                 f"stale AS (DELETE FROM {EngagementSums._meta.db_table} "
                 f"WHERE contact_id IN (SELECT contact_id FROM moved)) "
                 f"INSERT INTO {daily} (contact_id, matcher_id, day, count) "
                 f"SELECT contact_id, matcher_id, day, sum(count) FROM moved GROUP BY 1, 2, 3 ORDER BY 1, 2, 3 "
-                f"ON CONFLICT (contact_id, matcher_id, day) DO UPDATE SET count = {daily}.count + excluded.count",
-                [contact_ids],
+                f"ON CONFLICT (contact_id, matcher_id, day) DO UPDATE SET count = {daily}.count + excluded.count"
             )
         return
     rows = PendingEngagement.objects.filter(contact_id__in=contact_ids)
@@ -348,7 +351,8 @@ def contacts_rescore(
         # Scores first: a new MQL's stage change copies its new score onto the contact.
         writes.save(in_queue={c for c, p in profiles.items() if p["contact.lifecycle_stage"] == LifecycleStage.MQL})
         qualifying = contacts_may_qualify(reaching, profiles, rules)
-        _qualify({c: reaching[c] for c in qualifying}, version, rules.version_label, writes.now, run)
+        stages = {c: profiles[c]["contact.lifecycle_stage"] for c in qualifying}  # read under the locks above
+        _qualify({c: reaching[c] for c in qualifying}, stages, version, rules.version_label, writes.now, run)
         accounts_rescore(account_ids=writes.accounts - {None}, version=version)
     return writes.changed
 
@@ -390,7 +394,8 @@ def _contacts_rescore_in_sql(
                 for contact_id, profile in profiles.items()
             }
             qualifying = contacts_may_qualify(reaching, profiles, rules)
-            _qualify({c: reaching[c] for c in qualifying}, version, rules.version_label, now, run)
+            stages = {c: profiles[c]["contact.lifecycle_stage"] for c in qualifying}  # under the chunk's locks
+            _qualify({c: reaching[c] for c in qualifying}, stages, version, rules.version_label, now, run)
     return changed
 
 
@@ -487,11 +492,14 @@ def _copy_queue_keys(scores: list[ContactScore]) -> None:
             )
 
 
-def _qualify(reaching: dict[int, ScoreResult], version: ModelVersion, label: str, now, run=None) -> None:
-    """Make these contacts (locked by the caller, each reaching a level) MQLs in a few
-    statements: stage and its history, the hand-off (clock, nurture exits, routing) and the
-    qualification snapshot. A full rescore's chunk passes its `run`: reps then get one
-    digest when the run ends (mql_digests_send) instead of one email per lead."""
+def _qualify(
+    reaching: dict[int, ScoreResult], stages: dict[int, str], version: ModelVersion, label: str, now, run=None
+) -> None:
+    """Make these contacts (locked by the caller, who read their `stages` under the locks;
+    each reaching a level) MQLs in a few statements: stage and its history, the hand-off
+    (clock, nurture exits, routing) and the qualification snapshot. A full rescore's chunk
+    passes its `run`: reps then get one digest when the run ends (mql_digests_send) instead
+    of one email per lead."""
     changes = contacts_set_stage(
         transitions={
             contact_id: (
@@ -502,6 +510,7 @@ def _qualify(reaching: dict[int, ScoreResult], version: ModelVersion, label: str
         },
         to_stage=LifecycleStage.MQL,
         changed_at=now,
+        locked_stages=stages,
     )
     if not changes:
         return
