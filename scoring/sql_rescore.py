@@ -393,20 +393,23 @@ def scores_write(*, ids: list[int], version_id: int, as_of: date, now, reason: s
     score = ContactScore._meta.db_table
     contact, change = Contact._meta.db_table, ScoreChange._meta.db_table
     with connection.cursor() as cursor:
-        # Only rows that differ; a row whose score is unchanged gets at most its new as_of.
+        # Only rows that differ; a row whose score is unchanged gets at most its new as_of (its
+        # numbers and version are already these). A plain UPDATE joined on the batch's range,
+        # then an INSERT of the contacts never scored: no conflict is possible under the
+        # contacts' locks, and INSERT … ON CONFLICT DO UPDATE costs twice as much per row.
         cursor.execute(
-            f"""INSERT INTO {score} (contact_id, version_id, fit, engagement, total, fit_grade, mql_level, as_of,
-                    computed_at)
-                SELECT contact_id, %s, fit, engagement, total, fit_grade, mql_level, %s, %s FROM {NEW} WHERE rewrite
-                ON CONFLICT (contact_id) DO UPDATE SET version_id = excluded.version_id, fit = excluded.fit,
-                    engagement = excluded.engagement, total = excluded.total, fit_grade = excluded.fit_grade,
-                    mql_level = excluded.mql_level, as_of = excluded.as_of, computed_at = excluded.computed_at""",
+            f"""UPDATE {score} s SET version_id = %s, fit = n.fit, engagement = n.engagement, total = n.total,
+                    fit_grade = n.fit_grade, mql_level = n.mql_level, as_of = %s, computed_at = %s
+                FROM {NEW} n WHERE s.contact_id = n.contact_id AND {batch_sql("s.contact_id", ids)}
+                    AND n.old_total IS NOT NULL AND (n.rewrite OR n.redate)""",
             [version_id, as_of, now],
         )
         cursor.execute(
-            f"UPDATE {score} s SET as_of = %s, computed_at = %s FROM {NEW} n "
-            f"WHERE s.contact_id = n.contact_id AND {batch_sql('s.contact_id', ids)} AND NOT n.rewrite AND n.redate",
-            [as_of, now],
+            f"""INSERT INTO {score} (contact_id, version_id, fit, engagement, total, fit_grade, mql_level, as_of,
+                    computed_at)
+                SELECT contact_id, %s, fit, engagement, total, fit_grade, mql_level, %s, %s FROM {NEW}
+                WHERE old_total IS NULL ORDER BY contact_id""",
+            [version_id, as_of, now],
         )
         cursor.execute(
             f"""UPDATE {contact} c SET score_total = n.total, score_fit_grade = n.fit_grade,
