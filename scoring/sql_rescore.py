@@ -450,6 +450,11 @@ def accounts_rescore_all(*, rules: RuleSet, version_id: int, mqa_threshold: int,
     account, contact, score = Account._meta.db_table, Contact._meta.db_table, ContactScore._meta.db_table
     terms, term_params = [], []
     with connection.cursor() as cursor:
+        # It runs alone, after every other chunk, and joins every score to its contact: let it
+        # use the idle cores and hash in memory (with the default 4 MB the join spilled to disk;
+        # 1.8 s → 1.0 s at a million contacts).
+        cursor.execute("SET LOCAL max_parallel_workers_per_gather = 2")
+        cursor.execute("SET LOCAL work_mem = '64MB'")
         for rule in rules.fit_rules:
             prefix, _, name = rule.field.partition(".")
             if prefix != "account":

@@ -283,3 +283,27 @@ def test_a_publish_routes_the_mqls_it_makes_and_sends_each_rep_one_digest(rep, o
     for contact in qualified.filter(owner=other_rep):
         assert f"/contacts/{contact.pk}/" in digests[other_rep.email].body_text
         assert f"/contacts/{contact.pk}/" not in digests[rep.email].body_text
+
+
+def test_a_run_cuts_the_contacts_in_chunks_of_consecutive_ids_and_counts_them(
+    settings, django_capture_on_commit_callbacks
+):
+    from scoring.services import rescore_run_start
+
+    settings.RESCORE_CHUNK_SIZE = 3
+    contacts = [_executive(email=f"p{n}@fit.example") for n in range(8)]
+    contacts[4].delete()  # a gap in the ids
+    ids = [c.pk for n, c in enumerate(contacts) if n != 4]
+
+    with django_capture_on_commit_callbacks(execute=False) as queued:
+        run = rescore_run_start(version=active_version(), reason=RescoreRun.Reason.MANUAL)
+
+    chunks = list(run.chunks.order_by("first_contact_id").values_list("first_contact_id", "last_contact_id"))
+    assert chunks == [(ids[0], ids[2]), (ids[3], ids[5]), (ids[6], ids[6])]
+    assert (run.total_contacts, run.total_chunks, len(queued)) == (7, 3, 1)
+    # A run over some contacts (a daily refresh) cuts only those.
+    some = Contact.objects.filter(pk__in=ids[1:3])
+    with django_capture_on_commit_callbacks(execute=False):
+        partial = rescore_run_start(version=active_version(), reason=RescoreRun.Reason.REFRESH, contacts=some)
+    assert list(partial.chunks.values_list("first_contact_id", "last_contact_id")) == [(ids[1], ids[2])]
+    assert partial.total_contacts == 2
