@@ -253,18 +253,7 @@ def test_sql_rescore_rounds_ties_to_even_like_the_engine():
 @pytest.mark.django_db
 def test_sql_rescore_qualifies_contacts_reaching_a_level():
     version = _version([("contact.job_title", "is_set", None, 30)], [], (60, 100), [(25, "B")])
-    ids = [
-        _contact(
-            {
-                "email_domain": "acme.example",
-                "job_title": "CTO",
-                "country": "",
-                "employee_count": None,
-                "attributes": {},
-                "days": [],
-            }
-        )
-    ]
+    ids = [_contact(_cto(days=[]))]
 
     contacts_rescore(contact_ids=ids, reason="publish", as_of=AS_OF, version=version, in_sql=True)
 
@@ -275,23 +264,10 @@ def test_sql_rescore_qualifies_contacts_reaching_a_level():
 
 @pytest.mark.django_db
 def test_a_rule_change_that_qualifies_a_lead_explains_it_from_the_sums_without_reading_its_days():
-    person = {
-        "email_domain": "acme.example",
-        "job_title": "CTO",
-        "country": "",
-        "employee_count": None,
-        "attributes": {},
-        # Demo requests today, 3 weeks ago, past 21 half-lives (weighs 0, still counts) and in
-        # the future of the rescore's day (does not count); page views in and out of a week.
-        "days": [
-            ("demo_request", 0, 2),
-            ("demo_request", 21, 1),
-            ("demo_request", 200, 1),
-            ("demo_request", -2, 5),
-            ("page_view", 3, 4),
-            ("page_view", 9, 6),
-        ],
-    }
+    # Demo requests today, 3 weeks ago, past 21 half-lives (weighs 0, still counts) and in the
+    # future of the rescore's day (does not count); page views in and out of a week.
+    demos = [("demo_request", 0, 2), ("demo_request", 21, 1), ("demo_request", 200, 1), ("demo_request", -2, 5)]
+    person = _cto(days=[*demos, ("page_view", 3, 4), ("page_view", 9, 6)])
     engagement = [("demo_request", 10, None, "decay", 7), ("page_view", 3, None, "window", 7)]
     ids = [_contact(person)]
     contacts_rescore(
@@ -334,6 +310,18 @@ def test_after_a_sql_rescore_the_queue_ranks_mqls_by_their_new_scores(rep_client
         (cto, Decimal("45")),  # already queued: its copy follows its score
         (analyst, Decimal("40")),  # qualified by this rescore: entered the queue with its new score
     ]
+
+
+def _cto(*, days) -> dict:
+    """A person for _contact: a CTO at a company address, with these daily aggregates."""
+    return {
+        "email_domain": "acme.example",
+        "job_title": "CTO",
+        "country": "",
+        "employee_count": None,
+        "attributes": {},
+        "days": days,
+    }
 
 
 def _contact(person) -> int:
@@ -425,14 +413,7 @@ def test_a_full_rescore_in_sql_rolls_accounts_up_like_the_python_path():
 @pytest.mark.django_db
 def test_sql_rescore_of_ids_with_a_gap_scores_only_those_contacts():
     version = _version([("contact.job_title", "is_set", None, 30)], [("page_view", 5, None, None, None)], (60, 100), [])
-    person = {
-        "email_domain": "acme.example",
-        "job_title": "CTO",
-        "country": "",
-        "employee_count": None,
-        "attributes": {},
-        "days": [("page_view", 2, 1)],
-    }
+    person = _cto(days=[("page_view", 2, 1)])
     first, middle, last = (_contact(person) for _ in range(3))
 
     contacts_rescore(contact_ids=[first, last], reason="sql", as_of=AS_OF, version=version, in_sql=True)
