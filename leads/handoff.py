@@ -263,10 +263,10 @@ def mql_entered(*, contact: Contact, at: datetime, from_stage: str = "") -> None
 def mqls_entered(*, from_stages: dict[int, str], at: datetime, notify: bool = True) -> dict[int, int]:
     """The hand-off of contacts that have just become MQLs ({contact id: the stage it came
     from}; their stage change in this transaction locked them and started their clocks, see
-    contacts_set_stage), in a few
-    statements: end the nurture sequences that stop at MQL, route them. Returns {contact id:
-    rep id} for the routed ones. `notify=False` leaves telling the reps to the caller: a full
-    rescore sends each rep one digest when it ends (mql_digests_send)."""
+    contacts_set_stage), in a few statements: end the nurture sequences that stop at MQL,
+    route them. Returns {contact id: rep id} for the routed ones. `notify=False` leaves telling
+    the reps to the caller: a full rescore sends each rep one digest when it ends
+    (mql_digests_send)."""
     from nurturing.sequences import enrolments_exit_many
 
     ids = sorted(from_stages)

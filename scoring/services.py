@@ -384,13 +384,10 @@ def _contacts_rescore_in_sql(
         if qualifying:  # the engine's own result drives the MQL transition and its snapshot
             profiles = scoring_profiles(qualifying)
             # From the engagement sums just brought up to date: one row per new MQL, where its
-            # daily aggregates lie on a page per day. Daily rows only for a contact without sums.
+            # daily aggregates lie on a page per day.
             tallies = sql_rescore.engagement_tallies(rules, qualifying, as_of)
-            engagement = engagement_for([c for c in qualifying if c not in tallies], rules.matcher_keys, pending=False)
             reaching = {
                 contact_id: evaluate_tallied(rules, profile, tallies[contact_id])
-                if contact_id in tallies
-                else evaluate(rules, profile, engagement.get(contact_id, {}), as_of)
                 for contact_id, profile in profiles.items()
             }
             qualifying = contacts_may_qualify(reaching, profiles, rules)

@@ -295,10 +295,10 @@ def _sum_layout(rules: RuleSet) -> _SumLayout:
 
 
 def engagement_tallies(rules: RuleSet, contact_ids: list[int], as_of: date) -> dict[int, list[Tally]]:
-    """{contact id: each engagement rule's tally}, from the engagement sums a rescore of these
-    contacts has just brought to `as_of` (_sums_refresh), for engine.evaluate_tallied: the
-    same result as evaluating their daily aggregates, one row read per contact instead of
-    every day of it. Contacts whose sums are missing or of another layout are left out."""
+    """{contact id: each engagement rule's tally}, for engine.evaluate_tallied: the same result
+    as evaluating their daily aggregates, one row read per contact instead of every day of it.
+    Read from the sums that scores_compute has just brought to `as_of` for a batch holding
+    these contacts (_sums_refresh, in this transaction), so every one of them has its row."""
     layout = _sum_layout(rules)
     if not layout.specs:
         return {contact_id: [] for contact_id in contact_ids}
