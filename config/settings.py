@@ -276,6 +276,7 @@ CELERY_BEAT_SCHEDULE = {
     "nurture-enrol": {"task": "nurturing.tasks.nurture_enrol", "schedule": 60.0},
     "nurture-advance": {"task": "nurturing.tasks.nurture_advance", "schedule": 60.0},
     "mql-sla": {"task": "leads.tasks.mql_sla_check", "schedule": 600.0},
+    "handoff-sweep": {"task": "leads.tasks.handoff_sweep", "schedule": 60.0},
     "rescore-sweep": {"task": "scoring.tasks.rescore_sweep", "schedule": 60.0},
     "scores-refresh": {"task": "scoring.tasks.scores_refresh", "schedule": 3600.0},
 }

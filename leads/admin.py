@@ -13,6 +13,7 @@ from .models import (
     Contact,
     CustomAttribute,
     HandoffDecision,
+    HandoffRequest,
     ImportJob,
     ImportRejectedRow,
     LeadFeedback,
@@ -151,6 +152,20 @@ class AuditEntryAdmin(admin.ModelAdmin):
 @admin.register(RoutingRule)
 class RoutingRuleAdmin(admin.ModelAdmin):
     list_display = ["field", "value", "rep", "priority"]
+
+
+@admin.register(HandoffRequest)
+class HandoffRequestAdmin(admin.ModelAdmin):
+    """New MQLs waiting for their hand-off task: browse only, the task writes and deletes them."""
+
+    list_display = ["contact", "from_stage", "mql_at", "requested_at"]
+    raw_id_fields = ["contact"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
 
 
 @admin.register(RepRotation)

@@ -128,7 +128,8 @@ class ActivityViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
                 enum=["now"],
                 description="`now`: score the contact before answering and include its score "
                 "(total, grade, MQL level, lifecycle stage), e.g. to route a form submission at once. "
-                "Without it the score follows within a second, through a worker.",
+                "A lead this makes an MQL is handed to a rep (routing, the rep's email) by a worker right "
+                "after the answer. Without it the score follows within a second, through a worker.",
             )
         ],
         responses={

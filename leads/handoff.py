@@ -22,6 +22,7 @@ from .models import (
     AuditEntry,
     Contact,
     HandoffDecision,
+    HandoffRequest,
     LeadFeedback,
     LifecycleStage,
     Outcome,
@@ -299,6 +300,86 @@ def mqls_entered(*, from_stages: dict[int, str], at: datetime, notify: bool = Tr
         for contact in routed:
             _notify_assignment(contact, contact.owner)
     return {contact.pk: contact.owner_id for contact in routed}
+
+
+def mqls_hand_off_after_commit(*, from_stages: dict[int, str], at: datetime) -> None:
+    """mqls_entered for these new MQLs (locked by the caller, whose transaction made them
+    MQLs at `at`), run by a worker once this transaction commits: for a caller that answers
+    someone waiting (an ingest that scores now), whose answer needs the lead's stage but not
+    its rep. The request is stored in this transaction, so it cannot be lost: a task the
+    broker never ran is queued again by beat (handoff_requests_sweep)."""
+    from .tasks import mql_handoffs
+
+    now = timezone.now()
+    HandoffRequest.objects.bulk_create(
+        [
+            HandoffRequest(contact_id=contact_id, from_stage=from_stage, mql_at=at, requested_at=now)
+            for contact_id, from_stage in sorted(from_stages.items())
+        ],
+        update_conflicts=True,
+        unique_fields=["contact"],
+        update_fields=["from_stage", "mql_at", "requested_at"],
+    )
+    transaction.on_commit(mql_handoffs.delay, robust=True)
+
+
+def handoff_requests_drain(*, limit: int = 500) -> int:
+    """Hand off the new MQLs waiting for it, oldest request first, `limit` per transaction;
+    returns how many requests were served. Leads another transaction holds are left for a
+    drain queued a second later."""
+    from .tasks import mql_handoffs
+
+    served = 0
+    while True:
+        done, skipped, full = _handoff_requests_serve(limit=limit)
+        served += done
+        if skipped:
+            mql_handoffs.apply_async(countdown=1)
+            return served
+        if not full:
+            return served
+
+
+@transaction.atomic
+def _handoff_requests_serve(*, limit: int) -> tuple[int, int, bool]:
+    """Lock up to `limit` requested leads (skipping those another transaction holds), hand
+    off those still in the queue since the qualification that asked for it, and delete the
+    requests read: a worker that dies leaves them in place. Returns (served, skipped, whether
+    the batch was full)."""
+    pending = list(HandoffRequest.objects.order_by("requested_at").values_list("contact_id", flat=True)[:limit])
+    locked = {
+        pk: (stage, mql_at)
+        for pk, stage, mql_at in Contact.objects.select_for_update(no_key=True, skip_locked=True)
+        .filter(pk__in=pending)
+        .order_by("pk")
+        .values_list("pk", "lifecycle_stage", "mql_at")
+    }
+    # Read under the leads' locks: a new qualification of one of them (which writes its
+    # request) waits for this transaction, so deleting what is read here loses nothing.
+    requests = list(HandoffRequest.objects.filter(contact_id__in=locked))
+    by_clock: dict[datetime, dict[int, str]] = {}
+    for request in requests:
+        if locked[request.contact_id] == (LifecycleStage.MQL, request.mql_at):
+            by_clock.setdefault(request.mql_at, {})[request.contact_id] = request.from_stage
+    for at, from_stages in sorted(by_clock.items()):
+        mqls_entered(from_stages=from_stages, at=at)
+    HandoffRequest.objects.filter(contact_id__in=[request.contact_id for request in requests]).delete()
+    return len(requests), len(pending) - len(locked), len(pending) == limit
+
+
+def handoff_requests_sweep() -> int:
+    """Queue a drain for hand-offs requested longer than RESCORE_CLAIM_TIMEOUT ago, whose task
+    must have been lost (beat, every minute); returns how many. They are stamped as requested
+    now, so the next minute's sweep does not count them again."""
+    from .tasks import mql_handoffs
+
+    stale = HandoffRequest.objects.filter(
+        requested_at__lt=timezone.now() - timedelta(seconds=settings.RESCORE_CLAIM_TIMEOUT)
+    )
+    count = stale.update(requested_at=timezone.now())
+    if count:
+        mql_handoffs.delay()
+    return count
 
 
 class _Router:

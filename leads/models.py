@@ -487,3 +487,20 @@ class CampaignCost(models.Model):
     @property
     def days(self) -> int:
         return (self.period_end - self.period_start).days + 1
+
+
+class HandoffRequest(models.Model):
+    """A lead that has just become an MQL and waits for its hand-off (nurture exits, routing,
+    the rep's email): written in the transaction that qualified it when that transaction
+    answers a caller who waits (`POST /api/activities/?score=now`), deleted by the hand-off
+    task that serves it after commit. Beat queues the requests whose task never ran again."""
+
+    contact = models.OneToOneField(Contact, on_delete=models.CASCADE, primary_key=True, related_name="+")
+    from_stage = models.CharField(max_length=20, blank=True)
+    # The qualification this hand-off belongs to: a lead that left the queue and came back
+    # since has a newer clock, and is handed off by that qualification, not this one.
+    mql_at = models.DateTimeField()
+    requested_at = models.DateTimeField(db_index=True)
+
+    def __str__(self) -> str:
+        return f"Hand off {self.contact_id} (MQL since {self.mql_at:%Y-%m-%d %H:%M})"

@@ -534,7 +534,8 @@ def _after_activities_stored(activities: list[NewActivity], *, score_now: bool) 
     contact_ids = [activity.contact_id for activity in activities]
     if score_now:
         # A request another ingest left for these contacts stays: its drain finds nothing new.
-        contacts_rescore(contact_ids=contact_ids, reason="new activity", clear_requests=False)
+        # The caller waits for the score, not for the rep: a new MQL is routed after commit.
+        contacts_rescore(contact_ids=contact_ids, reason="new activity", clear_requests=False, hand_off_later=True)
     else:
         contacts_queue_rescore(contact_ids, reason="new activity")
 

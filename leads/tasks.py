@@ -28,3 +28,21 @@ def mql_sla_check() -> dict:
     from .handoff import mqls_sla_check
 
     return mqls_sla_check()
+
+
+@shared_task(acks_late=True, max_retries=5, autoretry_for=(Exception,), retry_backoff=True)
+def mql_handoffs() -> int:
+    """Hand off the new MQLs whose qualification asked for it after commit (see
+    leads.handoff.mqls_hand_off_after_commit). Safe to run twice: a second run finds the
+    requests gone, and a lead that left the queue meanwhile is not handed off."""
+    from .handoff import handoff_requests_drain
+
+    return handoff_requests_drain()
+
+
+@shared_task
+def handoff_sweep() -> int:
+    """Beat, every minute: queue the hand-offs whose task was lost."""
+    from .handoff import handoff_requests_sweep
+
+    return handoff_requests_sweep()

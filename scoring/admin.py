@@ -1,6 +1,7 @@
 from django.contrib import admin
 
 from .models import (
+    AccountRollupRequest,
     AccountScore,
     ContactScore,
     DailyEngagement,
@@ -186,3 +187,9 @@ class ModelSuggestionAdmin(ReadOnlyAdmin):
 class RescoreRequestAdmin(ReadOnlyAdmin):
     list_display = ["contact", "reason", "requested_at"]
     raw_id_fields = ["contact"]
+
+
+@admin.register(AccountRollupRequest)
+class AccountRollupRequestAdmin(ReadOnlyAdmin):
+    list_display = ["account", "requested_at"]
+    raw_id_fields = ["account"]

@@ -461,3 +461,17 @@ class RescoreRequest(models.Model):
 
     def __str__(self) -> str:
         return f"Rescore {self.contact_id} ({self.reason})"
+
+
+class AccountRollupRequest(models.Model):
+    """An account whose score must follow its contacts' new scores: written in the transaction
+    that rescored one of them, deleted by the rollup task that serves it after commit. One
+    task rolls an account up however many of its contacts changed meanwhile, and rollups of
+    one account never run at once (the task locks the request), so the last write is always
+    of the newest scores. Beat queues the requests whose task never ran again."""
+
+    account = models.OneToOneField("leads.Account", on_delete=models.CASCADE, primary_key=True, related_name="+")
+    requested_at = models.DateTimeField(db_index=True)
+
+    def __str__(self) -> str:
+        return f"Roll up account {self.account_id}"

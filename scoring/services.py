@@ -16,7 +16,7 @@ from django.db.models import Count, F, Q, Sum
 from django.utils import timezone
 
 from config.bulk import bulk_insert
-from leads.handoff import mqls_entered
+from leads.handoff import mqls_entered, mqls_hand_off_after_commit
 from leads.models import Account, Activity, ActivityType, Contact, LifecycleStage
 from leads.services import contacts_set_stage
 
@@ -24,6 +24,7 @@ from . import sql_rescore
 from .engine import ScoreResult, evaluate, evaluate_tallied, property_matches
 from .matchers import matcher_key
 from .models import (
+    AccountRollupRequest,
     AccountScore,
     ContactScore,
     DailyEngagement,
@@ -300,6 +301,7 @@ def contacts_rescore(
     in_sql: bool = False,
     clear_requests: bool = True,
     run: RescoreRun | None = None,
+    hand_off_later: bool = False,
 ) -> int:
     """Recompute the scores of these contacts; returns how many changed.
 
@@ -309,7 +311,9 @@ def contacts_rescore(
 
     Locks the contacts (in id order, so two workers never deadlock) before reading the
     old scores, so a score change is recorded once even when two workers rescore the
-    same contact at the same moment. Contacts reaching an MQL level become MQLs.
+    same contact at the same moment. Contacts reaching an MQL level become MQLs;
+    `hand_off_later` leaves their hand-off (nurture exits, routing, the rep's email) to a
+    worker after commit, for a caller whose answer someone is waiting for.
     """
     version = version or active_version()
     ids = sorted(set(contact_ids))
@@ -352,8 +356,13 @@ def contacts_rescore(
         writes.save(in_queue={c for c, p in profiles.items() if p["contact.lifecycle_stage"] == LifecycleStage.MQL})
         qualifying = contacts_may_qualify(reaching, profiles, rules)
         stages = {c: profiles[c]["contact.lifecycle_stage"] for c in qualifying}  # read under the locks above
-        _qualify({c: reaching[c] for c in qualifying}, stages, version, rules.version_label, writes.now, run)
-        accounts_rescore(account_ids=writes.accounts - {None}, version=version)
+        _qualify(
+            {c: reaching[c] for c in qualifying}, stages, version, rules.version_label, writes.now, run, hand_off_later
+        )
+        if run is None:  # one contact's change: its account follows after commit, once per burst
+            account_rollups_request(account_ids=writes.accounts - {None})
+        else:
+            accounts_rescore(account_ids=writes.accounts - {None}, version=version)
     return writes.changed
 
 
@@ -378,7 +387,7 @@ def _contacts_rescore_in_sql(
             )
         engagement_fold(contact_ids=ids)
         sql_rescore.scores_compute(rules=rules, ids=ids, as_of=as_of, version_id=version.pk)
-        changed, accounts, qualifying = sql_rescore.scores_write(
+        changed, qualifying = sql_rescore.scores_write(
             ids=ids, version_id=version.pk, as_of=as_of, now=now, reason=reason
         )
         if qualifying:  # the engine's own result drives the MQL transition and its snapshot
@@ -490,13 +499,19 @@ def _copy_queue_keys(scores: list[ContactScore]) -> None:
 
 
 def _qualify(
-    reaching: dict[int, ScoreResult], stages: dict[int, str], version: ModelVersion, label: str, now, run=None
+    reaching: dict[int, ScoreResult],
+    stages: dict[int, str],
+    version: ModelVersion,
+    label: str,
+    now,
+    run=None,
+    hand_off_later: bool = False,
 ) -> None:
     """Make these contacts (locked by the caller, who read their `stages` under the locks;
     each reaching a level) MQLs in a few statements: stage and its history, the hand-off
     (clock, nurture exits, routing) and the qualification snapshot. A full rescore's chunk
     passes its `run`: reps then get one digest when the run ends (mql_digests_send) instead
-    of one email per lead."""
+    of one email per lead. `hand_off_later`: the hand-off runs in a worker after commit."""
     changes = contacts_set_stage(
         transitions={
             contact_id: (
@@ -511,7 +526,11 @@ def _qualify(
     )
     if not changes:
         return
-    mqls_entered(from_stages={c.contact_id: c.from_stage for c in changes}, at=now, notify=run is None)
+    from_stages = {change.contact_id: change.from_stage for change in changes}
+    if hand_off_later:
+        mqls_hand_off_after_commit(from_stages=from_stages, at=now)
+    else:
+        mqls_entered(from_stages=from_stages, at=now, notify=run is None)
     bulk_insert(
         MqlQualification,
         [_qualification(change.contact_id, reaching[change.contact_id], version, now, run) for change in changes],
@@ -611,6 +630,84 @@ def accounts_rescore(*, account_ids: Iterable[int], version: ModelVersion) -> No
         unique_fields=["account"],
         update_fields=["version", "fit", "engagement", "total", "engaged_contacts", "is_mqa", "computed_at"],
     )
+
+
+ROLLUP_QUEUED_FLAG = "scoring:account-rollup-queued"
+
+
+def account_rollups_request(*, account_ids: Iterable[int]) -> None:
+    """Record, in the caller's transaction, that these accounts must be rolled up again, and
+    queue the rollup after commit (see AccountRollupRequest): an ingest pays one insert for
+    its account instead of summing every contact of it, and two contacts of one account
+    rescored at the same moment cannot leave the older sum as the last one written."""
+    ids = sorted(set(account_ids))
+    if not ids:
+        return
+    now = timezone.now()
+    AccountRollupRequest.objects.bulk_create(
+        [AccountRollupRequest(account_id=account_id, requested_at=now) for account_id in ids],
+        update_conflicts=True,
+        unique_fields=["account"],
+        update_fields=["requested_at"],
+    )
+    transaction.on_commit(account_rollups_queue, robust=True)
+
+
+def account_rollups_queue() -> None:
+    """Make sure a rollup task is queued; coalesced as rescore_drain_queue (a shared flag that
+    expires), so a burst of ingests costs one task."""
+    from .tasks import account_rollups
+
+    if cache.add(ROLLUP_QUEUED_FLAG, 1, timeout=settings.RESCORE_DRAIN_FLAG_SECONDS):
+        try:
+            account_rollups.delay()
+        except Exception:
+            cache.delete(ROLLUP_QUEUED_FLAG)  # not queued: the next commit tries again
+            raise
+
+
+def account_rollups_drain(*, limit: int = 500) -> int:
+    """Roll up the requested accounts, oldest request first, `limit` per transaction; returns
+    how many. Requests another rollup holds are left for a task queued a second later."""
+    from .tasks import account_rollups
+
+    cache.delete(ROLLUP_QUEUED_FLAG)  # before reading: a request committed after this queues its own task
+    done = 0
+    while True:
+        served, skipped = _account_rollups_serve(limit=limit)
+        done += served
+        if skipped:
+            account_rollups.apply_async(countdown=1)
+            return done
+        if served < limit:
+            return done
+
+
+@transaction.atomic
+def _account_rollups_serve(*, limit: int) -> tuple[int, bool]:
+    """Lock up to `limit` requests (SKIP LOCKED: another rollup has those), roll their accounts
+    up from the committed contact scores and delete them. A contact rescored after the read
+    re-requests its account: its upsert waits for this commit, then inserts a new request."""
+    pending = AccountRollupRequest.objects.order_by("requested_at")
+    locked = list(pending.select_for_update(skip_locked=True).values_list("account_id", flat=True)[:limit])
+    skipped = len(locked) < limit and pending.exclude(account_id__in=locked).exists()
+    version = active_version()
+    if locked and version is not None:
+        accounts_rescore(account_ids=locked, version=version)
+    AccountRollupRequest.objects.filter(account_id__in=locked).delete()
+    return len(locked), skipped
+
+
+def account_rollups_sweep() -> int:
+    """Queue a rollup for requests older than RESCORE_CLAIM_TIMEOUT, whose task must have been
+    lost (beat, every minute); returns how many. Re-stamped, so they are counted once."""
+    from .tasks import account_rollups
+
+    stale = AccountRollupRequest.objects.filter(requested_at__lt=timezone.now() - _claim_timeout())
+    count = stale.update(requested_at=timezone.now())
+    if count:
+        account_rollups.delay()
+    return count
 
 
 # --- full rescores in chunks --------------------------------------------------------------

@@ -84,21 +84,28 @@ def _fit_fields(rules: RuleSet) -> list[tuple[tuple[str, tuple, str, bool], list
     return list(fields.items())
 
 
-def _profile_create(cursor, fields: list, ids: list[int]) -> None:
+def _profile_create(cursor, fields: list, ids: list[int], layout: _SumLayout, as_of: date) -> None:
     """Fill the temporary table scoring_rescore_profile with the batch's contacts: id, account,
-    stage, and per field the rules test its key (k0, k1, …) and raw value (v0, v1, …). One
-    pass over the contacts, probing each one's account once, for the lookups and the scores."""
+    stage, whether its engagement sums must be rebuilt (missing, of another day or for other
+    keys: _sums_refresh), and per field the rules test its key (k0, k1, …) and raw value (v0,
+    v1, …). One pass over the contacts and their range of sums, probing each one's account
+    once, for the lookups and the scores."""
     columns, params = [], []
     for n, ((key, key_params, value, _), _) in enumerate(fields):
         columns.append(f", {key} AS k{n}, {value} AS v{n}")
         params += [*key_params, *key_params]
     expressions = [expression for (key, _, value, _), _ in fields for expression in (key, value)]
+    sums, stale = "", "false"
+    if layout.specs:
+        sums_table = EngagementSums._meta.db_table
+        sums = f"LEFT JOIN {sums_table} s ON s.contact_id = c.id AND {batch_sql('s.contact_id', ids)}"
+        stale = "(s.contact_id IS NULL OR s.as_of <> %s::date OR s.signature <> %s)"
     cursor.execute(f"DROP TABLE IF EXISTS {PROFILE}")
     cursor.execute(
         f"CREATE TEMP TABLE {PROFILE} ON COMMIT DROP AS "
-        f"SELECT c.id, c.account_id, c.lifecycle_stage{''.join(columns)} "
-        f"FROM {Contact._meta.db_table} c {_account_join(*expressions)} WHERE {batch_sql('c.id', ids)}",
-        params,
+        f"SELECT c.id, c.account_id, c.lifecycle_stage, {stale} AS stale{''.join(columns)} "
+        f"FROM {Contact._meta.db_table} c {sums} {_account_join(*expressions)} WHERE {batch_sql('c.id', ids)}",
+        ([as_of, layout.signature] if layout.specs else []) + params,
     )
 
 
@@ -106,8 +113,15 @@ def _fit_lookups(cursor, fields: list) -> list[tuple[int, list[str], list[int]]]
     """Per field the fit rules test: (its column in the profile table, the batch's keys that
     score, the points each scores: the sum over that field's rules)."""
     lookups = []
+    if not fields:
+        return lookups
+    # One round trip for all fields: the statements take no parameters, so they can travel
+    # together, each with its own result set.
+    statements = (f"SELECT DISTINCT ON (1) k{n}, v{n} FROM {PROFILE} ORDER BY 1" for n in range(len(fields)))
+    cursor.execute("; ".join(statements))
     for n, ((_, _, _, is_json), field_rules) in enumerate(fields):
-        cursor.execute(f"SELECT DISTINCT ON (1) k{n}, v{n} FROM {PROFILE} ORDER BY 1")
+        if n:
+            cursor.nextset()
         keys, points = [], []
         for key_text, raw in cursor.fetchall():
             total = sum(int(rule.points) for rule in field_rules if _fit_matches(rule, raw, is_json))
@@ -160,18 +174,20 @@ def scores_compute(*, rules: RuleSet, ids: list[int], as_of: date, version_id: i
     with connection.cursor() as cursor:
         cursor.execute(f"DROP TABLE IF EXISTS {NEW}")
         fields = _fit_fields(rules)
-        _profile_create(cursor, fields, ids)
+        layout = _sum_layout(rules)
         # The statements below join the batch's rows of several tables, all of them ranges of
         # contact ids. Left to itself the planner probes one index per contact (5,000 probes
         # per table, 15 ms each); range scans joined by hash or merge take 2 ms. Only until
-        # the scores are computed: the accounts above are probed on purpose.
+        # the scores are computed. The accounts are still probed one by one (_account_join: a
+        # LATERAL join can only be a nested loop), as they should be.
         cursor.execute("SET LOCAL enable_nestloop = off")
+        _profile_create(cursor, fields, ids, layout, as_of)
         fit_terms, fit_params = [], []
         for n, keys, points in _fit_lookups(cursor, fields):
             if keys:  # one lookup per field: its key's position in the list gives its points
                 fit_terms.append(f"coalesce((%s::int[])[array_position(%s::text[], c.k{n})], 0)")
                 fit_params += [points, keys]
-        positions = _sums_refresh(cursor, rules, ids, as_of)
+        positions = _sums_refresh(cursor, layout, ids, as_of)
         # Each rule's points in millionths, computed once per contact in the inner query; the
         # rounding and cap refer to them by name (each appears several times in _rule_tenths).
         products = "".join(
@@ -197,14 +213,14 @@ def scores_compute(*, rules: RuleSet, ids: list[int], as_of: date, version_id: i
                        OR o.fit_grade <> n.fit_grade OR o.mql_level <> n.mql_level OR o.version_id <> %s AS rewrite,
                    o.as_of IS DISTINCT FROM %s::date AS redate
             FROM (
-            SELECT g.contact_id, g.account_id, g.lifecycle_stage, g.fit, g.engagement, g.fit + g.engagement AS total,
+            SELECT g.contact_id, g.lifecycle_stage, g.fit, g.engagement, g.fit + g.engagement AS total,
                    g.grade AS fit_grade, {level} AS mql_level
             FROM (
                 SELECT s.*, {grade} AS grade FROM (
-                    SELECT p.contact_id, p.account_id, p.lifecycle_stage, p.fit,
+                    SELECT p.contact_id, p.lifecycle_stage, p.fit,
                            least(({" + ".join(engagement_terms) or "0"})::numeric / 10, %s) AS engagement
                     FROM (
-                        SELECT c.id AS contact_id, c.account_id, c.lifecycle_stage,
+                        SELECT c.id AS contact_id, c.lifecycle_stage,
                                least(({" + ".join(fit_terms) or "0"})::numeric, %s) AS fit {products}
                         FROM {PROFILE} c  -- the batch's contacts, with their fields' keys
                         -- The batch's range of sums: a range scan, never a hash of them all
@@ -312,23 +328,17 @@ def engagement_tallies(rules: RuleSet, contact_ids: list[int], as_of: date) -> d
     }
 
 
-def _sums_refresh(cursor, rules: RuleSet, ids: list[int], as_of: date) -> list[int]:
-    """Make the batch's engagement sums those of these rules on `as_of`, rebuilding from the
-    daily aggregates the sums that are missing or stale (another day, other keys). Returns
-    each engagement rule's position in the sums array (1-based). Values are exact integers:
-    occurrences times the engine's decay weight (engine.decay_weight) in millionths."""
-    layout = _sum_layout(rules)
+def _sums_refresh(cursor, layout: _SumLayout, ids: list[int], as_of: date) -> list[int]:
+    """Make the batch's engagement sums those of the rules' `layout` on `as_of`, rebuilding
+    from the daily aggregates the sums the profile table marks stale (missing, another day,
+    other keys). Returns each engagement rule's position in the sums array (1-based). Values
+    are exact integers: occurrences times the engine's decay weight (engine.decay_weight) in
+    millionths."""
     keys, positions = layout.keys, layout.points_at
     if not keys:
         return positions
     signature, sums = layout.signature, EngagementSums._meta.db_table
-    cursor.execute(
-        f"""SELECT c.id FROM {Contact._meta.db_table} c
-            LEFT JOIN {sums} s ON s.contact_id = c.id AND {batch_sql("s.contact_id", ids)}
-            WHERE {batch_sql("c.id", ids)} AND (s.contact_id IS NULL OR s.as_of <> %s::date OR s.signature <> %s)
-            ORDER BY c.id""",
-        [as_of, signature],
-    )
+    cursor.execute(f"SELECT id FROM {PROFILE} WHERE stale ORDER BY id")
     stale = [row[0] for row in cursor.fetchall()]
     if not stale:
         return positions  # a rule change that kept every rule's activities and timing
@@ -381,10 +391,11 @@ def _decay_weights(half_life: int) -> list[tuple[int, object]]:
     return [(age, decay_weight(age, half_life)) for age in range(21 * half_life + 1)]
 
 
-def scores_write(*, ids: list[int], version_id: int, as_of: date, now, reason: str) -> tuple[int, set, list[int]]:
+def scores_write(*, ids: list[int], version_id: int, as_of: date, now, reason: str) -> tuple[int, list[int]]:
     """Write what differs from the stored scores of the batch `ids` (as given to
-    scores_compute); returns (contacts whose total changed, accounts of rewritten contacts,
-    contacts at a level whose stage scoring may qualify).
+    scores_compute); returns (contacts whose total changed, contacts at a level whose stage
+    scoring may qualify). Account scores are not touched: a full rescore rolls every account
+    up once, at its end (accounts_rescore_all).
 
     Each UPDATE also names the batch's id range: otherwise, when many rows change, the
     planner hashes the temporary table and scans the whole target table for it, every chunk."""
@@ -427,8 +438,6 @@ def scores_write(*, ids: list[int], version_id: int, as_of: date, now, reason: s
             [version_id, now, reason[:200]],
         )
         changed = cursor.rowcount
-        cursor.execute(f"SELECT DISTINCT account_id FROM {NEW} WHERE rewrite AND account_id IS NOT NULL")
-        accounts = {row[0] for row in cursor.fetchall()}
         cursor.execute(
             f"SELECT contact_id FROM {NEW} WHERE mql_level <> '' AND lifecycle_stage = ANY(%s) ORDER BY contact_id",
             [[str(stage) for stage in QUALIFYING_STAGES]],
@@ -436,7 +445,7 @@ def scores_write(*, ids: list[int], version_id: int, as_of: date, now, reason: s
         qualifying = [row[0] for row in cursor.fetchall()]
         cursor.execute(f"DROP TABLE {NEW}")
         cursor.execute(f"DROP TABLE {PROFILE}")
-    return changed, accounts, qualifying
+    return changed, qualifying
 
 
 ACCOUNT_PROFILE = ["id", "name", "domain", "industry", "employee_count", "annual_revenue", "country"]

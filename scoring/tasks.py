@@ -26,11 +26,18 @@ def rescore_chunk(chunk_id: int) -> bool:
     return services.rescore_chunk_run(chunk_id=chunk_id)
 
 
+@shared_task(acks_late=True, max_retries=5, autoretry_for=(Exception,), retry_backoff=True)
+def account_rollups() -> int:
+    """Roll up the accounts whose contacts' scores changed (AccountRollupRequest). Idempotent:
+    a rollup is a function of the committed contact scores."""
+    return services.account_rollups_drain()
+
+
 @shared_task
 def rescore_sweep() -> int:
-    """Beat, every minute: re-queue rescore chunks whose worker died, and contact rescores
-    whose task was lost."""
-    return services.rescore_runs_sweep() + services.rescore_requests_sweep()
+    """Beat, every minute: re-queue rescore chunks whose worker died, and contact rescores and
+    account rollups whose task was lost."""
+    return services.rescore_runs_sweep() + services.rescore_requests_sweep() + services.account_rollups_sweep()
 
 
 @shared_task

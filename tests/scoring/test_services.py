@@ -9,9 +9,24 @@ from django.utils import timezone
 from leads.models import AuditEntry, Contact, LifecycleStage, StageChange
 from leads.services import IngestEvent, account_upsert, activities_ingest, contact_set_stage, contact_upsert
 from nurturing.models import OutboundEmail
-from scoring.models import AccountScore, ContactScore, ModelVersion, MqlQualification, RescoreRun, ScoreChange
+from scoring.models import (
+    AccountRollupRequest,
+    AccountScore,
+    ContactScore,
+    ModelVersion,
+    MqlQualification,
+    RescoreRun,
+    ScoreChange,
+)
 from scoring.selectors import active_version
-from scoring.services import contacts_rescore, rescore_run_to_end, scores_refresh_start
+from scoring.services import (
+    account_rollups_drain,
+    account_rollups_queue,
+    account_rollups_sweep,
+    contacts_rescore,
+    rescore_run_to_end,
+    scores_refresh_start,
+)
 from scoring.versions import VersionError, draft_get_or_create, version_diff, version_publish
 
 pytestmark = pytest.mark.django_db
@@ -140,17 +155,38 @@ def test_the_daily_refresh_applies_decay_to_stored_scores():
     assert ScoreChange.objects.filter(contact=contact, reason__contains="decay").exists()
 
 
-def test_the_account_score_rolls_up_its_contacts_engagement():
+def test_the_account_score_rolls_up_its_contacts_engagement(django_capture_on_commit_callbacks):
     first = _executive("a@fit.example")
     second = _executive("b@fit.example")
-    _ingest(first, "demo_request", prefix="x")
-    _ingest(second, "webinar_attended", prefix="y")
+    with django_capture_on_commit_callbacks(execute=False) as queued:
+        _ingest(first, "demo_request", prefix="x")
+        _ingest(second, "webinar_attended", prefix="y")
 
+    # Both contacts' rescores asked for one rollup of their account, run after commit.
+    assert list(AccountRollupRequest.objects.values_list("account_id", flat=True)) == [first.account_id]
+    assert account_rollups_queue in queued
+    assert not AccountScore.objects.exists()
+    assert account_rollups_drain() == 1
+    assert account_rollups_drain() == 0
     account_score = AccountScore.objects.get(account=first.account)
     engagement = sum(ContactScore.objects.filter(contact__account=first.account).values_list("engagement", flat=True))
     assert account_score.engagement == engagement
     assert account_score.engaged_contacts == 2
     assert account_score.fit == 22  # industry 12 + size 10: only account fields count for accounts
+
+
+def test_beat_queues_an_account_rollup_whose_task_was_lost_again(settings, django_capture_on_commit_callbacks):
+    contact = _executive()
+    with django_capture_on_commit_callbacks(execute=False):
+        _ingest(contact, "demo_request")
+    assert account_rollups_sweep() == 0  # just requested: its task may still run
+    lost = timezone.now() - timedelta(seconds=settings.RESCORE_CLAIM_TIMEOUT + 1)
+    AccountRollupRequest.objects.update(requested_at=lost)
+
+    assert account_rollups_sweep() == 1
+    assert account_rollups_sweep() == 0  # stamped: the next minute does not count it again
+    assert account_rollups_drain() == 1
+    assert AccountScore.objects.get(account=contact.account).engagement == contact.score.engagement > 0
 
 
 def test_only_one_version_can_be_active():
