@@ -653,14 +653,18 @@ def account_rollups_request(*, account_ids: Iterable[int]) -> None:
     transaction.on_commit(account_rollups_queue, robust=True)
 
 
+ROLLUP_DELAY_SECONDS = 1
+
+
 def account_rollups_queue() -> None:
     """Make sure a rollup task is queued; coalesced as rescore_drain_queue (a shared flag that
-    expires), so a burst of ingests costs one task."""
+    expires), and run a second later, so the events of that second, however many, cost one
+    task: an account's score may lag its contacts' by a second, never by an event."""
     from .tasks import account_rollups
 
     if cache.add(ROLLUP_QUEUED_FLAG, 1, timeout=settings.RESCORE_DRAIN_FLAG_SECONDS):
         try:
-            account_rollups.delay()
+            account_rollups.apply_async(countdown=ROLLUP_DELAY_SECONDS)
         except Exception:
             cache.delete(ROLLUP_QUEUED_FLAG)  # not queued: the next commit tries again
             raise
