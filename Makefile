@@ -29,7 +29,7 @@ run: install
 	@echo "  Database: $${DATABASE_URL:-SQLite at var/db.sqlite3}; broker: $${REDIS_URL:-filesystem queue in var/broker}"
 	@echo "  Mail goes to: var/sent-mail/ (file backend).  Ctrl-C stops the web server, worker and beat."
 	@echo
-	PORT=$(PORT) $(BIN)/honcho --procfile Procfile start
+	PORT=$(PORT) SITE_URL=$${SITE_URL:-http://127.0.0.1:$(PORT)} $(BIN)/honcho --procfile Procfile start
 
 # Every test. Runs on SQLite and the filesystem broker unless DATABASE_URL/REDIS_URL are set;
 # tests marked `worker` start real Celery worker processes either way.

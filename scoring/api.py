@@ -2,6 +2,7 @@
 
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
+from rest_framework.exceptions import NotFound
 from rest_framework.generics import ListAPIView
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -19,7 +20,11 @@ class ContactScoreView(APIView):
         description="The contact's score and every rule's contribution; the contributions add up to the total exactly.",
     )
     def get(self, request, contact_id: int):
-        score = get_object_or_404(ContactScore.objects.select_related("version__scoring_model"), contact_id=contact_id)
+        if not Contact.objects.filter(pk=contact_id).exists():
+            raise NotFound("No contact with this id.")
+        score = ContactScore.objects.select_related("version__scoring_model").filter(contact_id=contact_id).first()
+        if score is None:
+            raise NotFound("This contact has no score yet: a worker scores it within seconds of a save or an activity.")
         scores_explain([score])
         return Response(ContactScoreOutput(score).data)
 

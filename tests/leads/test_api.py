@@ -338,6 +338,17 @@ def test_it_scores_an_activity_before_answering_when_asked(marketer_api):
     assert score["lifecycle_stage"] == contact.lifecycle_stage
 
 
+def test_the_score_of_a_contact_not_scored_yet_is_a_404_that_says_so(marketer_api):
+    contact = ContactFactory(email="new@lead.example")
+
+    unscored = marketer_api.get(f"/api/contacts/{contact.pk}/score/")
+    unknown = marketer_api.get(f"/api/contacts/{contact.pk + 1000}/score/")
+
+    assert unscored.status_code == unknown.status_code == 404
+    assert "no score yet" in unscored.json()["detail"]
+    assert unknown.json()["detail"] == "No contact with this id."
+
+
 def test_it_answers_without_a_score_unless_asked(marketer_api):
     event = {"type": "demo_request", "occurred_at": timezone.now().isoformat(), "email": "b@c.example"}
 
