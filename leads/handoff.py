@@ -7,6 +7,7 @@ the other gets a HandoffError with a message to show; the audit log gets one ent
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -32,6 +33,8 @@ from .models import (
 )
 from .roles import ADMIN, MANAGER, SALES, has_role
 from .services import contact_set_stage
+
+logger = logging.getLogger(__name__)
 
 REJECTED_TO = {
     RejectReason.NOT_A_FIT: LifecycleStage.DISQUALIFIED,
@@ -268,10 +271,20 @@ def mqls_entered(*, from_stages: dict[int, str], at: datetime, notify: bool = Tr
     route them. Returns {contact id: rep id} for the routed ones. `notify=False` leaves telling
     the reps to the caller: a full rescore sends each rep one digest when it ends
     (mql_digests_send)."""
+    _leave_nurture_as_mqls(sorted(from_stages))
+    return mqls_route(from_stages=from_stages, at=at, notify=notify)
+
+
+def _leave_nurture_as_mqls(contact_ids: list[int]) -> None:
     from nurturing.sequences import enrolments_exit_many
 
+    enrolments_exit_many(contact_ids=contact_ids, reason="became an MQL", only="exit_on_mql")
+
+
+def mqls_route(*, from_stages: dict[int, str], at: datetime, notify: bool = True) -> dict[int, int]:
+    """Route new MQLs (locked by the caller; see mqls_entered) to reps and audit it; returns
+    {contact id: rep id} for the routed ones."""
     ids = sorted(from_stages)
-    enrolments_exit_many(contact_ids=ids, reason="became an MQL", only="exit_on_mql")
     if settings.MQL_ROUTING == "off" or not ids:
         return {}
     # Not locked again: the stage change in this transaction holds their row locks (FOR NO KEY
@@ -304,12 +317,15 @@ def mqls_entered(*, from_stages: dict[int, str], at: datetime, notify: bool = Tr
 
 def mqls_hand_off_after_commit(*, from_stages: dict[int, str], at: datetime) -> None:
     """mqls_entered for these new MQLs (locked by the caller, whose transaction made them
-    MQLs at `at`), run by a worker once this transaction commits: for a caller that answers
-    someone waiting (an ingest that scores now), whose answer needs the lead's stage but not
-    its rep. The request is stored in this transaction, so it cannot be lost: a task the
-    broker never ran is queued again by beat (handoff_requests_sweep)."""
+    MQLs at `at`), with the routing run by a worker once this transaction commits: for a
+    caller that answers someone waiting (an ingest that scores now), whose answer needs the
+    lead's stage but not its rep. The request is stored in this transaction, so it cannot be
+    lost: a task the broker never ran is queued again by beat (handoff_requests_sweep)."""
     from .tasks import mql_handoffs
 
+    # Now, not in the worker: a lead that leaves the queue before its routing must not stay
+    # in sequences that end at MQL (one UPDATE).
+    _leave_nurture_as_mqls(sorted(from_stages))
     now = timezone.now()
     HandoffRequest.objects.bulk_create(
         [
@@ -336,35 +352,50 @@ def handoff_requests_drain(*, limit: int = 500) -> int:
         if skipped:
             mql_handoffs.apply_async(countdown=1)
             return served
-        if not full:
+        if not full or not done:  # none served: the batch's leads failed, beat retries them
             return served
 
 
 @transaction.atomic
 def _handoff_requests_serve(*, limit: int) -> tuple[int, int, bool]:
-    """Lock up to `limit` requested leads (skipping those another transaction holds), hand
-    off those still in the queue since the qualification that asked for it, and delete the
-    requests read: a worker that dies leaves them in place. Returns (served, skipped, whether
-    the batch was full)."""
+    """Lock up to `limit` requested leads (skipping those another transaction holds), route
+    those still waiting as the qualification that asked for it left them, and delete the
+    requests served: a worker that dies leaves them in place. Returns (served, skipped,
+    whether the batch was full)."""
     pending = list(HandoffRequest.objects.order_by("requested_at").values_list("contact_id", flat=True)[:limit])
     locked = {
-        pk: (stage, mql_at)
-        for pk, stage, mql_at in Contact.objects.select_for_update(no_key=True, skip_locked=True)
+        pk: (stage, mql_at, owner_assigned_at)
+        for pk, stage, mql_at, owner_assigned_at in Contact.objects.select_for_update(no_key=True, skip_locked=True)
         .filter(pk__in=pending)
         .order_by("pk")
-        .values_list("pk", "lifecycle_stage", "mql_at")
+        .values_list("pk", "lifecycle_stage", "mql_at", "owner_assigned_at")
     }
     # Read under the leads' locks: a new qualification of one of them (which writes its
     # request) waits for this transaction, so deleting what is read here loses nothing.
     requests = list(HandoffRequest.objects.filter(contact_id__in=locked))
     by_clock: dict[datetime, dict[int, str]] = {}
     for request in requests:
-        if locked[request.contact_id] == (LifecycleStage.MQL, request.mql_at):
+        if _still_waiting(*locked[request.contact_id], since=request.mql_at):
             by_clock.setdefault(request.mql_at, {})[request.contact_id] = request.from_stage
+    failed: set[int] = set()
     for at, from_stages in sorted(by_clock.items()):
-        mqls_entered(from_stages=from_stages, at=at)
-    HandoffRequest.objects.filter(contact_id__in=[request.contact_id for request in requests]).delete()
-    return len(requests), len(pending) - len(locked), len(pending) == limit
+        try:
+            with transaction.atomic():  # one lead's failure does not hold back the others
+                mqls_route(from_stages=from_stages, at=at)
+        except Exception:
+            logger.exception("Hand-off of %s failed; beat queues it again", sorted(from_stages))
+            failed.update(from_stages)
+    served = [request.contact_id for request in requests if request.contact_id not in failed]
+    HandoffRequest.objects.filter(contact_id__in=served).delete()
+    return len(served), len(pending) - len(locked), len(pending) == limit
+
+
+def _still_waiting(stage: str, mql_at: datetime | None, owner_assigned_at: datetime | None, *, since: datetime) -> bool:
+    """Whether a lead qualified at `since` still waits for routing: in the queue since then,
+    and not claimed by a rep or reassigned by a manager meanwhile (their choice stands)."""
+    if stage != LifecycleStage.MQL or mql_at != since:
+        return False
+    return owner_assigned_at is None or owner_assigned_at < since
 
 
 def handoff_requests_sweep() -> int:

@@ -696,7 +696,9 @@ def _account_rollups_serve(*, limit: int) -> tuple[int, bool]:
     locked = list(pending.select_for_update(skip_locked=True).values_list("account_id", flat=True)[:limit])
     skipped = len(locked) < limit and pending.exclude(account_id__in=locked).exists()
     version = active_version()
-    if locked and version is not None:
+    if version is None:  # nothing is scored: the requests wait for a published model
+        return 0, False
+    if locked:
         accounts_rescore(account_ids=locked, version=version)
     AccountRollupRequest.objects.filter(account_id__in=locked).delete()
     return len(locked), skipped

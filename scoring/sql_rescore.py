@@ -345,7 +345,8 @@ def _sums_refresh(cursor, layout: _SumLayout, ids: list[int], as_of: date) -> li
         return positions  # a rule change that kept every rule's activities and timing
     # Every half-life's weights, in millionths (exact: weights have six decimals), one after
     # the other in one int[]: a fixed-width array, so looking an age up is O(1).
-    weights, offsets = [], {}
+    weights: list[int] = []
+    offsets = {}
     for half_life in sorted({half_life for _, _, half_life in layout.specs.values() if half_life}):
         offsets[half_life] = len(weights)
         weights += _decay_weights_millionths(half_life)
@@ -387,10 +388,10 @@ def _sums_refresh(cursor, layout: _SumLayout, ids: list[int], as_of: date) -> li
 
 
 @cache  # a pure function of the half-life: a chunk with stale sums no longer recomputes 1,261 weights per rule
-def _decay_weights_millionths(half_life: int) -> list[int]:
+def _decay_weights_millionths(half_life: int) -> tuple[int, ...]:
     """engine.decay_weight in millionths (exact: weights have six decimals) for every age
     until it rounds to 0.000000 for good: from 21 half-lives on, 0.5 ** 21 < 0.0000005."""
-    return [int(decay_weight(age, half_life) * MILLION) for age in range(21 * half_life + 1)]
+    return tuple(int(decay_weight(age, half_life) * MILLION) for age in range(21 * half_life + 1))
 
 
 def scores_write(*, ids: list[int], version_id: int, as_of: date, now, reason: str) -> tuple[int, list[int]]:

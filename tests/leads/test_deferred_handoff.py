@@ -8,7 +8,8 @@ from django.utils import timezone
 from leads import handoff
 from leads.models import AuditEntry, Contact, HandoffRequest, LifecycleStage
 from leads.services import IngestEvent, account_upsert, activities_ingest, contact_set_stage, contact_upsert
-from nurturing.models import OutboundEmail
+from leads.tasks import mql_handoffs
+from nurturing.models import Enrolment, OutboundEmail, Sequence
 
 pytestmark = pytest.mark.django_db
 
@@ -21,8 +22,7 @@ def _executive():
 
 
 def _score_now(contact, *types):
-    """Ingest events that make the executive an MQL, scoring now; returns the hand-off tasks
-    queued on commit (not run: a test worker is not listening)."""
+    """Ingest these events for the contact, scoring now (as `POST /api/activities/?score=now`)."""
     events = [
         IngestEvent(
             index=n,
@@ -64,7 +64,7 @@ def test_scoring_now_answers_with_the_mql_and_queues_its_hand_off(
     assert lead.mql_at is not None
     assert lead.owner is None  # not yet: the worker routes it
     assert list(HandoffRequest.objects.values_list("contact_id", "mql_at")) == [(lead.pk, lead.mql_at)]
-    assert any(getattr(callback, "__self__", None) and "mql_handoffs" in str(callback) for callback in queued)
+    assert mql_handoffs.delay in queued
 
     assert handoff.handoff_requests_drain() == 1
 
@@ -115,3 +115,29 @@ def test_beat_queues_a_hand_off_whose_task_was_lost_again(rep, settings, django_
     assert handoff.handoff_requests_sweep() == 0  # stamped: the next minute does not count it again
     assert handoff.handoff_requests_drain() == 1
     assert Contact.objects.get(pk=lead.pk).owner == rep
+
+
+def test_a_lead_a_rep_claimed_before_its_hand_off_stays_theirs(rep, other_rep, django_capture_on_commit_callbacks):
+    lead = _executive()
+    with django_capture_on_commit_callbacks(execute=False):
+        _score_now(lead, *MAKES_AN_MQL)
+    handoff.lead_claim(contact_id=lead.pk, user=other_rep)
+
+    assert handoff.handoff_requests_drain() == 1
+
+    assert Contact.objects.get(pk=lead.pk).owner == other_rep
+    assert not AuditEntry.objects.filter(action="lead.route").exists()
+    assert not OutboundEmail.objects.exists()
+
+
+def test_a_new_mql_leaves_its_nurture_sequence_before_its_routing(rep, django_capture_on_commit_callbacks):
+    lead = _executive()
+    track = Sequence.objects.create(name="Content track", status="active", entry_stages=["lead"], exit_on_mql=True)
+    enrolment = Enrolment.objects.create(sequence=track, contact=lead, enrolled_at=timezone.now())
+
+    with django_capture_on_commit_callbacks(execute=False):
+        _score_now(lead, *MAKES_AN_MQL)
+
+    enrolment.refresh_from_db()
+    assert (enrolment.status, enrolment.exit_reason) == (Enrolment.Status.EXITED, "became an MQL")
+    assert HandoffRequest.objects.filter(contact=lead).exists()  # routing is still to come
