@@ -20,10 +20,10 @@ class ContactScoreView(APIView):
         description="The contact's score and every rule's contribution; the contributions add up to the total exactly.",
     )
     def get(self, request, contact_id: int):
-        if not Contact.objects.filter(pk=contact_id).exists():
-            raise NotFound("No contact with this id.")
         score = ContactScore.objects.select_related("version__scoring_model").filter(contact_id=contact_id).first()
-        if score is None:
+        if score is None:  # which 404: the contact is only looked up when it has no score
+            if not Contact.objects.filter(pk=contact_id).exists():
+                raise NotFound("No contact with this id.")
             raise NotFound("This contact has no score yet: a worker scores it within seconds of a save or an activity.")
         scores_explain([score])
         return Response(ContactScoreOutput(score).data)

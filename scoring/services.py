@@ -312,7 +312,7 @@ def contacts_rescore(
     Locks the contacts (in id order, so two workers never deadlock) before reading the
     old scores, so a score change is recorded once even when two workers rescore the
     same contact at the same moment. Contacts reaching an MQL level become MQLs;
-    `hand_off_later` leaves their hand-off (nurture exits, routing, the rep's email) to a
+    `hand_off_later` leaves their routing (the rep, the rep's email, the audit entry) to a
     worker after commit, for a caller whose answer someone is waiting for.
     """
     version = version or active_version()
@@ -511,7 +511,7 @@ def _qualify(
     each reaching a level) MQLs in a few statements: stage and its history, the hand-off
     (clock, nurture exits, routing) and the qualification snapshot. A full rescore's chunk
     passes its `run`: reps then get one digest when the run ends (mql_digests_send) instead
-    of one email per lead. `hand_off_later`: the hand-off runs in a worker after commit."""
+    of one email per lead. `hand_off_later`: the routing runs in a worker after commit."""
     changes = contacts_set_stage(
         transitions={
             contact_id: (
@@ -692,14 +692,13 @@ def _account_rollups_serve(*, limit: int) -> tuple[int, bool]:
     """Lock up to `limit` requests (SKIP LOCKED: another rollup has those), roll their accounts
     up from the committed contact scores and delete them. A contact rescored after the read
     re-requests its account: its upsert waits for this commit, then inserts a new request."""
-    pending = AccountRollupRequest.objects.order_by("requested_at")
-    locked = list(pending.select_for_update(skip_locked=True).values_list("account_id", flat=True)[:limit])
-    skipped = len(locked) < limit and pending.exclude(account_id__in=locked).exists()
     version = active_version()
     if version is None:  # nothing is scored: the requests wait for a published model
         return 0, False
-    if locked:
-        accounts_rescore(account_ids=locked, version=version)
+    pending = AccountRollupRequest.objects.order_by("requested_at")
+    locked = list(pending.select_for_update(skip_locked=True).values_list("account_id", flat=True)[:limit])
+    skipped = len(locked) < limit and pending.exclude(account_id__in=locked).exists()
+    accounts_rescore(account_ids=locked, version=version)  # returns at once when there are none
     AccountRollupRequest.objects.filter(account_id__in=locked).delete()
     return len(locked), skipped
 

@@ -86,8 +86,8 @@ def _fit_fields(rules: RuleSet) -> list[tuple[tuple[str, tuple, str, bool], list
 
 
 def _profile_create(cursor, fields: list, ids: list[int], layout: _SumLayout, as_of: date) -> None:
-    """Fill the temporary table scoring_rescore_profile with the batch's contacts: id, account,
-    stage, whether its engagement sums must be rebuilt (missing, of another day or for other
+    """Fill the temporary table scoring_rescore_profile with the batch's contacts: id, stage,
+    whether its engagement sums must be rebuilt (missing, of another day or for other
     keys: _sums_refresh), and per field the rules test its key (k0, k1, …) and raw value (v0,
     v1, …). One pass over the contacts and their range of sums, probing each one's account
     once, for the lookups and the scores."""
@@ -104,7 +104,7 @@ def _profile_create(cursor, fields: list, ids: list[int], layout: _SumLayout, as
     cursor.execute(f"DROP TABLE IF EXISTS {PROFILE}")
     cursor.execute(
         f"CREATE TEMP TABLE {PROFILE} ON COMMIT DROP AS "
-        f"SELECT c.id, c.account_id, c.lifecycle_stage, {stale} AS stale{''.join(columns)} "
+        f"SELECT c.id, c.lifecycle_stage, {stale} AS stale{''.join(columns)} "
         f"FROM {Contact._meta.db_table} c {sums} {_account_join(*expressions)} WHERE {batch_sql('c.id', ids)}",
         ([as_of, layout.signature] if layout.specs else []) + params,
     )
