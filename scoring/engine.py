@@ -103,6 +103,17 @@ class ScoreResult:
     def total(self) -> Decimal:
         return self.fit + self.engagement
 
+    @property
+    def fit_uncapped(self) -> Decimal:
+        """The fit rules' points before the fit cap: what a rule change adjusts (see
+        scoring.sql_rescore: a publish re-evaluates only the rules it changed)."""
+        return sum((c.points for c in self.contributions if c.kind == "fit"), Decimal(0))
+
+    @property
+    def engagement_uncapped(self) -> Decimal:
+        """The engagement rules' points (each capped and rounded) before the engagement cap."""
+        return sum((c.points for c in self.contributions if c.kind == "engagement"), Decimal(0))
+
     def top_reasons(self, count: int = 3) -> list[Contribution]:
         positive = [c for c in self.contributions if c.points > 0 and c.kind != "cap"]
         return sorted(positive, key=lambda c: c.points, reverse=True)[:count]

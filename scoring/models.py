@@ -251,6 +251,12 @@ class ContactScore(models.Model):
     total = models.DecimalField(max_digits=8, decimal_places=1, default=0)
     fit_grade = models.CharField(max_length=1, default="D")
     mql_level = models.CharField(max_length=40, blank=True)
+    # The sums before the caps per dimension (fit points; engagement in tenths: each rule's
+    # contribution is rounded to a tenth). A publish that changes a few rules adjusts them by
+    # those rules' old and new contributions instead of re-evaluating every rule
+    # (scoring.sql_rescore). Null for scores written before they were kept: evaluated in full.
+    fit_uncapped = models.IntegerField(null=True, blank=True)
+    engagement_uncapped_tenths = models.BigIntegerField(null=True, blank=True)
     as_of = models.DateField(help_text="The day the score was computed for (decay and windows).")
     computed_at = models.DateTimeField()
 
@@ -350,6 +356,9 @@ class RescoreRun(models.Model):
         MANUAL = "manual", "Manual rescore"
 
     version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="rescore_runs")
+    # The version a publish replaced: the stored scores were computed with it, so a contact's
+    # score is adjusted by the rules that changed (sql_rescore.RuleChange). Else the run's own.
+    base_version = models.ForeignKey(ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     reason = models.CharField(max_length=10, choices=Reason.choices)
     as_of = models.DateField()
     total_chunks = models.PositiveIntegerField(default=0)

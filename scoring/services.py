@@ -386,7 +386,9 @@ def _contacts_rescore_in_sql(
                 "ORDER BY id FOR NO KEY UPDATE"
             )
         engagement_fold(contact_ids=ids)
-        sql_rescore.scores_compute(rules=rules, ids=ids, as_of=as_of, version_id=version.pk)
+        sql_rescore.scores_compute(
+            rules=rules, ids=ids, as_of=as_of, version_id=version.pk, change=_rule_change(rules, run, version)
+        )
         changed, qualifying = sql_rescore.scores_write(
             ids=ids, version_id=version.pk, as_of=as_of, now=now, reason=reason
         )
@@ -405,10 +407,28 @@ def _contacts_rescore_in_sql(
     return changed
 
 
+def _rule_change(rules, run: RescoreRun | None, version: ModelVersion) -> sql_rescore.RuleChange | None:
+    """What the run's rules change against the version its contacts were scored with before:
+    the version a publish replaced, else the run's own (a refresh, a manual rescore)."""
+    base = run.base_version if run is not None and run.base_version_id else version
+    return sql_rescore.rule_change(rules, ruleset_for(base))
+
+
 class _ScoreWrites:
     """Collects a batch's score writes so they reach the database in a few statements."""
 
-    FIELDS = ["version", "fit", "engagement", "total", "fit_grade", "mql_level", "as_of", "computed_at"]
+    FIELDS = [
+        "version",
+        "fit",
+        "engagement",
+        "total",
+        "fit_grade",
+        "mql_level",
+        "fit_uncapped",
+        "engagement_uncapped_tenths",
+        "as_of",
+        "computed_at",
+    ]
 
     def __init__(self, *, version, as_of, now, reason):
         self.version, self.as_of, self.now, self.reason = version, as_of, now, reason[:200]
@@ -423,13 +443,24 @@ class _ScoreWrites:
     def add(self, contact_id: int, result: ScoreResult, old: ContactScore | None) -> bool:
         """Queue the write for one contact; False when its score did not change."""
         # Explanations are computed on read (selectors.scores_explain): only numbers decide.
+        fit_uncapped, engagement_uncapped_tenths = int(result.fit_uncapped), int(result.engagement_uncapped * 10)
         unchanged = old is not None and (
             old.fit,
             old.engagement,
             old.fit_grade,
             old.mql_level,
             old.version_id,
-        ) == (result.fit, result.engagement, result.fit_grade, result.mql_level, self.version.pk)
+            old.fit_uncapped,
+            old.engagement_uncapped_tenths,
+        ) == (
+            result.fit,
+            result.engagement,
+            result.fit_grade,
+            result.mql_level,
+            self.version.pk,
+            fit_uncapped,
+            engagement_uncapped_tenths,
+        )
         if unchanged:
             if old.as_of != self.as_of:
                 self.only_dated.append(contact_id)
@@ -442,6 +473,8 @@ class _ScoreWrites:
             total=result.total,
             fit_grade=result.fit_grade,
             mql_level=result.mql_level,
+            fit_uncapped=fit_uncapped,
+            engagement_uncapped_tenths=engagement_uncapped_tenths,
             as_of=self.as_of,
             computed_at=self.now,
         )
@@ -719,7 +752,13 @@ def account_rollups_sweep() -> int:
 
 
 def rescore_run_start(
-    *, version: ModelVersion, reason: str, started_by=None, contacts=None, as_of: date | None = None
+    *,
+    version: ModelVersion,
+    reason: str,
+    started_by=None,
+    contacts=None,
+    as_of: date | None = None,
+    base_version: ModelVersion | None = None,
 ) -> RescoreRun:
     """Split the contacts into id-range chunks and queue one task per chunk after commit."""
     from .tasks import rescore_chunk
@@ -731,6 +770,7 @@ def rescore_run_start(
             version=version,
             reason=reason,
             started_by=started_by,
+            base_version=base_version,
             as_of=as_of or timezone.localdate(),
             total_contacts=sum(count for _, _, count in ranges),
         )
@@ -779,7 +819,7 @@ def rescore_chunk_run(*, chunk_id: int) -> bool:
     )
     if not claimed:
         return False
-    chunk = RescoreChunk.objects.select_related("run__version").get(pk=chunk_id)
+    chunk = RescoreChunk.objects.select_related("run__version", "run__base_version").get(pk=chunk_id)
     ids = Contact.objects.filter(id__gte=chunk.first_contact_id, id__lte=chunk.last_contact_id).values_list(
         "id", flat=True
     )

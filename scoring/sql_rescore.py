@@ -29,7 +29,8 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
 from functools import cache
@@ -75,44 +76,156 @@ def _field_sql(field: str, params: list) -> tuple[str, bool]:
     return "NULL", False
 
 
-def _fit_fields(rules: RuleSet) -> list[tuple[tuple[str, tuple, str, bool], list]]:
-    """The fields the fit rules test, each with its rules: ((SQL key, its params, SQL raw
-    value, whether the value is JSON), rules). Seniority, job title and email have several."""
-    fields: dict[tuple, list] = {}
-    for rule in rules.fit_rules:
+def _fit_fields(rules: RuleSet, change: RuleChange | None) -> list[_FitField]:
+    """The fields the fit rules test (and those the rules a change removes tested), each with
+    its rules. Seniority, job title and email have several."""
+    fields: dict[tuple, _FitField] = {}
+
+    def field_of(rule) -> _FitField:
         key, params, value, is_json = _fit_key(rule)
-        fields.setdefault((key, tuple(params), value, is_json), []).append(rule)
-    return list(fields.items())
+        return fields.setdefault((key, tuple(params), value, is_json), _FitField(key, tuple(params), value, is_json))
+
+    for rule in rules.fit_rules:
+        field_of(rule).rules.append(rule)
+    for rule in change.fit_added if change else ():
+        field_of(rule).added.append(rule)
+    for rule in change.fit_removed if change else ():
+        field_of(rule).removed.append(rule)
+    return list(fields.values())
 
 
-def _profile_create(cursor, fields: list, ids: list[int], layout: _SumLayout, as_of: date) -> None:
+@dataclass
+class _FitField:
+    """A field the fit rules test: its SQL key (contacts with the same key have the same
+    value for these rules), its params, its raw value, whether that is JSON; the rules that
+    test it, and those a rule change adds and removes (see RuleChange)."""
+
+    key: str
+    params: tuple
+    value: str
+    is_json: bool
+    rules: list = field(default_factory=list)
+    added: list = field(default_factory=list)
+    removed: list = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.added or self.removed)
+
+
+@dataclass(frozen=True)
+class RuleChange:
+    """How a rule set differs from the one the stored scores were computed with (`base`): the
+    rules it adds and those it removes, identical rules cancelling out (a changed rule is one
+    of each). A score stored under the base version on the same day, from engagement sums
+    that have not changed since, only needs those rules: its sums before the caps
+    (ContactScore.fit_uncapped, engagement_uncapped_tenths) plus what the added rules give,
+    minus what the removed ones gave. Integers, so exactly the full evaluation's sums."""
+
+    base_version_id: int
+    fit_added: tuple = ()
+    fit_removed: tuple = ()
+    engagement_added: tuple = ()
+    engagement_removed: tuple = ()
+
+
+def rule_change(rules: RuleSet, base: RuleSet | None) -> RuleChange | None:
+    """The change from `base` to `rules`, or None when scores must be evaluated in full: no
+    base, or rules that read other engagement sums (then every contact's sums are rebuilt)."""
+    if base is None or _sum_layout(base).signature != _sum_layout(rules).signature:
+        return None
+
+    def fit_identity(rule) -> tuple:
+        return (rule.field, rule.operator, json.dumps(rule.value, sort_keys=True), rule.points)
+
+    def engagement_identity(rule) -> tuple:
+        return (rule.matcher_key, rule.points, rule.cap, rule.window_days, rule.half_life_days)
+
+    fit_added, fit_removed = _multiset_difference(rules.fit_rules, base.fit_rules, fit_identity)
+    engagement_added, engagement_removed = _multiset_difference(
+        rules.engagement_rules, base.engagement_rules, engagement_identity
+    )
+    return RuleChange(base.version_id, fit_added, fit_removed, engagement_added, engagement_removed)
+
+
+def _multiset_difference(new, old, identity) -> tuple[tuple, tuple]:
+    """(rules of `new` not matched by an identical rule of `old`, and the other way round)."""
+    unmatched = Counter(identity(rule) for rule in old)
+    added = []
+    for rule in new:
+        if unmatched[identity(rule)]:
+            unmatched[identity(rule)] -= 1
+        else:
+            added.append(rule)
+    removed, left = [], Counter(unmatched)
+    for rule in old:
+        if left[identity(rule)]:
+            left[identity(rule)] -= 1
+            removed.append(rule)
+    return tuple(added), tuple(removed)
+
+
+def _profile_create(
+    cursor, fields: list[_FitField], ids: list[int], layout: _SumLayout, as_of: date, change: RuleChange | None
+) -> None:
     """Fill the temporary table scoring_rescore_profile with the batch's contacts: id, stage,
-    whether its engagement sums must be rebuilt (missing, of another day or for other
-    keys: _sums_refresh), and per field the rules test its key (k0, k1, …) and raw value (v0,
-    v1, …). One pass over the contacts and their range of sums, probing each one's account
-    once, for the lookups and the scores."""
-    columns, params = [], []
-    for n, ((key, key_params, value, _), _) in enumerate(fields):
-        columns.append(f", {key} AS k{n}, {value} AS v{n}")
-        params += [*key_params, *key_params]
-    expressions = [expression for (key, _, value, _), _ in fields for expression in (key, value)]
-    sums, stale = "", "false"
+    whether its engagement sums must be rebuilt (missing, of another day or for other keys:
+    _sums_refresh), whether its stored score can be adjusted by the rule change (`delta`, with
+    the stored sums before the caps: RuleChange), and per field the rules test its key (k0,
+    k1, …) and raw value (v0, v1, …). A field no changed rule tests is only read for the
+    contacts evaluated in full. One pass over the contacts and their ranges of sums and
+    scores, probing an account only for a contact that needs one of its fields."""
+    columns, column_params = [], []
+    for n, item in enumerate(fields):
+        if item.changed:
+            columns.append(f", {item.key} AS k{n}, {item.value} AS v{n}")
+        else:
+            columns.append(
+                f", CASE WHEN c.delta THEN NULL ELSE {item.key} END AS k{n}, "
+                f"CASE WHEN c.delta THEN NULL ELSE {item.value} END AS v{n}"
+            )
+        column_params += [*item.params, *item.params]
+    joins, stale, inner_params = "", "false", []
     if layout.specs:
         sums_table = EngagementSums._meta.db_table
-        sums = f"LEFT JOIN {sums_table} s ON s.contact_id = c.id AND {batch_sql('s.contact_id', ids)}"
+        joins = f"LEFT JOIN {sums_table} s ON s.contact_id = c.id AND {batch_sql('s.contact_id', ids)}"
         stale = "(s.contact_id IS NULL OR s.as_of <> %s::date OR s.signature <> %s)"
+        inner_params += [as_of, layout.signature]
+    delta, stored = "false", "NULL::int AS o_fit, NULL::bigint AS o_engagement"
+    if change is not None:
+        joins += (
+            f" LEFT JOIN {ContactScore._meta.db_table} o ON o.contact_id = c.id AND {batch_sql('o.contact_id', ids)}"
+        )
+        delta = (
+            f"(o.version_id = {int(change.base_version_id)} AND o.as_of = %s::date AND o.fit_uncapped IS NOT NULL "
+            f"AND o.engagement_uncapped_tenths IS NOT NULL AND NOT {stale})"
+        )
+        inner_params += [as_of] + ([as_of, layout.signature] if layout.specs else [])
+        stored = "o.fit_uncapped AS o_fit, o.engagement_uncapped_tenths AS o_engagement"
+    account_reads = [item for item in fields if re.search(r"\ba\.", item.key + item.value)]
+    account = ""
+    if account_reads:
+        # Only for the contacts evaluated in full, unless a changed rule reads the account.
+        needed = "" if any(item.changed for item in account_reads) else "AND NOT c.delta"
+        account = (
+            f"LEFT JOIN LATERAL (SELECT * FROM {Account._meta.db_table} a WHERE a.id = c.account_id {needed} "
+            "OFFSET 0) a ON true"
+        )
     cursor.execute(f"DROP TABLE IF EXISTS {PROFILE}")
     cursor.execute(
         f"CREATE TEMP TABLE {PROFILE} ON COMMIT DROP AS "
-        f"SELECT c.id, c.lifecycle_stage, {stale} AS stale{''.join(columns)} "
-        f"FROM {Contact._meta.db_table} c {sums} {_account_join(*expressions)} WHERE {batch_sql('c.id', ids)}",
-        ([as_of, layout.signature] if layout.specs else []) + params,
+        f"SELECT c.id, c.lifecycle_stage, c.stale, c.delta, c.o_fit, c.o_engagement{''.join(columns)} "
+        f"FROM (SELECT c.*, {stale} AS stale, {delta} AS delta, {stored} "
+        f"FROM {Contact._meta.db_table} c {joins} WHERE {batch_sql('c.id', ids)} OFFSET 0) c {account}",
+        column_params + inner_params,
     )
 
 
-def _fit_lookups(cursor, fields: list) -> list[tuple[int, list[str], list[int]]]:
+def _fit_lookups(cursor, fields: list[_FitField]) -> list[tuple[int, list[str], list[int], list[int]]]:
     """Per field the fit rules test: (its column in the profile table, the batch's keys that
-    score, the points each scores: the sum over that field's rules)."""
+    score, the points each scores in full: the sum over that field's rules, and what each
+    adds to a stored score under a rule change: its added rules' points minus its removed
+    rules' points)."""
     lookups = []
     if not fields:
         return lookups
@@ -120,26 +233,21 @@ def _fit_lookups(cursor, fields: list) -> list[tuple[int, list[str], list[int]]]
     # together, each with its own result set.
     statements = (f"SELECT DISTINCT ON (1) k{n}, v{n} FROM {PROFILE} ORDER BY 1" for n in range(len(fields)))
     cursor.execute("; ".join(statements))
-    for n, ((_, _, _, is_json), field_rules) in enumerate(fields):
+    for n, item in enumerate(fields):
         if n:
             cursor.nextset()
-        keys, points = [], []
+        keys, points, deltas = [], [], []
         for key_text, raw in cursor.fetchall():
-            total = sum(int(rule.points) for rule in field_rules if _fit_matches(rule, raw, is_json))
-            if total:
+            full = sum(int(rule.points) for rule in item.rules if _fit_matches(rule, raw, item.is_json))
+            delta = sum(int(rule.points) for rule in item.added if _fit_matches(rule, raw, item.is_json)) - sum(
+                int(rule.points) for rule in item.removed if _fit_matches(rule, raw, item.is_json)
+            )
+            if full or delta:
                 keys.append(key_text)
-                points.append(total)
-        lookups.append((n, keys, points))
+                points.append(full)
+                deltas.append(delta)
+        lookups.append((n, keys, points, deltas))
     return lookups
-
-
-def _account_join(*expressions: str) -> str:
-    """The join to the contacts' accounts (alias a), when an expression reads one: a primary-key
-    probe per contact (LATERAL, fenced by OFFSET 0). A plain join hashed every account for
-    each chunk, a cost that grows with the account table, not the chunk."""
-    if not any(re.search(r"\ba\.", expression) for expression in expressions):
-        return ""
-    return f"LEFT JOIN LATERAL (SELECT * FROM {Account._meta.db_table} a WHERE a.id = c.account_id OFFSET 0) a ON true"
 
 
 def _fit_matches(rule, raw, is_json: bool) -> bool:
@@ -162,40 +270,66 @@ def _fit_key(rule) -> tuple[str, list, str, bool]:
     return f"({value})::text", params, value, is_json
 
 
-def scores_compute(*, rules: RuleSet, ids: list[int], as_of: date, version_id: int) -> None:
+def scores_compute(
+    *, rules: RuleSet, ids: list[int], as_of: date, version_id: int, change: RuleChange | None = None
+) -> None:
     """Fill the temporary table scoring_rescore_new with each contact's score (read from the
     batch's profile table, _profile_create, and its engagement sums), its stored
     total, and whether its row must be rewritten (new, or a number, the level or the version
     differ: as _ScoreWrites.add) or only re-dated. One statement: every rule is a term of
-    the fit or engagement sum, with its points and cap written into it.
+    the fit or engagement sum, with its points and cap written into it. Under a `change`
+    (RuleChange), a contact whose stored score allows it is adjusted by the changed rules
+    only; the others are evaluated in full.
 
     Runs in the caller's transaction, after the caller has locked these contacts (as
     contacts_rescore does), so the stored scores it compares with cannot change meanwhile.
     The temporary table lives until scores_write drops it, at the latest until commit."""
     with connection.cursor() as cursor:
         cursor.execute(f"DROP TABLE IF EXISTS {NEW}")
-        fields = _fit_fields(rules)
+        fields = _fit_fields(rules, change)
         layout = _sum_layout(rules)
         # The statements below join the batch's rows of several tables, all of them ranges of
         # contact ids. Left to itself the planner probes one index per contact (5,000 probes
         # per table, 15 ms each); range scans joined by hash or merge take 2 ms. Only until
-        # the scores are computed. The accounts are still probed one by one (_account_join: a
-        # LATERAL join can only be a nested loop), as they should be.
+        # the scores are computed. The accounts are still probed one by one (a LATERAL join
+        # can only be a nested loop), as they should be.
         cursor.execute("SET LOCAL enable_nestloop = off")
-        _profile_create(cursor, fields, ids, layout, as_of)
-        fit_terms, fit_params = [], []
-        for n, keys, points in _fit_lookups(cursor, fields):
-            if keys:  # one lookup per field: its key's position in the list gives its points
-                fit_terms.append(f"coalesce((%s::int[])[array_position(%s::text[], c.k{n})], 0)")
+        _profile_create(cursor, fields, ids, layout, as_of, change)
+        full_terms, delta_terms, fit_params, delta_params = [], [], [], []
+        for n, keys, points, deltas in _fit_lookups(cursor, fields):
+            # One lookup per field: its key's position in the list gives its points.
+            if any(points):
+                full_terms.append(f"coalesce((%s::int[])[array_position(%s::text[], c.k{n})], 0)")
                 fit_params += [points, keys]
+            if any(deltas):
+                delta_terms.append(f"coalesce((%s::int[])[array_position(%s::text[], c.k{n})], 0)")
+                delta_params += [deltas, keys]
         positions = _sums_refresh(cursor, layout, ids, as_of)
-        # Each rule's points in millionths, computed once per contact in the inner query; the
-        # rounding and cap refer to them by name (each appears several times in _rule_tenths).
-        products = "".join(
-            f", coalesce(e.sums[{positions[n]}], 0) * {int(rule.points)} AS p{n}"
-            for n, rule in enumerate(rules.engagement_rules)
+        # Each rule's product (sums × points, in millionths) is computed once per contact in
+        # the inner query; the rounding and cap refer to it by name (_rule_tenths reads it
+        # twice). A contact adjusted by a change needs only the changed rules' products.
+        products, full, added, removed = [], [], [], []
+        for n, rule in enumerate(rules.engagement_rules):
+            product = f"coalesce(e.sums[{positions[n]}], 0) * {abs(int(rule.points))}"
+            products.append(f", CASE WHEN c.delta THEN NULL ELSE {product} END AS p{n}")
+            full.append(_rule_tenths(f"p.p{n}", rule))
+        for name, rules_, terms in (
+            ("a", change.engagement_added if change else (), added),
+            ("r", change.engagement_removed if change else (), removed),
+        ):
+            for n, rule in enumerate(rules_):
+                products.append(
+                    f", coalesce(e.sums[{_position(layout, rule)}], 0) * {abs(int(rule.points))} AS {name}{n}"
+                )
+                terms.append(_rule_tenths(f"p.{name}{n}", rule))
+        engagement_uncapped = (
+            f"CASE WHEN p.delta THEN p.o_engagement + ({' + '.join(added) or '0'}) - ({' + '.join(removed) or '0'}) "
+            f"ELSE ({' + '.join(full) or '0'}) END"
         )
-        engagement_terms = [_rule_tenths(f"p.p{n}", rule.cap) for n, rule in enumerate(rules.engagement_rules)]
+        fit_uncapped = (
+            f"CASE WHEN c.delta THEN c.o_fit + ({' + '.join(delta_terms) or '0'}) "
+            f"ELSE ({' + '.join(full_terms) or '0'}) END"
+        )
         grade = (
             f"CASE WHEN s.fit >= {int(rules.grade_a_min)} THEN 'A' WHEN s.fit >= {int(rules.grade_b_min)} THEN 'B' "
             f"WHEN s.fit >= {int(rules.grade_c_min)} THEN 'C' ELSE 'D' END"
@@ -211,24 +345,31 @@ def scores_compute(*, rules: RuleSet, ids: list[int], as_of: date, version_id: i
             f"""CREATE TEMP TABLE {NEW} ON COMMIT DROP AS
             SELECT n.*, o.total AS old_total,
                    o.contact_id IS NULL OR o.fit <> n.fit OR o.engagement <> n.engagement
-                       OR o.fit_grade <> n.fit_grade OR o.mql_level <> n.mql_level OR o.version_id <> %s AS rewrite,
+                       OR o.fit_grade <> n.fit_grade OR o.mql_level <> n.mql_level OR o.version_id <> %s
+                       OR o.fit_uncapped IS DISTINCT FROM n.fit_uncapped
+                       OR o.engagement_uncapped_tenths IS DISTINCT FROM n.engagement_uncapped_tenths AS rewrite,
                    o.as_of IS DISTINCT FROM %s::date AS redate
             FROM (
             SELECT g.contact_id, g.lifecycle_stage, g.fit, g.engagement, g.fit + g.engagement AS total,
-                   g.grade AS fit_grade, {level} AS mql_level
+                   g.grade AS fit_grade, {level} AS mql_level, g.fit_uncapped, g.engagement_uncapped_tenths
             FROM (
                 SELECT s.*, {grade} AS grade FROM (
-                    SELECT p.contact_id, p.lifecycle_stage, p.fit,
-                           least(({" + ".join(engagement_terms) or "0"})::numeric / 10, %s) AS engagement
+                    SELECT q.*, least(q.fit_uncapped, %s)::numeric AS fit,
+                           least(q.engagement_uncapped_tenths, %s)::numeric / 10 AS engagement
                     FROM (
-                        SELECT c.id AS contact_id, c.lifecycle_stage,
-                               least(({" + ".join(fit_terms) or "0"})::numeric, %s) AS fit {products}
-                        FROM {PROFILE} c  -- the batch's contacts, with their fields' keys
-                        -- The batch's range of sums: a range scan, never a hash of them all
-                        LEFT JOIN {EngagementSums._meta.db_table} e ON e.contact_id = c.id
-                            AND {batch_sql("e.contact_id", ids)}
-                        OFFSET 0  -- a fence: products computed once, not copied into every term above
-                    ) p
+                        SELECT p.contact_id, p.lifecycle_stage, p.fit_uncapped,
+                               {engagement_uncapped} AS engagement_uncapped_tenths
+                        FROM (
+                            SELECT c.id AS contact_id, c.lifecycle_stage, c.delta, c.o_engagement,
+                                   {fit_uncapped} AS fit_uncapped {"".join(products)}
+                            FROM {PROFILE} c  -- the batch's contacts, with their fields' keys
+                            -- The batch's range of sums: a range scan, never a hash of them all
+                            LEFT JOIN {EngagementSums._meta.db_table} e ON e.contact_id = c.id
+                                AND {batch_sql("e.contact_id", ids)}
+                            OFFSET 0  -- a fence: products computed once, not copied into every term above
+                        ) p
+                        OFFSET 0  -- a fence: the sums computed once, not copied into each use above
+                    ) q
                     OFFSET 0  -- a fence: computed once per contact, not copied into every CASE above
                 ) s
             ) g
@@ -236,24 +377,38 @@ def scores_compute(*, rules: RuleSet, ids: list[int], as_of: date, version_id: i
             -- The batch's range of stored scores: one range scan, never a scan of every score
             LEFT JOIN {ContactScore._meta.db_table} o ON o.contact_id = n.contact_id
                 AND {batch_sql("o.contact_id", ids)}""",
-            [version_id, as_of, *level_params, rules.engagement_cap, *fit_params, rules.fit_cap],
+            [
+                version_id,
+                as_of,
+                *level_params,
+                int(rules.fit_cap),
+                int(rules.engagement_cap) * 10,
+                *delta_params,
+                *fit_params,
+            ],
         )
         cursor.execute("RESET enable_nestloop")
 
 
-def _rule_tenths(points: str, cap: int | None) -> str:
-    """SQL for an engagement rule's contribution in tenths, from `points` in millionths (an
-    exact bigint): capped if its size passes the cap, else rounded half to even to a tenth,
-    as the engine's Decimal.quantize. Integer arithmetic: / truncates towards zero and mod
-    keeps the dividend's sign, so the remainder decides the rounding."""
+def _position(layout: _SumLayout, rule) -> int:
+    """The 1-based position in the sums array of what `rule`'s points multiply."""
+    return layout.keys.index(_sum_key(layout.matcher_ids[rule.matcher_key], rule)) + 1
+
+
+def _rule_tenths(product: str, rule) -> str:
+    """SQL for an engagement rule's contribution in tenths, from `product`, the contact's sum
+    for the rule times the size of its points, in millionths (an exact, non-negative bigint:
+    sums count occurrences, weighted by decay): rounded half to even to a tenth, as the
+    engine's Decimal.quantize, and capped, signed as the points. Integer arithmetic: with q
+    the tenths rounded down, (product + 49,999 + q's parity) / 100,000 rounds up exactly from
+    half a tenth when q is odd and from just above it when q is even. Capping after rounding
+    equals the engine's capping before it: rounding is monotone and the cap is a whole number
+    of tenths."""
     tenth = MILLION // 10
-    sign = f"(CASE WHEN {points} < 0 THEN -1 ELSE 1 END)"
-    remainder = f"abs(mod({points}, {tenth})) * 2"  # mod, not %: the statement takes parameters
-    half_up = f"{remainder} > {tenth} OR ({remainder} = {tenth} AND mod({points} / {tenth}, 2) <> 0)"
-    rounded = f"({points} / {tenth} + CASE WHEN {half_up} THEN {sign} ELSE 0 END)"
-    if cap is None:
-        return rounded
-    return f"(CASE WHEN abs({points}) > {int(cap) * MILLION} THEN {sign} * {int(cap) * 10} ELSE {rounded} END)"
+    rounded = f"(({product} + {tenth // 2 - 1} + (({product} / {tenth}) & 1)) / {tenth})"
+    if rule.cap is not None:
+        rounded = f"least({rounded}, {int(rule.cap) * 10})"
+    return f"(-{rounded})" if rule.points < 0 else rounded
 
 
 def _sum_key(matcher_id: int | None, rule) -> str:
@@ -279,6 +434,7 @@ class _SumLayout:
     specs: dict[str, tuple[int | None, int | None, int | None]]  # key → (matcher id, window, half-life)
     points_at: list[int]
     count_at: list[int]
+    matcher_ids: dict[str, int | None]  # matcher key → id
 
     @property
     def keys(self) -> list[str]:
@@ -308,6 +464,7 @@ def _sum_layout(rules: RuleSet) -> _SumLayout:
         specs=specs,
         points_at=[keys.index(key) + 1 for key in points_keys],
         count_at=[keys.index(key) + 1 for key in count_keys],
+        matcher_ids={rule.matcher_key: matchers.get(rule.matcher_key) for rule in rules.engagement_rules},
     )
 
 
@@ -413,15 +570,17 @@ def scores_write(*, ids: list[int], version_id: int, as_of: date, now, reason: s
         # contacts' locks, and INSERT … ON CONFLICT DO UPDATE costs twice as much per row.
         cursor.execute(
             f"""UPDATE {score} s SET version_id = %s, fit = n.fit, engagement = n.engagement, total = n.total,
-                    fit_grade = n.fit_grade, mql_level = n.mql_level, as_of = %s, computed_at = %s
+                    fit_grade = n.fit_grade, mql_level = n.mql_level, fit_uncapped = n.fit_uncapped,
+                    engagement_uncapped_tenths = n.engagement_uncapped_tenths, as_of = %s, computed_at = %s
                 FROM {NEW} n WHERE s.contact_id = n.contact_id AND {batch_sql("s.contact_id", ids)}
                     AND n.old_total IS NOT NULL AND (n.rewrite OR n.redate)""",
             [version_id, as_of, now],
         )
         cursor.execute(
-            f"""INSERT INTO {score} (contact_id, version_id, fit, engagement, total, fit_grade, mql_level, as_of,
-                    computed_at)
-                SELECT contact_id, %s, fit, engagement, total, fit_grade, mql_level, %s, %s FROM {NEW}
+            f"""INSERT INTO {score} (contact_id, version_id, fit, engagement, total, fit_grade, mql_level,
+                    fit_uncapped, engagement_uncapped_tenths, as_of, computed_at)
+                SELECT contact_id, %s, fit, engagement, total, fit_grade, mql_level, fit_uncapped,
+                    engagement_uncapped_tenths, %s, %s FROM {NEW}
                 WHERE old_total IS NULL ORDER BY contact_id""",
             [version_id, as_of, now],
         )

@@ -94,7 +94,9 @@ def version_publish(*, draft: ModelVersion, user=None) -> RescoreRun:
         locked.published_by = user
         locked.save(update_fields=["status", "published_at", "published_by"])
         audit_record(actor=user, action="scoring.publish", target=locked, **_publish_audit(replaced, locked))
-        return rescore_run_start(version=locked, reason=RescoreRun.Reason.PUBLISH, started_by=user)
+        return rescore_run_start(
+            version=locked, reason=RescoreRun.Reason.PUBLISH, started_by=user, base_version=replaced
+        )
 
 
 def _publish_audit(replaced: ModelVersion | None, published: ModelVersion) -> dict:

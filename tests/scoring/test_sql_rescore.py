@@ -18,7 +18,7 @@ from django.utils import timezone
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from leads.models import ActivityType, LifecycleStage
+from leads.models import ActivityType, Contact, LifecycleStage
 from leads.services import IngestEvent, activities_ingest
 from scoring.engine import evaluate
 from scoring.models import (
@@ -129,8 +129,12 @@ engagement_rules = st.lists(
     caps=st.tuples(st.integers(0, 80), st.integers(0, 120)),
     levels=st.lists(st.tuples(st.integers(0, 90), st.sampled_from("ABCD")), max_size=3),
     as_of_shift=st.integers(-5, 5),
+    published_fit_specs=fit_rules,
+    published_caps=st.tuples(st.integers(0, 80), st.integers(0, 120)),
 )
-def test_sql_rescore_gives_the_engines_scores(people, fit_specs, engagement_specs, caps, levels, as_of_shift):
+def test_sql_rescore_gives_the_engines_scores(
+    people, fit_specs, engagement_specs, caps, levels, as_of_shift, published_fit_specs, published_caps
+):
     version = _version(fit_specs, engagement_specs, caps, levels)
     ids = [_contact(person) for person in people]
     as_of = AS_OF + timedelta(days=as_of_shift)
@@ -146,6 +150,22 @@ def test_sql_rescore_gives_the_engines_scores(people, fit_specs, engagement_spec
     rule_change = _version(fit_specs, changed, caps, levels)
     contacts_rescore(contact_ids=ids, reason="rule change", as_of=as_of, version=rule_change, in_sql=True)
     _assert_engine_scores(ids, rule_change, as_of)
+    # A publish that replaces it: each stored score is adjusted by the rules that differ
+    # (other fit rules, the first points and caps back) instead of being evaluated in full.
+    published = _version(published_fit_specs, engagement_specs, published_caps, levels)
+    _publish_run(published, replaced=rule_change, ids=ids, as_of=as_of)
+    _assert_engine_scores(ids, published, as_of)
+
+
+def _publish_run(version: ModelVersion, *, replaced: ModelVersion, ids: list[int], as_of: date) -> RescoreRun:
+    run = rescore_run_start(
+        version=version,
+        reason=RescoreRun.Reason.PUBLISH,
+        contacts=Contact.objects.filter(pk__in=ids),
+        as_of=as_of,
+        base_version=replaced,
+    )
+    return rescore_run_to_end(run=run)
 
 
 def _assert_engine_scores(ids: list[int], version: ModelVersion, as_of: date) -> None:
@@ -157,6 +177,10 @@ def _assert_engine_scores(ids: list[int], version: ModelVersion, as_of: date) ->
         score = stored[contact_id]
         assert (score.fit, score.engagement, score.total) == (expected.fit, expected.engagement, expected.total)
         assert (score.fit_grade, score.mql_level, score.as_of) == (expected.fit_grade, expected.mql_level, as_of)
+        assert (score.fit_uncapped, score.engagement_uncapped_tenths) == (
+            expected.fit_uncapped,
+            expected.engagement_uncapped * 10,
+        )
 
 
 def _assert_engine_snapshots(ids: list[int], version: ModelVersion, as_of: date) -> None:
@@ -232,6 +256,32 @@ def test_sql_rescore_writes_nothing_when_nothing_changed():
     assert contacts_rescore(contact_ids=ids, reason="again", as_of=AS_OF, version=version, in_sql=True) == 0
     assert ScoreChange.objects.filter(contact_id=ids[0]).count() == 1
     assert ContactScore.objects.get(pk=ids[0]).total == Decimal("28.1")  # 20 + 3 × (3 × 0.820335 + 0.25)
+
+
+@pytest.mark.django_db
+def test_a_publish_adjusts_stored_scores_by_the_changed_rules_only():
+    engagement = [("page_view", 3, None, "decay", 7), ("email_click", 5, 12, "window", 30)]
+    fit = [("contact.job_title", "contains", "vp", 20), ("contact.country", "equals", "germany", 10)]
+    person = {"email_domain": "acme.example", "job_title": "VP Sales", "country": "Germany", "employee_count": 10}
+    ids = [_contact({**person, "attributes": {}, "days": [("page_view", 2, 3), ("email_click", 1, 4)]})]
+    active = _version(fit, engagement, (60, 100), [])
+    _publish_run(active, replaced=active, ids=ids, as_of=AS_OF)
+    # 30 fit; 3 × (3 × 0.820335 + 0) = 7.4 and 4 clicks × 5 = 20, capped at 12
+    assert ContactScore.objects.get(pk=ids[0]).total == Decimal("49.4")
+    # Proof that the publish adjusts what is stored: a stored sum changed behind the scoring's
+    # back carries over, where the country rule (unchanged) would have given 10.
+    ContactScore.objects.filter(pk=ids[0]).update(fit_uncapped=50)
+    changed = _version(
+        [fit[0], (*fit[1][:3], 15)], [engagement[0], ("email_click", 5, 18, "window", 30)], (60, 100), []
+    )
+
+    _publish_run(changed, replaced=active, ids=ids, as_of=AS_OF)
+
+    score = ContactScore.objects.get(pk=ids[0])
+    assert (score.fit_uncapped, score.fit, score.engagement) == (55, Decimal("55"), Decimal("25.4"))
+    # A score stored under another version than the one replaced is evaluated in full.
+    _publish_run(active, replaced=active, ids=ids, as_of=AS_OF)
+    assert ContactScore.objects.get(pk=ids[0]).fit == Decimal("30")
 
 
 @pytest.mark.django_db
