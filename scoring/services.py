@@ -386,11 +386,11 @@ def _contacts_rescore_in_sql(
                 "ORDER BY id FOR NO KEY UPDATE"
             )
         engagement_fold(contact_ids=ids)
-        sql_rescore.scores_compute(
+        computed = sql_rescore.scores_compute(
             rules=rules, ids=ids, as_of=as_of, version_id=version.pk, change=_rule_change(rules, run, version)
         )
         changed, qualifying = sql_rescore.scores_write(
-            ids=ids, version_id=version.pk, as_of=as_of, now=now, reason=reason
+            computed, ids=ids, version_id=version.pk, as_of=as_of, now=now, reason=reason
         )
         if qualifying:  # the engine's own result drives the MQL transition and its snapshot
             profiles = scoring_profiles(qualifying)

@@ -44,7 +44,6 @@ from .models import ContactScore, DailyEngagement, EngagementSums, Matcher, Scor
 from .selectors import PROFILE_ACCOUNT_FIELDS, PROFILE_CONTACT_FIELDS
 
 EMAIL_OPERATORS = ("free_mail", "domain_in")
-NEW = "scoring_rescore_new"
 PROFILE = "scoring_rescore_profile"
 MILLION = 1_000_000
 
@@ -211,11 +210,16 @@ def _profile_create(
             f"LEFT JOIN LATERAL (SELECT * FROM {Account._meta.db_table} a WHERE a.id = c.account_id {needed} "
             "OFFSET 0) a ON true"
         )
+    # Only the contact columns the keys read: the rows travel through the joins.
+    read = sorted(
+        {"account_id"} | {name for item in fields for name in re.findall(r"\bc\.(\w+)", item.key + item.value)}
+    )
     cursor.execute(f"DROP TABLE IF EXISTS {PROFILE}")
     cursor.execute(
         f"CREATE TEMP TABLE {PROFILE} ON COMMIT DROP AS "
         f"SELECT c.id, c.lifecycle_stage, c.stale, c.delta, c.o_fit, c.o_engagement{''.join(columns)} "
-        f"FROM (SELECT c.*, {stale} AS stale, {delta} AS delta, {stored} "
+        f"FROM (SELECT c.id, c.lifecycle_stage, {', '.join(f'c.{name}' for name in read)}, "
+        f"{stale} AS stale, {delta} AS delta, {stored} "
         f"FROM {Contact._meta.db_table} c {joins} WHERE {batch_sql('c.id', ids)} OFFSET 0) c {account}",
         column_params + inner_params,
     )
@@ -270,22 +274,30 @@ def _fit_key(rule) -> tuple[str, list, str, bool]:
     return f"({value})::text", params, value, is_json
 
 
+@dataclass(frozen=True)
+class ComputedScores:
+    """The query (and its params) that gives each contact of a batch its new score, its stored
+    total, and whether its row must be rewritten or only re-dated (scores_compute)."""
+
+    sql: str
+    params: list
+
+
 def scores_compute(
     *, rules: RuleSet, ids: list[int], as_of: date, version_id: int, change: RuleChange | None = None
-) -> None:
-    """Fill the temporary table scoring_rescore_new with each contact's score (read from the
-    batch's profile table, _profile_create, and its engagement sums), its stored
-    total, and whether its row must be rewritten (new, or a number, the level or the version
-    differ: as _ScoreWrites.add) or only re-dated. One statement: every rule is a term of
-    the fit or engagement sum, with its points and cap written into it. Under a `change`
-    (RuleChange), a contact whose stored score allows it is adjusted by the changed rules
-    only; the others are evaluated in full.
+) -> ComputedScores:
+    """Prepare the batch's scores: its profile table (_profile_create), its fit lookups and
+    engagement sums; returns the query that computes each contact's score from them, with its
+    stored total and whether its row must be rewritten (new, or a number, the level or the
+    version differ: as _ScoreWrites.add) or only re-dated, for scores_write. Every rule is a
+    term of the fit or engagement sum, with its points and cap written into it. Under a
+    `change` (RuleChange), a contact whose stored score allows it is adjusted by the changed
+    rules only; the others are evaluated in full.
 
     Runs in the caller's transaction, after the caller has locked these contacts (as
     contacts_rescore does), so the stored scores it compares with cannot change meanwhile.
-    The temporary table lives until scores_write drops it, at the latest until commit."""
+    The profile table lives until scores_write drops it, at the latest until commit."""
     with connection.cursor() as cursor:
-        cursor.execute(f"DROP TABLE IF EXISTS {NEW}")
         fields = _fit_fields(rules, change)
         layout = _sum_layout(rules)
         # The statements below join the batch's rows of several tables, all of them ranges of
@@ -341,9 +353,8 @@ def scores_compute(
             level_cases.append(f"WHEN g.fit + g.engagement >= %s AND {grade_order} <= {order} THEN %s")
             level_params += [level.min_score, level.name]
         level = f"CASE {' '.join(level_cases)} ELSE '' END" if level_cases else "''"
-        cursor.execute(
-            f"""CREATE TEMP TABLE {NEW} ON COMMIT DROP AS
-            SELECT n.*, o.total AS old_total,
+        return ComputedScores(
+            f"""SELECT n.*, o.total AS old_total,
                    o.contact_id IS NULL OR o.fit <> n.fit OR o.engagement <> n.engagement
                        OR o.fit_grade <> n.fit_grade OR o.mql_level <> n.mql_level OR o.version_id <> %s
                        OR o.fit_uncapped IS DISTINCT FROM n.fit_uncapped
@@ -387,7 +398,6 @@ def scores_compute(
                 *fit_params,
             ],
         )
-        cursor.execute("RESET enable_nestloop")
 
 
 def _position(layout: _SumLayout, rule) -> int:
@@ -551,14 +561,17 @@ def _decay_weights_millionths(half_life: int) -> tuple[int, ...]:
     return tuple(int(decay_weight(age, half_life) * MILLION) for age in range(21 * half_life + 1))
 
 
-def scores_write(*, ids: list[int], version_id: int, as_of: date, now, reason: str) -> tuple[int, list[int]]:
+def scores_write(
+    computed: ComputedScores, *, ids: list[int], version_id: int, as_of: date, now, reason: str
+) -> tuple[int, list[int]]:
     """Write what differs from the stored scores of the batch `ids` (as given to
     scores_compute); returns (contacts whose total changed, contacts at a level whose stage
     scoring may qualify). Account scores are not touched: a full rescore rolls every account
     up once, at its end (accounts_rescore_all).
 
-    Each UPDATE also names the batch's id range: otherwise, when many rows change, the
-    planner hashes the temporary table and scans the whole target table for it, every chunk."""
+    One statement: the scores computed once (a CTE, held in memory), then every write reads
+    them. Each UPDATE also names the batch's id range: otherwise, when many rows change, the
+    planner hashes the new scores and scans the whole target table for them, every chunk."""
     from .services import QUALIFYING_STAGES
 
     score = ContactScore._meta.db_table
@@ -566,46 +579,59 @@ def scores_write(*, ids: list[int], version_id: int, as_of: date, now, reason: s
     with connection.cursor() as cursor:
         # Only rows that differ; a row whose score is unchanged gets at most its new as_of (its
         # numbers and version are already these). A plain UPDATE joined on the batch's range,
-        # then an INSERT of the contacts never scored: no conflict is possible under the
+        # and an INSERT of the contacts never scored: no conflict is possible under the
         # contacts' locks, and INSERT … ON CONFLICT DO UPDATE costs twice as much per row.
+        # The queue's copy (Contact.score_total) follows for contacts in the queue; entering
+        # the queue copies it. Data-modifying CTEs run once each, read or not.
         cursor.execute(
-            f"""UPDATE {score} s SET version_id = %s, fit = n.fit, engagement = n.engagement, total = n.total,
+            f"""WITH n AS MATERIALIZED ({computed.sql}),
+            rewritten AS (
+                UPDATE {score} s SET version_id = %s, fit = n.fit, engagement = n.engagement, total = n.total,
                     fit_grade = n.fit_grade, mql_level = n.mql_level, fit_uncapped = n.fit_uncapped,
                     engagement_uncapped_tenths = n.engagement_uncapped_tenths, as_of = %s, computed_at = %s
-                FROM {NEW} n WHERE s.contact_id = n.contact_id AND {batch_sql("s.contact_id", ids)}
-                    AND n.old_total IS NOT NULL AND (n.rewrite OR n.redate)""",
-            [version_id, as_of, now],
-        )
-        cursor.execute(
-            f"""INSERT INTO {score} (contact_id, version_id, fit, engagement, total, fit_grade, mql_level,
+                FROM n WHERE s.contact_id = n.contact_id AND {batch_sql("s.contact_id", ids)}
+                    AND n.old_total IS NOT NULL AND (n.rewrite OR n.redate)
+            ), created AS (
+                INSERT INTO {score} (contact_id, version_id, fit, engagement, total, fit_grade, mql_level,
                     fit_uncapped, engagement_uncapped_tenths, as_of, computed_at)
                 SELECT contact_id, %s, fit, engagement, total, fit_grade, mql_level, fit_uncapped,
-                    engagement_uncapped_tenths, %s, %s FROM {NEW}
-                WHERE old_total IS NULL ORDER BY contact_id""",
-            [version_id, as_of, now],
-        )
-        cursor.execute(
-            f"""UPDATE {contact} c SET score_total = n.total, score_fit_grade = n.fit_grade,
-                score_mql_level = n.mql_level FROM {NEW} n WHERE c.id = n.contact_id AND {batch_sql("c.id", ids)}
-                AND n.rewrite AND n.lifecycle_stage = %s
-                AND (c.score_total, c.score_fit_grade, c.score_mql_level)
-                    IS DISTINCT FROM (n.total, n.fit_grade, n.mql_level)""",
-            [LifecycleStage.MQL],  # the queue's copy (Contact.score_total); entering the queue copies it
-        )
-        cursor.execute(
-            f"""INSERT INTO {change}
+                    engagement_uncapped_tenths, %s, %s FROM n
+                WHERE old_total IS NULL ORDER BY contact_id
+            ), queue_copy AS (
+                UPDATE {contact} c SET score_total = n.total, score_fit_grade = n.fit_grade,
+                    score_mql_level = n.mql_level
+                FROM n WHERE c.id = n.contact_id AND {batch_sql("c.id", ids)}
+                    AND n.rewrite AND n.lifecycle_stage = %s
+                    AND (c.score_total, c.score_fit_grade, c.score_mql_level)
+                        IS DISTINCT FROM (n.total, n.fit_grade, n.mql_level)
+            ), history AS (
+                INSERT INTO {change}
                     (contact_id, version_id, changed_at, old_total, new_total, delta, fit_grade, reason)
-                SELECT contact_id, %s, %s, coalesce(old_total, 0), total, total - coalesce(old_total, 0), fit_grade, %s
-                FROM {NEW} WHERE old_total IS NULL OR old_total <> total ORDER BY contact_id""",
-            [version_id, now, reason[:200]],
+                SELECT contact_id, %s, %s, coalesce(old_total, 0), total, total - coalesce(old_total, 0),
+                    fit_grade, %s
+                FROM n WHERE old_total IS NULL OR old_total <> total ORDER BY contact_id
+                RETURNING 1
+            )
+            SELECT (SELECT count(*) FROM history),
+                   ARRAY(SELECT contact_id FROM n WHERE mql_level <> '' AND lifecycle_stage = ANY(%s)
+                         ORDER BY contact_id)""",
+            [
+                *computed.params,
+                version_id,
+                as_of,
+                now,
+                version_id,
+                as_of,
+                now,
+                LifecycleStage.MQL,
+                version_id,
+                now,
+                reason[:200],
+                [str(stage) for stage in QUALIFYING_STAGES],
+            ],
         )
-        changed = cursor.rowcount
-        cursor.execute(
-            f"SELECT contact_id FROM {NEW} WHERE mql_level <> '' AND lifecycle_stage = ANY(%s) ORDER BY contact_id",
-            [[str(stage) for stage in QUALIFYING_STAGES]],
-        )
-        qualifying = [row[0] for row in cursor.fetchall()]
-        cursor.execute(f"DROP TABLE {NEW}")
+        changed, qualifying = cursor.fetchone()
+        cursor.execute("RESET enable_nestloop")
         cursor.execute(f"DROP TABLE {PROFILE}")
     return changed, qualifying
 
