@@ -48,13 +48,17 @@ clean:
 	rm -rf var .pytest_cache
 
 # Benchmarks print their figures; none is a test. They need PostgreSQL and Redis.
+# Timed as deployed: DEBUG off (no query log), the pages served over plain HTTP.
+BENCH_PRODUCTION = DJANGO_DEBUG=0 DJANGO_SECURE_SSL_REDIRECT=0 DJANGO_ALLOWED_HOSTS=testserver,127.0.0.1 \
+	DJANGO_SECRET_KEY=bench-only-not-a-deployment-secret-0123456789abcdefghijklmnop
 BENCH_DB ?= postgres://postgres@127.0.0.1:5432/bench_scoring
 BENCH_REDIS ?= redis://127.0.0.1:6379/14
 bench-scoring: install
 	psql "$(dir $(BENCH_DB))postgres" -tAc "SELECT 1 FROM pg_database WHERE datname='$(notdir $(BENCH_DB))'" | grep -q 1 \
 		|| psql "$(dir $(BENCH_DB))postgres" -c "CREATE DATABASE $(notdir $(BENCH_DB))"
 	DATABASE_URL=$(BENCH_DB) REDIS_URL=$(BENCH_REDIS) $(BIN)/python manage.py migrate --noinput -v0
-	DATABASE_URL=$(BENCH_DB) REDIS_URL=$(BENCH_REDIS) $(BIN)/python manage.py bench_scoring $(BENCH_ARGS)
+	$(BENCH_PRODUCTION) $(BIN)/python manage.py collectstatic --noinput -v0
+	$(BENCH_PRODUCTION) DATABASE_URL=$(BENCH_DB) REDIS_URL=$(BENCH_REDIS) $(BIN)/python manage.py bench_scoring $(BENCH_ARGS)
 
 BENCH_NURTURE_DB ?= postgres://postgres@127.0.0.1:5432/bench_nurture
 bench-nurture: install
