@@ -65,3 +65,15 @@ def _json_value(value):
     if isinstance(value, (datetime, date)):
         return value.isoformat()
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def models_where(model: type[models.Model], where: str, params: list, *, fallback: models.QuerySet):
+    """Instances of `model` whose rows match `where` (SQL on the model's table), read in plain
+    SQL on PostgreSQL; elsewhere `fallback`, the same rows through the ORM. For a few rows on
+    a hot path (every ingest), where building the ORM's query takes longer than running it."""
+    if connection.vendor != "postgresql":
+        return list(fallback)
+    names = [field.attname for field in model._meta.concrete_fields]
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {', '.join(names)} FROM {model._meta.db_table} WHERE {where}", params)
+        return [model.from_db(connection.alias, names, row) for row in cursor.fetchall()]

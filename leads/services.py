@@ -16,7 +16,7 @@ from django.db.models import OuterRef, Subquery, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from config.bulk import bulk_insert
+from config.bulk import bulk_insert, models_where
 
 from .models import Account, Activity, ActivityType, Contact, LifecycleStage, Outcome, StageChange
 from .normalise import normalise_domain, normalise_email
@@ -396,7 +396,11 @@ def activities_ingest(*, events: list[IngestEvent], score_now: bool = False) -> 
     (a single event, not a bulk load: the rescore holds the contacts' locks until commit).
     """
     outcomes: dict[int, IngestOutcome] = {}
-    types = {t.key: t for t in ActivityType.objects.filter(key__in={e.type_key for e in events})}
+    keys = sorted({e.type_key for e in events})
+    types = {
+        t.key: t
+        for t in models_where(ActivityType, "key = ANY(%s)", [keys], fallback=ActivityType.objects.filter(key__in=keys))
+    }
     for event in events:
         if event.type_key not in types:
             outcomes[event.index] = IngestOutcome(

@@ -15,7 +15,7 @@ from django.db import connection, transaction
 from django.db.models import Count, F, Q, Sum
 from django.utils import timezone
 
-from config.bulk import bulk_insert
+from config.bulk import bulk_insert, models_where
 from leads.handoff import mqls_entered, mqls_hand_off_after_commit
 from leads.models import Account, Activity, ActivityType, Contact, LifecycleStage
 from leads.services import contacts_set_stage
@@ -85,13 +85,13 @@ def engagement_record(*, activities: Sequence[Activity]) -> None:
         return
     type_ids = {a.type_id for a in activities}
     _lock_matcher_list_shared()
-    matchers = list(Matcher.objects.filter(activity_type_id__in=type_ids))
+    matchers = _matchers_of_types(type_ids)
     # Every type counts under its plain matcher; a type's first activity creates it.
     missing = type_ids - {m.activity_type_id for m in matchers if not m.property_name}
     if missing:
         for activity_type in ActivityType.objects.filter(id__in=missing):
             matcher_for_type(activity_type)
-        matchers = list(Matcher.objects.filter(activity_type_id__in=type_ids))
+        matchers = _matchers_of_types(type_ids)
     _lock_shared(matchers)
     by_type = defaultdict(list)
     for matcher in matchers:
@@ -106,6 +106,13 @@ def engagement_record(*, activities: Sequence[Activity]) -> None:
                 continue
             counts[(activity.contact_id, matcher.pk, day)] += 1
     _insert_pending(counts)
+
+
+def _matchers_of_types(type_ids: set[int]) -> list[Matcher]:
+    ids = sorted(type_ids)
+    return models_where(
+        Matcher, "activity_type_id = ANY(%s)", [ids], fallback=Matcher.objects.filter(activity_type_id__in=ids)
+    )
 
 
 def _insert_pending(counts: dict[tuple[int, int, date], int]) -> None:
@@ -328,12 +335,7 @@ def contacts_rescore(
     with transaction.atomic(savepoint=False):
         # FOR NO KEY UPDATE: serialises rescores of a contact without blocking the inserts that
         # reference it (an activity's foreign key takes FOR KEY SHARE), so ingest never waits here.
-        list(
-            Contact.objects.select_for_update(no_key=True)
-            .filter(id__in=ids)
-            .order_by("id")
-            .values_list("id", flat=True)
-        )
+        _contacts_lock(ids)
         # Before reading: a request committed by now has its data visible to the reads below;
         # one committed later stays, for its own task (or the sweep).
         if clear_requests:
@@ -343,7 +345,7 @@ def contacts_rescore(
         # Just folded, under the contacts' locks: pending counts committed since then come
         # with rescore requests of their own, so they are not read here.
         engagement = engagement_for(ids, rules.matcher_keys, pending=False)
-        stored = ContactScore.objects.in_bulk(ids)
+        stored = _stored_scores(ids)
         writes = _ScoreWrites(version=version, as_of=as_of, now=timezone.now(), reason=reason)
         reaching = {}
         for contact_id, profile in profiles.items():
@@ -364,6 +366,35 @@ def contacts_rescore(
         else:
             accounts_rescore(account_ids=writes.accounts - {None}, version=version)
     return writes.changed
+
+
+def _contacts_lock(ids: list[int]) -> None:
+    """Lock these contacts for a rescore (FOR NO KEY UPDATE), in id order."""
+    if connection.vendor != "postgresql":
+        list(Contact.objects.select_for_update(no_key=True).filter(id__in=ids).order_by("id").values_list("id"))
+        return
+    # Plain SQL on PostgreSQL, here and in _stored_scores and _ScoreWrites.save: an ingest
+    # that scores runs these for one contact, where building the ORM's query took longer than
+    # running it.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT id FROM {Contact._meta.db_table} WHERE id = ANY(%s) ORDER BY id FOR NO KEY UPDATE", [ids]
+        )
+
+
+STORED_SCORE_FIELDS = [field.attname for field in ContactScore._meta.concrete_fields]
+
+
+def _stored_scores(ids: list[int]) -> dict[int, ContactScore]:
+    if connection.vendor != "postgresql":
+        return ContactScore.objects.in_bulk(ids)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT {', '.join(STORED_SCORE_FIELDS)} FROM {ContactScore._meta.db_table} WHERE contact_id = ANY(%s)",
+            [ids],
+        )
+        rows = cursor.fetchall()
+    return {row[0]: ContactScore.from_db(connection.alias, STORED_SCORE_FIELDS, row) for row in rows}
 
 
 def _contacts_rescore_in_sql(
@@ -498,19 +529,52 @@ class _ScoreWrites:
     def save(self, *, in_queue: set[int]) -> None:
         """Write the batch; `in_queue`: its contacts in the MQL stage (read under their locks),
         whose queue copy follows their score (_copy_queue_keys)."""
-        # One INSERT … ON CONFLICT DO UPDATE per 1,000 rows; the contacts are locked, so
-        # nobody else writes these rows meanwhile.
-        ContactScore.objects.bulk_create(
-            self.created + self.updated,
-            batch_size=1000,
-            update_conflicts=True,
-            unique_fields=["contact"],
-            update_fields=self.FIELDS,
-        )
+        if connection.vendor == "postgresql":
+            self._save_in_sql()
+        else:
+            # One INSERT … ON CONFLICT DO UPDATE per 1,000 rows; the contacts are locked, so
+            # nobody else writes these rows meanwhile.
+            ContactScore.objects.bulk_create(
+                self.created + self.updated,
+                batch_size=1000,
+                update_conflicts=True,
+                unique_fields=["contact"],
+                update_fields=self.FIELDS,
+            )
+            ScoreChange.objects.bulk_create(self.changes, batch_size=1000)
         _copy_queue_keys([score for score in self.created + self.updated if score.contact_id in in_queue])
         if self.only_dated:
             ContactScore.objects.filter(pk__in=self.only_dated).update(as_of=self.as_of, computed_at=self.now)
-        ScoreChange.objects.bulk_create(self.changes, batch_size=1000)
+
+    def _save_in_sql(self) -> None:
+        """The scores (upserted: the contacts are locked, so nobody else writes these rows
+        meanwhile) and their history in one statement, columns as arrays."""
+        scores, changes = self.created + self.updated, self.changes
+        if not scores and not changes:
+            return
+        columns = ["contact_id", "version_id", *self.FIELDS[1:]]
+        types = ["bigint", "bigint", "numeric", "numeric", "numeric", "text", "text", "int", "bigint", "date"]
+        history = ["contact_id", "old_total", "new_total", "delta", "fit_grade"]
+        history_types = ["bigint", "numeric", "numeric", "numeric", "text"]
+        updates = ", ".join(f"{name} = excluded.{name}" for name in columns[1:])
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"""WITH scores AS (
+                    INSERT INTO {ContactScore._meta.db_table} ({", ".join(columns)})
+                    SELECT *, %s::timestamptz FROM unnest({", ".join(f"%s::{t}[]" for t in types)})
+                    ON CONFLICT (contact_id) DO UPDATE SET {updates}
+                )
+                INSERT INTO {ScoreChange._meta.db_table} ({", ".join(history)}, version_id, changed_at, reason)
+                SELECT *, %s, %s::timestamptz, %s FROM unnest({", ".join(f"%s::{t}[]" for t in history_types)})""",
+                [
+                    self.now,
+                    *([getattr(score, name) for score in scores] for name in columns[:-1]),
+                    self.version.pk,
+                    self.now,
+                    self.reason,
+                    *([getattr(change, name) for change in changes] for name in history),
+                ],
+            )
 
 
 def _copy_queue_keys(scores: list[ContactScore]) -> None:
@@ -677,12 +741,21 @@ def account_rollups_request(*, account_ids: Iterable[int]) -> None:
     if not ids:
         return
     now = timezone.now()
-    AccountRollupRequest.objects.bulk_create(
-        [AccountRollupRequest(account_id=account_id, requested_at=now) for account_id in ids],
-        update_conflicts=True,
-        unique_fields=["account"],
-        update_fields=["requested_at"],
-    )
+    if connection.vendor == "postgresql":  # plain SQL: see _contacts_lock
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"INSERT INTO {AccountRollupRequest._meta.db_table} (account_id, requested_at) "
+                "SELECT id, %s FROM unnest(%s::bigint[]) AS id "
+                "ON CONFLICT (account_id) DO UPDATE SET requested_at = excluded.requested_at",
+                [now, ids],
+            )
+    else:
+        AccountRollupRequest.objects.bulk_create(
+            [AccountRollupRequest(account_id=account_id, requested_at=now) for account_id in ids],
+            update_conflicts=True,
+            unique_fields=["account"],
+            update_fields=["requested_at"],
+        )
     transaction.on_commit(account_rollups_queue, robust=True)
 
 
