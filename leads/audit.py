@@ -21,6 +21,7 @@ from django.utils import timezone
 from django.utils.text import capfirst
 
 from .models import AuditEntry, LeadFeedback, LifecycleStage, RejectReason
+from .templatetags.people import person
 
 # What each action is called on the page (the code stays in the entry and the URL).
 ACTION_LABELS = {
@@ -150,6 +151,10 @@ class AuditFilter(django_filters.FilterSet):
         model = AuditEntry
         fields = ["actor", "people_only", "action", "object_type", "since", "until"]
         form = AuditFilterForm
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.form.fields["actor"].label_from_instance = person  # names as on every other page
 
 
 def audit_entries():

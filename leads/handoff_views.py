@@ -10,7 +10,7 @@ from . import handoff
 from .decorators import role_required
 from .forms_handoff import FeedbackForm, OutcomeForm, ReassignForm, RejectForm
 from .models import Contact
-from .queue import QueueFilter, mql_queue, queue_page, sla_state, top_reasons
+from .queue import QueueFilter, mql_queue, queue_page, queue_views, sla_state, top_reasons
 from .roles import SALES
 
 
@@ -32,7 +32,11 @@ def queue(request):
     contacts = filterset.qs if filterset.is_bound else mql_queue()
     page = queue_page(contacts, request.GET.get("page"))
     rows = [queue_row(contact, request.user) for contact in page]
-    return render(request, "leads/queue.html", {"filter": filterset, "page": page, "rows": rows})
+    return render(
+        request,
+        "leads/queue.html",
+        {"filter": filterset, "page": page, "rows": rows, "views": queue_views(request.user, request.GET)},
+    )
 
 
 @require_POST

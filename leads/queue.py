@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from urllib.parse import urlencode
 
 import django_filters
 from django import forms
@@ -17,6 +18,7 @@ from scoring.selectors import scores_explain
 from .models import Contact, LifecycleStage
 from .roles import SALES
 from .selectors import contact_search
+from .templatetags.people import person
 
 GRADES = [("A", "A"), ("B", "B"), ("C", "C"), ("D", "D")]
 MAX_WAITING_HOURS = 100 * 365 * 24  # beyond this "now - hours" is no date at all
@@ -41,6 +43,17 @@ def queue_page(queryset: QuerySet[Contact], number, per_page: int = 25):
     page.object_list = [contacts[contact_id] for contact_id in ids]
     scores_explain(getattr(contact, "score", None) for contact in page.object_list)
     return page
+
+
+def queue_views(user, params) -> list[dict]:
+    """The queue's saved views, as links above its filters: every MQL, the rep's own leads
+    (for a sales rep), the unassigned ones; `active` marks the view the filters show now."""
+    shown = {key: value for key, value in params.items() if value and key != "page"}
+    views = [("All leads", {})]
+    if sales_reps().filter(pk=user.pk).exists():
+        views.append(("My leads", {"owner": str(user.pk)}))
+    views.append(("Unassigned", {"unassigned": "on"}))
+    return [{"label": label, "query": urlencode(query), "active": shown == query} for label, query in views]
 
 
 def sales_reps() -> QuerySet:
@@ -71,6 +84,7 @@ class QueueFilter(django_filters.FilterSet):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.filters["owner"].queryset = sales_reps()  # evaluated per request, not at import
+        self.form.fields["owner"].label_from_instance = person  # names as on every other page
 
     def search(self, queryset, name, value):
         return contact_search(queryset, value)

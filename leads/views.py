@@ -11,7 +11,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from nurturing.selectors import contact_nurture_panel
-from scoring.selectors import account_score, contact_score_panel
+from scoring.selectors import account_score, account_score_explained, contact_score_panel
 
 from . import importing, selectors, services
 from .decorators import role_required
@@ -87,13 +87,15 @@ def account_list(request):
 def account_detail(request, pk: int):
     account = get_object_or_404(Account.objects.select_related("owner"), pk=pk)
     contacts = account.contacts.select_related("score").order_by("last_name", "first_name")[:200]
+    score = account_score(account)
     return render(
         request,
         "leads/account_detail.html",
         {
             "account": account,
             "contacts": contacts,
-            "account_score": account_score(account),
+            "account_score": score,
+            "explained": account_score_explained(account, score),
         },
     )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
+from dataclasses import replace
 from datetime import date
 from decimal import Decimal
 
@@ -396,6 +397,31 @@ def contact_score_panel(contact: Contact) -> dict:
 
 def account_score(account) -> AccountScore | None:
     return AccountScore.objects.filter(account=account).select_related("version").first()
+
+
+def account_fit_rules(rules: RuleSet) -> RuleSet:
+    """The rules an account's own fit is scored with: the fit rules on account fields."""
+    account_rules = tuple(rule for rule in rules.fit_rules if rule.field.startswith("account."))
+    return replace(rules, fit_rules=account_rules, engagement_rules=(), levels=())
+
+
+def account_profile(account) -> dict:
+    """The fields an account's fit rules read (as the rollups do: scoring.services.accounts_rescore)."""
+    return {f"account.{name}": getattr(account, name) for name in PROFILE_ACCOUNT_FIELDS}
+
+
+def account_score_explained(account, score: AccountScore | None, *, contacts: int = 5) -> dict | None:
+    """Why the account scores what it does: its fit rules' contributions (the engine's, from
+    its fields now, with the cap line if any) and its most engaged contacts."""
+    if score is None:
+        return None
+    fit = evaluate(account_fit_rules(ruleset_for(score.version)), account_profile(account), {}, timezone.localdate())
+    engaged = (
+        ContactScore.objects.filter(contact__account=account, engagement__gt=0)
+        .select_related("contact")
+        .order_by("-engagement", "contact_id")[:contacts]
+    )
+    return {"fit": fit.contributions, "fit_total": fit.fit, "engaged": list(engaged)}
 
 
 def run_new_mqls(run: RescoreRun) -> int:

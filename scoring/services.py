@@ -39,7 +39,14 @@ from .models import (
     RescoreRun,
     ScoreChange,
 )
-from .selectors import active_version, contacts_may_qualify, engagement_for, ruleset_for, scoring_profiles
+from .selectors import (
+    account_fit_rules,
+    active_version,
+    contacts_may_qualify,
+    engagement_for,
+    ruleset_for,
+    scoring_profiles,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -690,9 +697,7 @@ def accounts_rescore(*, account_ids: Iterable[int], version: ModelVersion) -> No
     ids = list(account_ids)
     if not ids:
         return
-    rules = ruleset_for(version)
-    account_rules = tuple(r for r in rules.fit_rules if r.field.startswith("account."))
-    account_only = type(rules)(**{**rules.__dict__, "fit_rules": account_rules, "engagement_rules": (), "levels": ()})
+    account_only = account_fit_rules(ruleset_for(version))
     # Each account's profile with its contacts' scores summed, in one query.
     accounts = (
         Account.objects.filter(id__in=ids)

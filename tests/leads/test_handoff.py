@@ -252,6 +252,32 @@ class TestQueuePage:
             r["contact"] for r in rep_client.get(reverse("leads:queue"), {"country": "germany"}).context["rows"]
         } == {mine, unassigned}
 
+    def test_the_queue_has_views_for_my_leads_and_unassigned_ones(self, rep_client, rep, other_rep):
+        rep.first_name, rep.last_name = "Rita", "Rep"
+        rep.save()
+        mine = make_mql(owner=rep)
+        make_mql(owner=other_rep)
+        unassigned = make_mql()
+
+        response = rep_client.get(reverse("leads:queue"))
+        views = {view["label"]: view for view in response.context["views"]}
+        assert list(views) == ["All leads", "My leads", "Unassigned"]
+        assert views["All leads"]["active"]
+        mine_page = rep_client.get(f"{reverse('leads:queue')}?{views['My leads']['query']}")
+        assert [row["contact"] for row in mine_page.context["rows"]] == [mine]
+        assert [v["label"] for v in mine_page.context["views"] if v["active"]] == ["My leads"]
+        unassigned_page = rep_client.get(f"{reverse('leads:queue')}?{views['Unassigned']['query']}")
+        assert [row["contact"] for row in unassigned_page.context["rows"]] == [unassigned]
+        # The owner is named as on the lead page: full name, else username.
+        html = response.content.decode()
+        assert "Rita Rep" in html and ">rep2<" in html
+
+    def test_a_manager_without_leads_of_their_own_sees_no_my_leads_view(self, client):
+        manager = UserFactory(username="boss", roles=[MANAGER])
+        client.force_login(manager)
+        views = client.get(reverse("leads:queue")).context["views"]
+        assert [view["label"] for view in views] == ["All leads", "Unassigned"]
+
     def test_accepting_from_the_queue_with_htmx_swaps_the_row(self, rep_client, rep):
         contact = make_mql()
 

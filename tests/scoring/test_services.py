@@ -175,6 +175,28 @@ def test_the_account_score_rolls_up_its_contacts_engagement(django_capture_on_co
     assert account_score.fit == 22  # industry 12 + size 10: only account fields count for accounts
 
 
+def test_the_account_page_explains_the_account_score(rep_client):
+    from django.urls import reverse
+
+    first = _executive("a@fit.example", first_name="Ada", last_name="Active")
+    second = _executive("b@fit.example", first_name="Bo", last_name="Browser")
+    _ingest(first, "demo_request", prefix="x")
+    _ingest(second, "page_view", prefix="y")
+    account_rollups_drain()
+
+    response = rep_client.get(reverse("leads:account_detail", args=[first.account_id]))
+
+    explained = response.context["explained"]
+    fit = [(part.rule, part.points) for part in explained["fit"]]
+    assert sum(points for _, points in fit) == response.context["account_score"].fit == 22
+    assert {rule for rule, _ in fit} == {"Ideal-profile industry", "Ideal company size (200–5,000)"}
+    first.score.refresh_from_db()
+    second.score.refresh_from_db()
+    assert [score.contact for score in explained["engaged"]] == [first, second]  # most engaged first
+    html = response.content.decode()
+    assert "Ada Active" in html and "Most engaged contacts" in html
+
+
 def test_beat_queues_an_account_rollup_whose_task_was_lost_again(settings, django_capture_on_commit_callbacks):
     contact = _executive()
     with django_capture_on_commit_callbacks(execute=False):
