@@ -18,6 +18,7 @@ from .models import (
     RescoreRequest,
     RescoreRun,
     ScoreChange,
+    ScoreChangeBatch,
     ScoringModel,
 )
 
@@ -156,6 +157,18 @@ class ScoreChangeAdmin(ReadOnlyAdmin):
     list_display = ["changed_at", "contact", "old_total", "new_total", "delta", "reason"]
     raw_id_fields = ["contact"]
     date_hierarchy = "changed_at"
+
+
+@admin.register(ScoreChangeBatch)
+class ScoreChangeBatchAdmin(ReadOnlyAdmin):
+    """A full rescore's score changes, one row per chunk and bucket of contacts."""
+
+    list_display = ["changed_at", "reason", "bucket", "change_count"]
+    date_hierarchy = "changed_at"
+
+    @admin.display(description="Changes")
+    def change_count(self, batch: ScoreChangeBatch) -> int:
+        return len(batch.contact_ids)
 
 
 @admin.register(MqlQualification)

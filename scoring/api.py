@@ -9,8 +9,8 @@ from rest_framework.views import APIView
 
 from leads.models import Contact
 
-from .models import ContactScore, ScoreChange
-from .selectors import scores_explain
+from .models import ContactScore
+from .selectors import score_history, scores_explain
 from .serializers import ContactScoreOutput, ScoreChangeOutput
 
 
@@ -35,4 +35,4 @@ class ContactScoreHistoryView(ListAPIView):
 
     def get_queryset(self):
         contact = get_object_or_404(Contact, pk=self.kwargs["contact_id"])
-        return ScoreChange.objects.filter(contact=contact).order_by("-changed_at", "-id")
+        return score_history(contact.pk)

@@ -302,6 +302,30 @@ class ScoreChange(models.Model):
         return f"{self.contact_id}: {self.old_total} → {self.new_total} ({self.reason})"
 
 
+class ScoreChangeBatch(models.Model):
+    """Score changes a full rescore's chunk recorded, as arrays in contact order (one element
+    per contact whose total changed): the history of a publish that changes half a million
+    totals, a few rows per chunk instead of a row per change, which cost more to write than
+    the scores themselves. PostgreSQL's set-based rescore only; a contact's history reads
+    these with its ScoreChange rows (selectors.score_history). A chunk writes one row per
+    BUCKET of contact ids it covers, so a contact's entries are found by its bucket."""
+
+    BUCKET = 1024
+
+    version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="+", db_constraint=False)
+    changed_at = models.DateTimeField()
+    reason = models.CharField(max_length=200)
+    bucket = models.BigIntegerField(db_index=True, help_text="contact id // BUCKET of every contact in the row")
+    contact_ids = ArrayField(models.BigIntegerField())
+    # Totals in tenths (exact), and the new fit grades as one letter per contact.
+    old_tenths = ArrayField(models.BigIntegerField())
+    new_tenths = ArrayField(models.BigIntegerField())
+    fit_grades = models.TextField()
+
+    def __str__(self) -> str:
+        return f"{len(self.contact_ids)} score changes ({self.reason})"
+
+
 class MqlQualification(models.Model):
     """A contact becoming an MQL: the score snapshot and the rules that fired, for the queue."""
 

@@ -34,6 +34,8 @@ from .models import (
     MqlQualification,
     PendingEngagement,
     RescoreRun,
+    ScoreChange,
+    ScoreChangeBatch,
     ScoringModel,
 )
 
@@ -391,8 +393,7 @@ def contact_score_panel(contact: Contact) -> dict:
     """What the contact page shows of scoring: the score, its explanation and history."""
     score = ContactScore.objects.filter(contact=contact).select_related("version__scoring_model").first()
     scores_explain([score])
-    changes = list(contact.score_changes.order_by("-changed_at", "-id")[:200])
-    return {"score": score, "score_changes": changes}
+    return {"score": score, "score_changes": score_history(contact.pk, limit=200)}
 
 
 def account_score(account) -> AccountScore | None:
@@ -427,3 +428,40 @@ def account_score_explained(account, score: AccountScore | None, *, contacts: in
 def run_new_mqls(run: RescoreRun) -> int:
     """How many leads this full rescore made MQLs (and handed to sales)."""
     return MqlQualification.objects.filter(run=run).count()
+
+
+def score_history(contact_id: int, *, limit: int | None = None) -> list[ScoreChange]:
+    """The contact's score changes, newest first: its ScoreChange rows and its entries in the
+    full rescores' batches (ScoreChangeBatch), as ScoreChange instances (those from a batch
+    are not saved)."""
+    rows = ScoreChange.objects.filter(contact_id=contact_id).order_by("-changed_at", "-id")
+    changes = list(rows[:limit] if limit else rows)
+    if connection.vendor == "postgresql":
+        changes += _batched_changes(contact_id, limit)
+        changes.sort(key=lambda change: (change.changed_at, change.pk or 0), reverse=True)
+    return changes[:limit] if limit else changes
+
+
+def _batched_changes(contact_id: int, limit: int | None) -> list[ScoreChange]:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""SELECT b.version_id, b.changed_at, b.reason, b.old_tenths[i], b.new_tenths[i],
+                    substr(b.fit_grades, i, 1)
+                FROM {ScoreChangeBatch._meta.db_table} b CROSS JOIN LATERAL array_position(b.contact_ids, %s) AS i
+                WHERE b.bucket = %s AND i IS NOT NULL ORDER BY b.changed_at DESC, b.id DESC
+                {"LIMIT %s" if limit else ""}""",
+            [contact_id, contact_id // ScoreChangeBatch.BUCKET] + ([limit] if limit else []),
+        )
+        return [
+            ScoreChange(
+                contact_id=contact_id,
+                version_id=version_id,
+                changed_at=changed_at,
+                reason=reason,
+                old_total=Decimal(old).scaleb(-1),
+                new_total=Decimal(new).scaleb(-1),
+                delta=Decimal(new - old).scaleb(-1),
+                fit_grade=fit_grade,
+            )
+            for version_id, changed_at, reason, old, new, fit_grade in cursor.fetchall()
+        ]

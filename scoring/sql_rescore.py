@@ -40,7 +40,7 @@ from django.db import connection
 from leads.models import Account, Contact, LifecycleStage
 
 from .engine import RuleSet, Tally, decay_weight, fit_test
-from .models import ContactScore, DailyEngagement, EngagementSums, Matcher, ScoreChange
+from .models import ContactScore, DailyEngagement, EngagementSums, Matcher, ScoreChangeBatch
 from .selectors import PROFILE_ACCOUNT_FIELDS, PROFILE_CONTACT_FIELDS
 
 EMAIL_OPERATORS = ("free_mail", "domain_in")
@@ -575,7 +575,8 @@ def scores_write(
     from .services import QUALIFYING_STAGES
 
     score = ContactScore._meta.db_table
-    contact, change = Contact._meta.db_table, ScoreChange._meta.db_table
+    # The history as arrays per bucket of contacts (ScoreChangeBatch), not a row per change.
+    contact, change = Contact._meta.db_table, ScoreChangeBatch._meta.db_table
     with connection.cursor() as cursor:
         # Only rows that differ; a row whose score is unchanged gets at most its new as_of (its
         # numbers and version are already these). A plain UPDATE joined on the batch's range,
@@ -606,13 +607,14 @@ def scores_write(
                         IS DISTINCT FROM (n.total, n.fit_grade, n.mql_level)
             ), history AS (
                 INSERT INTO {change}
-                    (contact_id, version_id, changed_at, old_total, new_total, delta, fit_grade, reason)
-                SELECT contact_id, %s, %s, coalesce(old_total, 0), total, total - coalesce(old_total, 0),
-                    fit_grade, %s
-                FROM n WHERE old_total IS NULL OR old_total <> total ORDER BY contact_id
-                RETURNING 1
+                    (version_id, changed_at, reason, bucket, contact_ids, old_tenths, new_tenths, fit_grades)
+                SELECT %s, %s, %s, contact_id / {ScoreChangeBatch.BUCKET}, array_agg(contact_id ORDER BY contact_id),
+                    array_agg((coalesce(old_total, 0) * 10)::bigint ORDER BY contact_id),
+                    array_agg((total * 10)::bigint ORDER BY contact_id), string_agg(fit_grade, '' ORDER BY contact_id)
+                FROM n WHERE old_total IS NULL OR old_total <> total GROUP BY contact_id / {ScoreChangeBatch.BUCKET}
+                RETURNING cardinality(contact_ids) AS changes
             )
-            SELECT (SELECT count(*) FROM history),
+            SELECT (SELECT coalesce(sum(changes), 0) FROM history),
                    ARRAY(SELECT contact_id FROM n WHERE mql_level <> '' AND lifecycle_stage = ANY(%s)
                          ORDER BY contact_id)""",
             [

@@ -20,7 +20,7 @@ from config.benchmarks import start_workers, stop_workers
 from leads.models import ActivityType
 from leads.services import IngestEvent, activities_ingest
 from scoring.models import ContactScore, RescoreRun
-from scoring.selectors import active_version
+from scoring.selectors import active_version, run_new_mqls
 from scoring.services import engagement_rebuild
 from scoring.versions import draft_get_or_create, version_publish
 
@@ -195,6 +195,16 @@ class Command(BaseCommand):
         run = version_publish(draft=draft)
         while not RescoreRun.objects.filter(pk=run.pk, finished_at__isnull=False).exists():
             time.sleep(0.1)
+        if not initial:  # which way it went: the figures of a raise and a lowering differ
+            run.refresh_from_db()
+            points = [rules.values_list("points", flat=True).first() for rules in (executive, clicks)]
+            self.rows.append(
+                (
+                    "the rule change: executive seniority and email click points now",
+                    f"{points[0]}, {points[1]}; {run.changed_contacts:,} totals changed, "
+                    f"{run_new_mqls(run):,} new MQLs",
+                )
+            )
 
     def _reference(self):
         version = active_version()
