@@ -101,6 +101,8 @@ TEMPLATES = [
                 "django.contrib.messages.context_processors.messages",
                 "leads.context_processors.roles",
             ],
+            # `|person` names people the same way on every page (full name, else username).
+            "builtins": ["leads.templatetags.people"],
         },
     },
 ]

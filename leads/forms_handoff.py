@@ -1,6 +1,7 @@
 from django import forms
 
 from .models import LeadFeedback, Outcome, RejectReason
+from .templatetags.people import person
 
 REP_REASONS = [(value, label) for value, label in RejectReason.choices if value != RejectReason.SLA_EXPIRED]
 
@@ -31,6 +32,7 @@ class ReassignForm(forms.Form):
 
         super().__init__(*args, **kwargs)
         self.fields["rep"].queryset = sales_reps()
+        self.fields["rep"].label_from_instance = person  # names as on every other page
 
 
 class OutcomeForm(forms.Form):

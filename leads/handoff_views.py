@@ -12,6 +12,7 @@ from .forms_handoff import FeedbackForm, OutcomeForm, ReassignForm, RejectForm
 from .models import Contact
 from .queue import QueueFilter, mql_queue, queue_page, queue_views, sla_state, top_reasons
 from .roles import SALES
+from .templatetags.people import person
 
 
 def queue_row(contact: Contact, user, *, notice: str = "", error: str = "") -> dict:
@@ -81,7 +82,7 @@ def _perform(request, contact: Contact, action: str) -> str:
         if not form.is_valid():
             raise handoff.HandoffError("Choose the rep to reassign the lead to.")
         handoff.lead_reassign(contact_id=contact.pk, user=request.user, rep=form.cleaned_data["rep"])
-        return f"Reassigned to {form.cleaned_data['rep'].get_username()}."
+        return f"Reassigned to {person(form.cleaned_data['rep'])}."
     if action == "outcome":
         form = OutcomeForm(request.POST)
         if not form.is_valid():

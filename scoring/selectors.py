@@ -413,12 +413,14 @@ def account_profile(account) -> dict:
 
 def account_score_explained(account, score: AccountScore | None, *, contacts: int = 5) -> dict | None:
     """Why the account scores what it does: its fit rules' contributions (the engine's, from
-    its fields now, with the cap line if any) and its most engaged contacts."""
+    its fields now, with the cap line if any) and the contacts whose engagement it sums, most
+    engaged first (negative signals count too, so they are listed)."""
     if score is None:
         return None
     fit = evaluate(account_fit_rules(ruleset_for(score.version)), account_profile(account), {}, timezone.localdate())
     engaged = (
-        ContactScore.objects.filter(contact__account=account, engagement__gt=0)
+        ContactScore.objects.filter(contact__account=account)
+        .exclude(engagement=0)
         .select_related("contact")
         .order_by("-engagement", "contact_id")[:contacts]
     )

@@ -194,7 +194,7 @@ def test_the_account_page_explains_the_account_score(rep_client):
     second.score.refresh_from_db()
     assert [score.contact for score in explained["engaged"]] == [first, second]  # most engaged first
     html = response.content.decode()
-    assert "Ada Active" in html and "Most engaged contacts" in html
+    assert "Ada Active" in html and "Contacts by engagement" in html
 
 
 def test_beat_queues_an_account_rollup_whose_task_was_lost_again(settings, django_capture_on_commit_callbacks):
