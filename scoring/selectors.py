@@ -158,15 +158,21 @@ def scoring_profiles(contact_ids: Iterable[int]) -> dict[int, dict]:
 def _scoring_profiles_in_sql(contact_ids: list[int]) -> dict[int, dict]:
     """scoring_profiles in plain SQL (PostgreSQL): every ingest that scores reads one, and
     building the ORM query cost as much as running it."""
-    columns = [f"c.{name}" for name in PROFILE_CONTACT_FIELDS] + [f"a.{name}" for name in PROFILE_ACCOUNT_FIELDS]
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT c.id, c.email, c.attributes, c.account_id, {', '.join(columns)} "
-            f"FROM {Contact._meta.db_table} c LEFT JOIN {Account._meta.db_table} a ON a.id = c.account_id "
-            "WHERE c.id = ANY(%s)",
-            [contact_ids],
-        )
-        rows = cursor.fetchall()
+        cursor.execute(PROFILES_SQL, [contact_ids])
+        return profiles_from_rows(cursor.fetchall())
+
+
+# scoring_profiles's query on PostgreSQL (one parameter: the contact ids) and its rows' reader.
+PROFILES_SQL = (
+    "SELECT c.id, c.email, c.attributes, c.account_id, "
+    + ", ".join([f"c.{name}" for name in PROFILE_CONTACT_FIELDS] + [f"a.{name}" for name in PROFILE_ACCOUNT_FIELDS])
+    + f" FROM {Contact._meta.db_table} c LEFT JOIN {Account._meta.db_table} a ON a.id = c.account_id "
+    "WHERE c.id = ANY(%s)"
+)
+
+
+def profiles_from_rows(rows) -> dict[int, dict]:
     contact_count = len(PROFILE_CONTACT_FIELDS)
     profiles = {}
     for contact_id, email, attributes, account_id, *values in rows:
@@ -185,10 +191,8 @@ def engagement_for(
 ) -> dict[int, dict[str, dict[date, int]]]:
     """The daily aggregates the rules read: {contact id: {matcher key: {day: count}}}, with
     the counts not folded in yet unless `pending` is False (the caller has just folded)."""
-    engagement: dict[int, dict[str, dict[date, int]]] = defaultdict(lambda: defaultdict(dict))
     contact_ids = list(contact_ids)
-    for contact_id, key, day, count in _daily_rows(contact_ids, matcher_keys):
-        engagement[contact_id][key][day] = count
+    engagement = engagement_from_rows(_daily_rows(contact_ids, matcher_keys))
     if not pending:
         return engagement
     # Counts of recent ingests not folded in yet (see PendingEngagement).
@@ -196,6 +200,20 @@ def engagement_for(
     for contact_id, key, day, count in rows.values_list("contact_id", "matcher__key", "day", "count"):
         engagement[contact_id][key][day] = engagement[contact_id][key].get(day, 0) + count
     return engagement
+
+
+def engagement_from_rows(rows) -> dict[int, dict[str, dict[date, int]]]:
+    """{contact id: {matcher key: {day: count}}} from (contact id, matcher key, day, count) rows."""
+    engagement: dict[int, dict[str, dict[date, int]]] = defaultdict(lambda: defaultdict(dict))
+    for contact_id, key, day, count in rows:
+        engagement[contact_id][key][day] = count
+    return engagement
+
+
+# _daily_rows's query on PostgreSQL (parameters: the contact ids, the matcher keys).
+DAILY_ROWS_SQL = f"""SELECT i.id, m.key, d.day, d.count FROM unnest(%s::bigint[]) AS i(id)
+    CROSS JOIN LATERAL (SELECT * FROM {DailyEngagement._meta.db_table} d WHERE d.contact_id = i.id OFFSET 0) d
+    JOIN {Matcher._meta.db_table} m ON m.id = d.matcher_id AND m.key = ANY(%s)"""
 
 
 def _daily_rows(contact_ids: list[int], matcher_keys: set[str]) -> Iterable[tuple[int, str, date, int]]:
@@ -206,14 +224,7 @@ def _daily_rows(contact_ids: list[int], matcher_keys: set[str]) -> Iterable[tupl
         rows = DailyEngagement.objects.filter(contact_id__in=contact_ids, matcher__key__in=matcher_keys)
         return rows.values_list("contact_id", "matcher__key", "day", "count")
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"""SELECT i.id, m.key, d.day, d.count FROM unnest(%s::bigint[]) AS i(id)
-                CROSS JOIN LATERAL (
-                    SELECT * FROM {DailyEngagement._meta.db_table} d WHERE d.contact_id = i.id OFFSET 0
-                ) d
-                JOIN {Matcher._meta.db_table} m ON m.id = d.matcher_id AND m.key = ANY(%s)""",
-            [contact_ids, sorted(matcher_keys)],
-        )
+        cursor.execute(DAILY_ROWS_SQL, [contact_ids, sorted(matcher_keys)])
         return cursor.fetchall()
 
 

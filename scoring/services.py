@@ -40,10 +40,14 @@ from .models import (
     ScoreChange,
 )
 from .selectors import (
+    DAILY_ROWS_SQL,
+    PROFILES_SQL,
     account_fit_rules,
     active_version,
     contacts_may_qualify,
     engagement_for,
+    engagement_from_rows,
+    profiles_from_rows,
     ruleset_for,
     scoring_profiles,
 )
@@ -91,15 +95,13 @@ def engagement_record(*, activities: Sequence[Activity]) -> None:
     if not activities:
         return
     type_ids = {a.type_id for a in activities}
-    _lock_matcher_list_shared()
-    matchers = _matchers_of_types(type_ids)
+    matchers = _matchers_after_list_lock(type_ids)
     # Every type counts under its plain matcher; a type's first activity creates it.
     missing = type_ids - {m.activity_type_id for m in matchers if not m.property_name}
     if missing:
         for activity_type in ActivityType.objects.filter(id__in=missing):
             matcher_for_type(activity_type)
         matchers = _matchers_of_types(type_ids)
-    _lock_shared(matchers)
     by_type = defaultdict(list)
     for matcher in matchers:
         by_type[matcher.activity_type_id].append(matcher)
@@ -112,7 +114,24 @@ def engagement_record(*, activities: Sequence[Activity]) -> None:
             ):
                 continue
             counts[(activity.contact_id, matcher.pk, day)] += 1
-    _insert_pending(counts)
+    _insert_pending(counts, locking=matchers)
+
+
+def _matchers_after_list_lock(type_ids: set[int]) -> list[Matcher]:
+    """_lock_matcher_list_shared, then the matchers of these activity types; on PostgreSQL in
+    one round trip (two statements: the read's snapshot is taken after the lock)."""
+    if connection.vendor != "postgresql":
+        _lock_matcher_list_shared()
+        return _matchers_of_types(type_ids)
+    names = [field.attname for field in Matcher._meta.concrete_fields]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT pg_advisory_xact_lock_shared(%s, 0); "
+            f"SELECT {', '.join(names)} FROM {Matcher._meta.db_table} WHERE activity_type_id = ANY(%s)",
+            [MATCHER_LOCKS, sorted(type_ids)],
+        )
+        cursor.nextset()
+        return [Matcher.from_db(connection.alias, names, row) for row in cursor.fetchall()]
 
 
 def _matchers_of_types(type_ids: set[int]) -> list[Matcher]:
@@ -122,8 +141,11 @@ def _matchers_of_types(type_ids: set[int]) -> list[Matcher]:
     )
 
 
-def _insert_pending(counts: dict[tuple[int, int, date], int]) -> None:
+def _insert_pending(counts: dict[tuple[int, int, date], int], *, locking: list[Matcher]) -> None:
+    """Share-lock the `locking` matchers (_lock_shared), then insert the counts; on PostgreSQL
+    in one round trip."""
     if connection.vendor != "postgresql":
+        _lock_shared(locking)
         PendingEngagement.objects.bulk_create(
             [PendingEngagement(contact_id=c, matcher_id=m, day=d, count=n) for (c, m, d), n in counts.items()],
             batch_size=1000,
@@ -132,9 +154,17 @@ def _insert_pending(counts: dict[tuple[int, int, date], int]) -> None:
     keys = list(counts)
     with connection.cursor() as cursor:  # what bulk_create does, without a model instance per row
         cursor.execute(
+            "SELECT pg_advisory_xact_lock_shared(%s, id) FROM unnest(%s::int[]) AS id ORDER BY id; "
             f"INSERT INTO {PendingEngagement._meta.db_table} (contact_id, matcher_id, day, count) "
             f"SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::date[], %s::int[])",
-            [[k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys], [counts[k] for k in keys]],
+            [
+                MATCHER_LOCKS,
+                sorted(matcher.pk for matcher in locking),
+                [k[0] for k in keys],
+                [k[1] for k in keys],
+                [k[2] for k in keys],
+                [counts[k] for k in keys],
+            ],
         )
 
 
@@ -143,22 +173,11 @@ def engagement_fold(*, contact_ids: list[int]) -> None:
     sums of those whose aggregates change. The caller holds the contacts' locks (every
     rescore does), so two folds of one contact never interleave; ingests only insert new
     pending rows and never wait here."""
-    daily, pending = DailyEngagement._meta.db_table, PendingEngagement._meta.db_table
     if not contact_ids:
         return
     if connection.vendor == "postgresql":
-        # A full rescore's chunk is an id range: one range scan of the (nearly empty) index.
-        batch = sql_rescore.batch_sql("contact_id", sorted(contact_ids))
         with connection.cursor() as cursor:
-            cursor.execute(
-                f"WITH moved AS (DELETE FROM {pending} WHERE {batch} "
-                f"RETURNING contact_id, matcher_id, day, count), "
-                f"stale AS (DELETE FROM {EngagementSums._meta.db_table} "
-                f"WHERE contact_id IN (SELECT contact_id FROM moved)) "
-                f"INSERT INTO {daily} (contact_id, matcher_id, day, count) "
-                f"SELECT contact_id, matcher_id, day, sum(count) FROM moved GROUP BY 1, 2, 3 ORDER BY 1, 2, 3 "
-                f"ON CONFLICT (contact_id, matcher_id, day) DO UPDATE SET count = {daily}.count + excluded.count"
-            )
+            cursor.execute(_fold_sql(contact_ids))
         return
     rows = PendingEngagement.objects.filter(contact_id__in=contact_ids)
     counts: dict[tuple[int, int, date], int] = defaultdict(int)
@@ -167,6 +186,22 @@ def engagement_fold(*, contact_ids: list[int]) -> None:
     rows.delete()
     EngagementSums.objects.filter(contact_id__in={contact_id for contact_id, _, _ in counts}).delete()
     _add_counts(counts)
+
+
+def _fold_sql(contact_ids: list[int]) -> str:
+    """engagement_fold's statement on PostgreSQL (the ids written in, through batch_sql: a full
+    rescore's chunk is an id range, one range scan of the nearly empty index)."""
+    daily, pending = DailyEngagement._meta.db_table, PendingEngagement._meta.db_table
+    batch = sql_rescore.batch_sql("contact_id", sorted(contact_ids))
+    return (
+        f"WITH moved AS (DELETE FROM {pending} WHERE {batch} "
+        f"RETURNING contact_id, matcher_id, day, count), "
+        f"stale AS (DELETE FROM {EngagementSums._meta.db_table} "
+        f"WHERE contact_id IN (SELECT contact_id FROM moved)) "
+        f"INSERT INTO {daily} (contact_id, matcher_id, day, count) "
+        f"SELECT contact_id, matcher_id, day, sum(count) FROM moved GROUP BY 1, 2, 3 ORDER BY 1, 2, 3 "
+        f"ON CONFLICT (contact_id, matcher_id, day) DO UPDATE SET count = {daily}.count + excluded.count"
+    )
 
 
 # Advisory-lock namespace for matchers (the second key is the matcher id).
@@ -347,12 +382,9 @@ def contacts_rescore(
         # one committed later stays, for its own task (or the sweep).
         if clear_requests:
             RescoreRequest.objects.filter(contact_id__in=ids).delete()
-        engagement_fold(contact_ids=ids)
-        profiles = scoring_profiles(ids)
-        # Just folded, under the contacts' locks: pending counts committed since then come
-        # with rescore requests of their own, so they are not read here.
-        engagement = engagement_for(ids, rules.matcher_keys, pending=False)
-        stored = _stored_scores(ids)
+        # Folded under the contacts' locks: pending counts committed since then come with
+        # rescore requests of their own, so they are not read here.
+        profiles, engagement, stored = _rescore_inputs(ids, rules.matcher_keys)
         writes = _ScoreWrites(version=version, as_of=as_of, now=timezone.now(), reason=reason)
         reaching = {}
         for contact_id, profile in profiles.items():
@@ -390,6 +422,30 @@ def _contacts_lock(ids: list[int]) -> None:
 
 
 STORED_SCORE_FIELDS = [field.attname for field in ContactScore._meta.concrete_fields]
+
+
+def _rescore_inputs(ids: list[int], matcher_keys: set[str]) -> tuple[dict, dict, dict[int, ContactScore]]:
+    """Fold the contacts' pending counts, then read their profiles, daily aggregates and
+    stored scores. On PostgreSQL the four statements travel in one round trip (they take
+    their parameters client-side, and each sees the one before: the reads see the fold)."""
+    if connection.vendor != "postgresql":
+        engagement_fold(contact_ids=ids)
+        return scoring_profiles(ids), engagement_for(ids, matcher_keys, pending=False), _stored_scores(ids)
+    stored_sql = (
+        f"SELECT {', '.join(STORED_SCORE_FIELDS)} FROM {ContactScore._meta.db_table} WHERE contact_id = ANY(%s)"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "; ".join([_fold_sql(ids), PROFILES_SQL, DAILY_ROWS_SQL, stored_sql]),
+            [ids, ids, sorted(matcher_keys), ids],
+        )
+        cursor.nextset()  # past the fold's
+        profiles = profiles_from_rows(cursor.fetchall())
+        cursor.nextset()
+        engagement = engagement_from_rows(cursor.fetchall())
+        cursor.nextset()
+        stored = {row[0]: ContactScore.from_db(connection.alias, STORED_SCORE_FIELDS, row) for row in cursor.fetchall()}
+    return profiles, engagement, stored
 
 
 def _stored_scores(ids: list[int]) -> dict[int, ContactScore]:
