@@ -502,10 +502,12 @@ def _contacts_rescore_in_sql(
 
 
 def _rule_change(rules, run: RescoreRun | None, version: ModelVersion) -> sql_rescore.RuleChange | None:
-    """What the run's rules change against the version its contacts were scored with before:
-    the version a publish replaced, else the run's own (a refresh, a manual rescore)."""
-    base = run.base_version if run is not None and run.base_version_id else version
-    return sql_rescore.rule_change(rules, ruleset_for(base))
+    """What a publish's rules change against the version it replaced, which its contacts were
+    scored with. None for any other run (a refresh, a manual rescore): those evaluate every
+    rule, which is how a score that missed a change of its inputs gets repaired."""
+    if run is None or not run.base_version_id:
+        return None
+    return sql_rescore.rule_change(rules, ruleset_for(run.base_version))
 
 
 class _ScoreWrites:

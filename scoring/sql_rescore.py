@@ -40,7 +40,7 @@ from django.db import connection
 from leads.models import Account, Contact, LifecycleStage
 
 from .engine import RuleSet, Tally, decay_weight, fit_test
-from .models import ContactScore, DailyEngagement, EngagementSums, Matcher, ScoreChangeBatch
+from .models import ContactScore, DailyEngagement, EngagementSums, Matcher, RescoreRequest, ScoreChangeBatch
 from .selectors import PROFILE_ACCOUNT_FIELDS, PROFILE_CONTACT_FIELDS
 
 EMAIL_OPERATORS = ("free_mail", "domain_in")
@@ -191,17 +191,27 @@ def _profile_create(
         stale = "(s.contact_id IS NULL OR s.as_of <> %s::date OR s.signature <> %s)"
         inner_params += [as_of, layout.signature]
     delta, stored = "false", "NULL::int AS o_fit, NULL::bigint AS o_engagement"
+    account_reads = [item for item in fields if re.search(r"\ba\.", item.key + item.value)]
     if change is not None:
         joins += (
             f" LEFT JOIN {ContactScore._meta.db_table} o ON o.contact_id = c.id AND {batch_sql('o.contact_id', ids)}"
+            f" LEFT JOIN {RescoreRequest._meta.db_table} r ON r.contact_id = c.id AND {batch_sql('r.contact_id', ids)}"
         )
+        # The stored sums must still be those of the contact's profile: nothing changed on the
+        # contact (or its account, when a rule reads it) since, and no rescore is pending.
+        fresh = "c.updated_at <= o.computed_at AND r.contact_id IS NULL"
+        if account_reads:
+            joins += (
+                f" LEFT JOIN LATERAL (SELECT updated_at FROM {Account._meta.db_table} a0 "
+                "WHERE a0.id = c.account_id OFFSET 0) a0 ON true"
+            )
+            fresh += " AND (a0.updated_at IS NULL OR a0.updated_at <= o.computed_at)"
         delta = (
             f"(o.version_id = {int(change.base_version_id)} AND o.as_of = %s::date AND o.fit_uncapped IS NOT NULL "
-            f"AND o.engagement_uncapped_tenths IS NOT NULL AND NOT {stale})"
+            f"AND o.engagement_uncapped_tenths IS NOT NULL AND {fresh} AND NOT {stale})"
         )
         inner_params += [as_of] + ([as_of, layout.signature] if layout.specs else [])
         stored = "o.fit_uncapped AS o_fit, o.engagement_uncapped_tenths AS o_engagement"
-    account_reads = [item for item in fields if re.search(r"\ba\.", item.key + item.value)]
     account = ""
     if account_reads:
         # Only for the contacts evaluated in full, unless a changed rule reads the account.

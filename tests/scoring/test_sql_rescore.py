@@ -31,6 +31,7 @@ from scoring.models import (
     ModelVersion,
     MqlLevel,
     MqlQualification,
+    RescoreRequest,
     RescoreRun,
     ScoringModel,
 )
@@ -281,6 +282,47 @@ def test_a_publish_adjusts_stored_scores_by_the_changed_rules_only():
     # A score stored under another version than the one replaced is evaluated in full.
     _publish_run(active, replaced=active, ids=ids, as_of=AS_OF)
     assert ContactScore.objects.get(pk=ids[0]).fit == Decimal("30")
+
+
+@pytest.mark.django_db
+def test_a_publish_evaluates_in_full_a_score_whose_inputs_changed_since():
+    engagement = [("email_click", 5, None, "none", 0)]
+    fit = [("account.employee_count", "between", [100, None], 30), ("contact.job_title", "contains", "vp", 20)]
+    person = {"email_domain": "acme.example", "job_title": "VP Sales", "country": "", "employee_count": 500}
+    ids = [_contact({**person, "attributes": {}, "days": [("email_click", 1, 1)]}) for _ in range(3)]
+    active = _version(fit, engagement, (60, 100), [])
+    _publish_run(active, replaced=active, ids=ids, as_of=AS_OF)
+    assert [s.fit for s in ContactScore.objects.filter(pk__in=ids).order_by("pk")] == [50, 50, 50]
+    # After scoring: one contact's account shrinks, another's title changes (its rescore is
+    # pending), the third is untouched. Neither change rescored them yet.
+    moved, retitled, untouched = Contact.objects.filter(pk__in=ids).order_by("pk")
+    moved.account.employee_count = 20
+    moved.account.save()
+    Contact.objects.filter(pk=retitled.pk).update(job_title="Analyst")
+    RescoreRequest.objects.create(contact_id=retitled.pk, reason="profile edit", requested_at=timezone.now())
+    clicks_doubled = _version(fit, [("email_click", 10, None, "none", 0)], (60, 100), [])
+
+    _publish_run(clicks_doubled, replaced=active, ids=ids, as_of=AS_OF)
+
+    scores = {s.contact_id: s for s in ContactScore.objects.filter(pk__in=ids)}
+    assert [scores[c.pk].fit for c in (moved, retitled, untouched)] == [20, 30, 50]
+    assert {scores[c].engagement for c in ids} == {Decimal("10.0")}
+
+
+@pytest.mark.django_db
+def test_a_manual_rescore_evaluates_every_rule_again():
+    version = _version([("contact.job_title", "contains", "vp", 20)], [], (60, 100), [])
+    person = {"email_domain": "acme.example", "job_title": "VP Sales", "country": "", "employee_count": 10}
+    ids = [_contact({**person, "attributes": {}, "days": []})]
+    _publish_run(version, replaced=version, ids=ids, as_of=AS_OF)
+    ContactScore.objects.filter(pk=ids[0]).update(fit_uncapped=99, fit=Decimal("60"))  # wrong, behind its back
+
+    run = rescore_run_start(
+        version=version, reason=RescoreRun.Reason.MANUAL, contacts=Contact.objects.filter(pk__in=ids), as_of=AS_OF
+    )
+    rescore_run_to_end(run=run)
+
+    assert (ContactScore.objects.get(pk=ids[0]).fit_uncapped, ContactScore.objects.get(pk=ids[0]).fit) == (20, 20)
 
 
 @pytest.mark.django_db
