@@ -435,7 +435,7 @@ def account_score_explained(account, score: AccountScore | None, *, contacts: in
         .select_related("contact")
         .order_by("-engagement", "contact_id")[:contacts]
     )
-    return {"fit": fit.contributions, "fit_total": fit.fit, "engaged": list(engaged)}
+    return {"fit": fit.contributions, "engaged": list(engaged)}
 
 
 def run_new_mqls(run: RescoreRun) -> int:

@@ -412,7 +412,7 @@ def _contacts_lock(ids: list[int]) -> None:
     if connection.vendor != "postgresql":
         list(Contact.objects.select_for_update(no_key=True).filter(id__in=ids).order_by("id").values_list("id"))
         return
-    # Plain SQL on PostgreSQL, here and in _stored_scores and _ScoreWrites.save: an ingest
+    # Plain SQL on PostgreSQL, here and in _rescore_inputs and _ScoreWrites.save: an ingest
     # that scores runs these for one contact, where building the ORM's query took longer than
     # running it.
     with connection.cursor() as cursor:
@@ -430,7 +430,8 @@ def _rescore_inputs(ids: list[int], matcher_keys: set[str]) -> tuple[dict, dict,
     their parameters client-side, and each sees the one before: the reads see the fold)."""
     if connection.vendor != "postgresql":
         engagement_fold(contact_ids=ids)
-        return scoring_profiles(ids), engagement_for(ids, matcher_keys, pending=False), _stored_scores(ids)
+        stored = ContactScore.objects.in_bulk(ids)
+        return scoring_profiles(ids), engagement_for(ids, matcher_keys, pending=False), stored
     stored_sql = (
         f"SELECT {', '.join(STORED_SCORE_FIELDS)} FROM {ContactScore._meta.db_table} WHERE contact_id = ANY(%s)"
     )
@@ -446,18 +447,6 @@ def _rescore_inputs(ids: list[int], matcher_keys: set[str]) -> tuple[dict, dict,
         cursor.nextset()
         stored = {row[0]: ContactScore.from_db(connection.alias, STORED_SCORE_FIELDS, row) for row in cursor.fetchall()}
     return profiles, engagement, stored
-
-
-def _stored_scores(ids: list[int]) -> dict[int, ContactScore]:
-    if connection.vendor != "postgresql":
-        return ContactScore.objects.in_bulk(ids)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT {', '.join(STORED_SCORE_FIELDS)} FROM {ContactScore._meta.db_table} WHERE contact_id = ANY(%s)",
-            [ids],
-        )
-        rows = cursor.fetchall()
-    return {row[0]: ContactScore.from_db(connection.alias, STORED_SCORE_FIELDS, row) for row in rows}
 
 
 def _contacts_rescore_in_sql(

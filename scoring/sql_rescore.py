@@ -149,19 +149,18 @@ def rule_change(rules: RuleSet, base: RuleSet | None) -> RuleChange | None:
 
 def _multiset_difference(new, old, identity) -> tuple[tuple, tuple]:
     """(rules of `new` not matched by an identical rule of `old`, and the other way round)."""
-    unmatched = Counter(identity(rule) for rule in old)
-    added = []
-    for rule in new:
-        if unmatched[identity(rule)]:
-            unmatched[identity(rule)] -= 1
-        else:
-            added.append(rule)
-    removed, left = [], Counter(unmatched)
-    for rule in old:
-        if left[identity(rule)]:
-            left[identity(rule)] -= 1
-            removed.append(rule)
-    return tuple(added), tuple(removed)
+    new_counts, old_counts = Counter(map(identity, new)), Counter(map(identity, old))
+    return _unmatched(new, new_counts - old_counts, identity), _unmatched(old, old_counts - new_counts, identity)
+
+
+def _unmatched(rules, surplus: Counter, identity) -> tuple:
+    """The rules whose identity `surplus` counts, as many of each as it counts."""
+    kept = []
+    for rule in rules:
+        if surplus[identity(rule)] > 0:
+            surplus[identity(rule)] -= 1
+            kept.append(rule)
+    return tuple(kept)
 
 
 def _profile_create(
