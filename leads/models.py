@@ -57,7 +57,11 @@ class Account(models.Model):
 
     class Meta:
         ordering = ["name"]
-        indexes = [models.Index(Lower("name"), name="account_name_lower_idx")]
+        indexes = [
+            models.Index(Lower("name"), name="account_name_lower_idx"),
+            # A publish's rescore asks which accounts changed since its stored scores.
+            models.Index(fields=["updated_at"], name="account_updated_at_idx"),
+        ]
 
     def __str__(self) -> str:
         return self.name

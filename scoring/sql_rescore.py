@@ -200,11 +200,14 @@ def _profile_create(
         # contact (or its account, when a rule reads it) since, and no rescore is pending.
         fresh = "c.updated_at <= o.computed_at AND r.contact_id IS NULL"
         if account_reads:
-            joins += (
-                f" LEFT JOIN LATERAL (SELECT updated_at FROM {Account._meta.db_table} a0 "
-                "WHERE a0.id = c.account_id OFFSET 0) a0 ON true"
+            # Accounts edited since the batch's oldest stored score: few or none, found by an
+            # index, where probing every contact's account cost a chunk 8 ms. A contact of one
+            # of them is evaluated in full, even if its own score is newer: exact either way.
+            account, score = Account._meta.db_table, ContactScore._meta.db_table
+            fresh += (
+                f" AND NOT coalesce(c.account_id = ANY(ARRAY(SELECT a0.id FROM {account} a0 WHERE a0.updated_at > "
+                f"(SELECT min(o0.computed_at) FROM {score} o0 WHERE {batch_sql('o0.contact_id', ids)}))), false)"
             )
-            fresh += " AND (a0.updated_at IS NULL OR a0.updated_at <= o.computed_at)"
         delta = (
             f"(o.version_id = {int(change.base_version_id)} AND o.as_of = %s::date AND o.fit_uncapped IS NOT NULL "
             f"AND o.engagement_uncapped_tenths IS NOT NULL AND {fresh} AND NOT {stale})"
