@@ -5,19 +5,27 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('leads', '0010_queue_index_mqls_only'),
+        ("leads", "0010_queue_index_mqls_only"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='HandoffRequest',
+            name="HandoffRequest",
             fields=[
-                ('contact', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, primary_key=True, related_name='+', serialize=False, to='leads.contact')),
-                ('from_stage', models.CharField(blank=True, max_length=20)),
-                ('mql_at', models.DateTimeField()),
-                ('requested_at', models.DateTimeField(db_index=True)),
+                (
+                    "contact",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        primary_key=True,
+                        related_name="+",
+                        serialize=False,
+                        to="leads.contact",
+                    ),
+                ),
+                ("from_stage", models.CharField(blank=True, max_length=20)),
+                ("mql_at", models.DateTimeField()),
+                ("requested_at", models.DateTimeField(db_index=True)),
             ],
         ),
     ]

@@ -5,15 +5,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('leads', '0011_handoff_request'),
+        ("leads", "0011_handoff_request"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.AddIndex(
-            model_name='account',
-            index=models.Index(fields=['updated_at'], name='account_updated_at_idx'),
+            model_name="account",
+            index=models.Index(fields=["updated_at"], name="account_updated_at_idx"),
         ),
     ]

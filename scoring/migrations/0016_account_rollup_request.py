@@ -5,18 +5,26 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('leads', '0011_handoff_request'),
-        ('scoring', '0015_score_versions_unconstrained'),
+        ("leads", "0011_handoff_request"),
+        ("scoring", "0015_score_versions_unconstrained"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='AccountRollupRequest',
+            name="AccountRollupRequest",
             fields=[
-                ('account', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, primary_key=True, related_name='+', serialize=False, to='leads.account')),
-                ('requested_at', models.DateTimeField(db_index=True)),
+                (
+                    "account",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        primary_key=True,
+                        related_name="+",
+                        serialize=False,
+                        to="leads.account",
+                    ),
+                ),
+                ("requested_at", models.DateTimeField(db_index=True)),
             ],
         ),
     ]
