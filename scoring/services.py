@@ -916,9 +916,11 @@ def _id_ranges(contacts, size: int) -> list[tuple[int, int, int]]:
     computed by the database: a million ids need not travel to Python to be cut in chunks.
     It hops along the primary key: each chunk's last id is `size` - 1 entries after its first,
     the next chunk starts after it (numbering every id with a window function took 0.65 s at
-    a million contacts; hopping, 0.15 s)."""
+    a million contacts; hopping, 0.15 s). The last chunk, shorter than `size`, gets its end
+    and count in the same statement, so every chunk is cut from one snapshot."""
     inner, params = contacts.order_by().values("id").query.sql_with_params()
     after = "WHERE x.id > cut.last_id"
+    tail = f"FROM ({inner}) x WHERE x.id >= cut.first_id"
     with connection.cursor() as cursor:
         cursor.execute(
             f"""WITH RECURSIVE cut(first_id, last_id) AS (
@@ -929,16 +931,12 @@ def _id_ranges(contacts, size: int) -> list[tuple[int, int, int]]:
                        (SELECT id FROM ({inner}) x {after} ORDER BY id LIMIT 1 OFFSET %s)
                 FROM cut WHERE cut.last_id IS NOT NULL
             )
-            SELECT first_id, last_id FROM cut WHERE first_id IS NOT NULL ORDER BY first_id""",
-            [*params, *params, size - 1, *params, *params, size - 1],
+            SELECT first_id, coalesce(last_id, (SELECT max(id) {tail})),
+                   CASE WHEN last_id IS NULL THEN (SELECT count(*) {tail}) ELSE %s END
+            FROM cut WHERE first_id IS NOT NULL ORDER BY first_id""",
+            [*params, *params, size - 1, *params, *params, size - 1, *params, *params, size],
         )
-        cuts = cursor.fetchall()
-        if not cuts or cuts[-1][1] is not None:
-            return [(first, last, size) for first, last in cuts]
-        # The last chunk holds fewer than `size` contacts: its end and count are looked up.
-        cursor.execute(f"SELECT max(id), count(*) FROM ({inner}) x WHERE x.id >= %s", [*params, cuts[-1][0]])
-        last, count = cursor.fetchone()
-    return [(first, last_id, size) for first, last_id in cuts[:-1]] + [(cuts[-1][0], last, count)]
+        return [tuple(row) for row in cursor.fetchall()]
 
 
 def _claim_timeout() -> timedelta:

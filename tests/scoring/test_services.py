@@ -365,3 +365,12 @@ def test_a_run_cuts_the_contacts_in_chunks_of_consecutive_ids_and_counts_them(
         partial = rescore_run_start(version=active_version(), reason=RescoreRun.Reason.REFRESH, contacts=some)
     assert list(partial.chunks.values_list("first_contact_id", "last_contact_id")) == [(ids[1], ids[2])]
     assert partial.total_contacts == 2
+    # A multiple of the chunk size leaves no empty chunk behind.
+    six = Contact.objects.filter(pk__in=ids[:6])
+    with django_capture_on_commit_callbacks(execute=False):
+        whole = rescore_run_start(version=active_version(), reason=RescoreRun.Reason.REFRESH, contacts=six)
+    assert list(whole.chunks.order_by("first_contact_id").values_list("first_contact_id", "last_contact_id")) == [
+        (ids[0], ids[2]),
+        (ids[3], ids[5]),
+    ]
+    assert (whole.total_contacts, whole.total_chunks) == (6, 2)
