@@ -1,6 +1,7 @@
 """Server-drawn SVG charts: no JavaScript library to ship, and they print."""
 
 from django import template
+from django.utils import timezone
 from django.utils.html import escape, format_html
 from django.utils.safestring import mark_safe
 
@@ -12,7 +13,10 @@ WIDTH, HEIGHT, PAD = 640, 180, 32
 @register.simple_tag
 def score_history_chart(changes) -> str:
     """A step line of the total score over time, one point per recorded change."""
-    points = [(c.changed_at, float(c.new_total), c.reason) for c in sorted(changes, key=lambda c: c.changed_at)]
+    points = [
+        (timezone.localtime(c.changed_at), float(c.new_total), c.reason)
+        for c in sorted(changes, key=lambda c: c.changed_at)
+    ]
     if not points:
         return ""
     start, end = points[0][0], points[-1][0]
@@ -36,11 +40,16 @@ def score_history_chart(changes) -> str:
         f"<title>{escape(f'{when:%Y-%m-%d %H:%M}: {value:g} ({reason})')}</title></circle>"
         for when, value, reason in points
     )
+    # Changes within one day are told apart by their times, not by the same date twice.
+    if start.date() == end.date():
+        start_label, end_label = f"{start:%d %b %Y, %H:%M}", f"{end:%H:%M}"
+    else:
+        start_label, end_label = f"{start:%d %b %Y}", f"{end:%d %b %Y}"
     axis = (
         f'<line x1="{PAD}" y1="{y(0):.1f}" x2="{WIDTH - PAD}" y2="{y(0):.1f}" class="axis"/>'
         f'<text x="4" y="{y(high) + 4:.1f}">{high:g}</text><text x="4" y="{y(low) + 4:.1f}">{low:g}</text>'
-        f'<text x="{PAD}" y="{HEIGHT - 8}">{start:%d %b %Y}</text>'
-        f'<text x="{WIDTH - PAD}" y="{HEIGHT - 8}" text-anchor="end">{end:%d %b %Y}</text>'
+        f'<text x="{PAD}" y="{HEIGHT - 8}">{start_label}</text>'
+        f'<text x="{WIDTH - PAD}" y="{HEIGHT - 8}" text-anchor="end">{end_label}</text>'
     )
     return format_html(
         '<svg class="chart" viewBox="0 0 {} {}" role="img" aria-label="Score history: {} changes, now {}">'

@@ -1,5 +1,6 @@
 """The marketer's scoring pages: edit a draft, preview, publish, watch the rescore."""
 
+from datetime import datetime
 from decimal import Decimal
 
 import pytest
@@ -233,3 +234,17 @@ def test_a_level_no_contact_can_reach_is_explained_and_nothing_is_saved(marketer
     assert "No contact can score more than 160 (fit cap 60 + engagement cap 100)" in response.content.decode()
     level.refresh_from_db()
     assert level.min_score == 60
+
+
+def test_the_score_chart_labels_its_time_axis_by_time_when_every_change_is_on_one_day():
+    from types import SimpleNamespace
+
+    from scoring.templatetags.score_charts import score_history_chart
+
+    def change(when: str, total: int):
+        return SimpleNamespace(changed_at=datetime.fromisoformat(when), new_total=Decimal(total), reason="test")
+
+    one_day = score_history_chart([change("2026-12-07T09:05:00+00:00", 10), change("2026-12-07T11:40:00+00:00", 35)])
+    assert ">07 Dec 2026, 09:05</text>" in one_day and ">11:40</text>" in one_day
+    two_days = score_history_chart([change("2026-12-06T09:05:00+00:00", 10), change("2026-12-07T11:40:00+00:00", 35)])
+    assert ">06 Dec 2026</text>" in two_days and ">07 Dec 2026</text>" in two_days
