@@ -13,7 +13,7 @@ from django.core.paginator import Paginator
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from scoring.selectors import scores_explain
+from scoring.selectors import mql_level_names, scores_explain
 
 from .models import Contact, LifecycleStage
 from .roles import SALES
@@ -61,12 +61,16 @@ def sales_reps() -> QuerySet:
 
 
 class QueueFilter(django_filters.FilterSet):
-    q = django_filters.CharFilter(method="search", label="Search")
+    # A search box (type=search): the queue page filters as the rep types into it.
+    q = django_filters.CharFilter(method="search", label="Search", widget=forms.SearchInput)
     owner = django_filters.ModelChoiceFilter(queryset=sales_reps(), empty_label="Any owner")
     unassigned = django_filters.BooleanFilter(
         method="only_unassigned", label="Unassigned only", widget=forms.CheckboxInput
     )
-    level = django_filters.CharFilter(field_name="score_mql_level", lookup_expr="iexact", label="MQL level")
+    # Any text through the API; the page offers the active model's levels (see __init__).
+    level = django_filters.CharFilter(
+        field_name="score_mql_level", lookup_expr="iexact", label="MQL level", widget=forms.Select
+    )
     grade = django_filters.ChoiceFilter(
         field_name="score_fit_grade", choices=GRADES, label="Fit grade", empty_label="Any grade"
     )
@@ -85,6 +89,7 @@ class QueueFilter(django_filters.FilterSet):
         super().__init__(*args, **kwargs)
         self.filters["owner"].queryset = sales_reps()  # evaluated per request, not at import
         self.form.fields["owner"].label_from_instance = person  # names as on every other page
+        self.form.fields["level"].widget.choices = [("", "Any level")] + [(name, name) for name in mql_level_names()]
 
     def search(self, queryset, name, value):
         return contact_search(queryset, value)

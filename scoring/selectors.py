@@ -10,7 +10,7 @@ from datetime import date
 from decimal import Decimal
 
 from django.db import connection
-from django.db.models import Max
+from django.db.models import Count, Max, Sum
 from django.utils import timezone
 
 from leads.models import Account, Activity, Contact, LifecycleStage, StageChange
@@ -31,6 +31,7 @@ from .models import (
     DailyEngagement,
     Matcher,
     ModelVersion,
+    MqlLevel,
     MqlQualification,
     PendingEngagement,
     RescoreRun,
@@ -64,6 +65,15 @@ def active_version() -> ModelVersion | None:
     if connection.vendor == "postgresql":
         return _active_version_in_sql()
     return ModelVersion.objects.filter(status=ModelVersion.Status.ACTIVE).select_related("scoring_model").first()
+
+
+def mql_level_names() -> list[str]:
+    """The active model's MQL levels, highest first: what the queue can be filtered by."""
+    return list(
+        MqlLevel.objects.filter(version__status=ModelVersion.Status.ACTIVE)
+        .order_by("-min_score")
+        .values_list("name", flat=True)
+    )
 
 
 def _active_version_in_sql() -> ModelVersion | None:
@@ -429,13 +439,17 @@ def account_score_explained(account, score: AccountScore | None, *, contacts: in
     if score is None:
         return None
     fit = evaluate(account_fit_rules(ruleset_for(score.version)), account_profile(account), {}, timezone.localdate())
-    engaged = (
-        ContactScore.objects.filter(contact__account=account)
-        .exclude(engagement=0)
-        .select_related("contact")
-        .order_by("-engagement", "contact_id")[:contacts]
-    )
-    return {"fit": fit.contributions, "engaged": list(engaged)}
+    scores = ContactScore.objects.filter(contact__account=account).exclude(engagement=0)
+    engaged = list(scores.select_related("contact").order_by("-engagement", "contact_id")[:contacts])
+    # The others in one line, so that the list visibly adds up to the contacts' engagement.
+    everyone = scores.aggregate(count=Count("pk"), engagement=Sum("engagement"))
+    return {
+        "fit": fit.contributions,
+        "engaged": engaged,
+        "others_count": everyone["count"] - len(engaged),
+        "others_engagement": (everyone["engagement"] or 0) - sum(score.engagement for score in engaged),
+        "engagement_total": everyone["engagement"] or 0,
+    }
 
 
 def run_new_mqls(run: RescoreRun) -> int:

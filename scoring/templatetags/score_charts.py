@@ -10,9 +10,13 @@ register = template.Library()
 WIDTH, HEIGHT, PAD = 640, 180, 32
 
 
+HISTORY_LEFT = 52  # room for the score labels, right-aligned against the plot
+
+
 @register.simple_tag
 def score_history_chart(changes) -> str:
-    """A step line of the total score over time, one point per recorded change."""
+    """A step line of the total score over time, one point per recorded change: the zero line
+    and the lowest and highest scores labelled, dates (or times, within a day) below."""
     points = [
         (timezone.localtime(c.changed_at), float(c.new_total), c.reason)
         for c in sorted(changes, key=lambda c: c.changed_at)
@@ -20,11 +24,14 @@ def score_history_chart(changes) -> str:
     if not points:
         return ""
     start, end = points[0][0], points[-1][0]
-    span = max((end - start).total_seconds(), 1)
-    low, high = min(0.0, *(p[1] for p in points)), max(10.0, *(p[1] for p in points))
+    span = (end - start).total_seconds()
+    low, high = _score_range([value for _, value, _ in points])
+    left, right = HISTORY_LEFT, WIDTH - PAD
 
     def x(when) -> float:
-        return PAD + (WIDTH - 2 * PAD) * (when - start).total_seconds() / span
+        if not span:  # one moment: in the middle
+            return (left + right) / 2
+        return left + (right - left) * (when - start).total_seconds() / span
 
     def y(value) -> float:
         return HEIGHT - PAD - (HEIGHT - 2 * PAD) * (value - low) / (high - low)
@@ -37,31 +44,55 @@ def score_history_chart(changes) -> str:
         previous = value
     dots = "".join(
         f'<circle cx="{x(when):.1f}" cy="{y(value):.1f}" r="3">'
-        f"<title>{escape(f'{when:%Y-%m-%d %H:%M}: {value:g} ({reason})')}</title></circle>"
+        f"<title>{escape(f'{_day(when)}, {when:%H:%M}: {value:g} ({reason})')}</title></circle>"
         for when, value, reason in points
     )
-    # Changes within one day are told apart by their times, not by the same date twice.
-    if start.date() == end.date():
-        start_label, end_label = f"{start:%d %b %Y, %H:%M}", f"{end:%H:%M}"
-    else:
-        start_label, end_label = f"{start:%d %b %Y}", f"{end:%d %b %Y}"
-    axis = (
-        f'<line x1="{PAD}" y1="{y(0):.1f}" x2="{WIDTH - PAD}" y2="{y(0):.1f}" class="axis"/>'
-        f'<text x="4" y="{y(high) + 4:.1f}">{high:g}</text><text x="4" y="{y(low) + 4:.1f}">{low:g}</text>'
-        f'<text x="{PAD}" y="{HEIGHT - 8}">{start_label}</text>'
-        f'<text x="{WIDTH - PAD}" y="{HEIGHT - 8}" text-anchor="end">{end_label}</text>'
+    labels = [high, low] + ([0.0] if all(abs(y(0) - y(v)) >= 12 for v in (high, low)) else [])
+    axis = f'<line x1="{left}" y1="{y(0):.1f}" x2="{right}" y2="{y(0):.1f}" class="axis"/>' + "".join(
+        f'<text x="{left - 8}" y="{y(value) + 4:.1f}" text-anchor="end">{value:g}</text>' for value in labels
     )
+    axis += "".join(
+        f'<text x="{where}" y="{HEIGHT - 8}" text-anchor="{anchor}">{label}</text>'
+        for where, anchor, label in _time_labels(start, end, left, right)
+    )
+    count = len(points)
     return format_html(
-        '<svg class="chart" viewBox="0 0 {} {}" role="img" aria-label="Score history: {} changes, now {}">'
+        '<svg class="chart" viewBox="0 0 {} {}" role="img" aria-label="Score history: {} change{}, now {}">'
         '{}<path d="{}" class="line"/>{}</svg>',
         WIDTH,
         HEIGHT,
-        len(points),
+        count,
+        "" if count == 1 else "s",
         f"{points[-1][1]:g}",
         mark_safe(axis),
         " ".join(path),
         mark_safe(dots),
     )
+
+
+def _score_range(values: list[float]) -> tuple[float, float]:
+    """The scale's bottom and top: always including 0, at least 10 points tall."""
+    low, high = min(0.0, *values), max(0.0, *values)
+    if high - low < 10:
+        if high == 0 and low < 0:
+            low = -10.0
+        else:
+            high = low + 10
+    return low, high
+
+
+def _day(when) -> str:
+    return f"{when.day} {when:%b %Y}"
+
+
+def _time_labels(start, end, left: float, right: float) -> list[tuple[float, str, str]]:
+    """(x, text-anchor, text) under the time axis: one change is dated once, in the middle;
+    changes within one day are told apart by their times, not by the same date twice."""
+    if start == end:
+        return [((left + right) / 2, "middle", f"{_day(start)}, {start:%H:%M}")]
+    if start.date() == end.date():
+        return [(left, "start", f"{_day(start)}, {start:%H:%M}"), (right, "end", f"{end:%H:%M}")]
+    return [(left, "start", _day(start)), (right, "end", _day(end))]
 
 
 @register.simple_tag

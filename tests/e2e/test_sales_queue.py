@@ -110,6 +110,13 @@ def test_a_rep_filters_the_queue_opens_a_lead_accepts_one_and_rejects_another(pa
     expect(page.get_by_text("4 MQLs waiting")).to_be_visible()
     assert _lead_names(page) == everyone
 
+    # Search as you type: no Enter, no button.
+    page.get_by_label("Search").press_sequentially("Hopper")
+    expect(page.get_by_text("1 MQL waiting")).to_be_visible()
+    assert _lead_names(page) == ["Grace Hopper"]
+    page.get_by_label("Search").fill("")
+    expect(page.get_by_text("4 MQLs waiting")).to_be_visible()
+
     # Open a lead from its row, then come back.
     _row(page, ada).get_by_role("link", name="Ada Lovelace").click()
     expect(page).to_have_url(re.compile(rf"/contacts/{ada.pk}/$"))

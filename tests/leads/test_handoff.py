@@ -1,5 +1,6 @@
 """Hand-off of MQLs to sales: routing, accept, reject, claim, feedback, outcomes, SLA."""
 
+import re
 import threading
 from datetime import timedelta
 
@@ -251,6 +252,19 @@ class TestQueuePage:
         assert {
             r["contact"] for r in rep_client.get(reverse("leads:queue"), {"country": "germany"}).context["rows"]
         } == {mine, unassigned}
+
+    def test_the_level_filter_offers_the_active_models_levels(self, rep_client):
+        hot, warm = make_mql(), make_mql()
+        Contact.objects.filter(pk=hot.pk).update(score_mql_level="hot")
+        Contact.objects.filter(pk=warm.pk).update(score_mql_level="warm")
+
+        response = rep_client.get(reverse("leads:queue"))
+
+        html = response.content.decode()
+        options = re.findall(r'<option value="([^"]*)"', html[html.index('name="level"') :].split("</select>")[0])
+        assert options == ["", "hot", "warm"]  # the shipped model's levels, highest first
+        filtered = rep_client.get(reverse("leads:queue"), {"level": "warm"})
+        assert [row["contact"] for row in filtered.context["rows"]] == [warm]
 
     def test_the_queue_has_views_for_my_leads_and_unassigned_ones(self, rep_client, rep, other_rep):
         rep.first_name, rep.last_name = "Rita", "Rep"

@@ -197,6 +197,26 @@ def test_the_account_page_explains_the_account_score(rep_client):
     assert "Ada Active" in html and "Contacts by engagement" in html
 
 
+def test_the_account_page_lists_the_most_engaged_contacts_and_sums_up_the_others(rep_client):
+    from django.urls import reverse
+
+    contacts = [_executive(f"p{n}@fit.example", first_name=f"P{n}", last_name="Person") for n in range(7)]
+    for n, contact in enumerate(contacts):
+        for visit in range(n + 1):  # the later contacts are the more engaged
+            _ingest(contact, "page_view", prefix=f"v{n}-{visit}")
+    account_rollups_drain()
+
+    response = rep_client.get(reverse("leads:account_detail", args=[contacts[0].account_id]))
+
+    explained, account_score = response.context["explained"], response.context["account_score"]
+    assert [score.contact for score in explained["engaged"]] == contacts[:1:-1]  # the five most engaged
+    assert explained["others_count"] == 2
+    shown = sum(score.engagement for score in explained["engaged"])
+    assert shown + explained["others_engagement"] == explained["engagement_total"] == account_score.engagement
+    html = response.content.decode()
+    assert "2 more contacts" in html and "All contacts" in html
+
+
 def test_beat_queues_an_account_rollup_whose_task_was_lost_again(settings, django_capture_on_commit_callbacks):
     contact = _executive()
     with django_capture_on_commit_callbacks(execute=False):

@@ -1,5 +1,6 @@
 """The marketer's scoring pages: edit a draft, preview, publish, watch the rescore."""
 
+import re
 from datetime import datetime
 from decimal import Decimal
 
@@ -236,15 +237,26 @@ def test_a_level_no_contact_can_reach_is_explained_and_nothing_is_saved(marketer
     assert level.min_score == 60
 
 
-def test_the_score_chart_labels_its_time_axis_by_time_when_every_change_is_on_one_day():
+def test_the_score_chart_labels_its_axes_so_that_a_reader_can_tell_the_changes_apart():
     from types import SimpleNamespace
 
     from scoring.templatetags.score_charts import score_history_chart
 
-    def change(when: str, total: int):
+    def change(when: str, total: float):
         return SimpleNamespace(changed_at=datetime.fromisoformat(when), new_total=Decimal(total), reason="test")
 
+    def labels(svg: str) -> list[str]:
+        return re.findall(r">([^<>]+)</text>", svg)
+
     one_day = score_history_chart([change("2026-12-07T09:05:00+00:00", 10), change("2026-12-07T11:40:00+00:00", 35)])
-    assert ">07 Dec 2026, 09:05</text>" in one_day and ">11:40</text>" in one_day
+    assert labels(one_day) == ["35", "0", "7 Dec 2026, 09:05", "11:40"]
+    assert 'aria-label="Score history: 2 changes, now 35"' in one_day
     two_days = score_history_chart([change("2026-12-06T09:05:00+00:00", 10), change("2026-12-07T11:40:00+00:00", 35)])
-    assert ">06 Dec 2026</text>" in two_days and ">07 Dec 2026</text>" in two_days
+    assert labels(two_days)[-2:] == ["6 Dec 2026", "7 Dec 2026"]
+    # A negative score: the zero line is labelled and the scale reaches down to the score.
+    negative = score_history_chart([change("2026-12-07T09:46:00+00:00", -64.1)])
+    assert labels(negative) == ["0", "-64.1", "7 Dec 2026, 09:46"]
+    assert 'aria-label="Score history: 1 change, now -64.1"' in negative
+    # Above and below zero: all three scores on the scale.
+    both = score_history_chart([change("2026-12-01T09:00:00+00:00", -20), change("2026-12-07T09:00:00+00:00", 45)])
+    assert labels(both)[:3] == ["45", "-20", "0"]
