@@ -5,6 +5,7 @@ from django.core.exceptions import PermissionDenied
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
+from django_htmx.http import trigger_client_event
 
 from . import handoff
 from .decorators import role_required
@@ -97,9 +98,11 @@ def _respond(request, contact: Contact, *, notice: str = "", error: str = ""):
         contact = mql_queue().filter(pk=contact.pk).first() or Contact.objects.select_related("account").get(
             pk=contact.pk
         )
-        return render(
+        response = render(
             request, "leads/_queue_row.html", {"row": queue_row(contact, request.user, notice=notice, error=error)}
         )
+        # The lead may have left the queue: the page counts its leads again.
+        return trigger_client_event(response, "queue-changed") if notice else response
     (messages.error if error else messages.success)(request, error or notice)
     target = request.POST.get("next", "")
     if not url_has_allowed_host_and_scheme(

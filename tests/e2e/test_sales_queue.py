@@ -132,12 +132,14 @@ def test_a_rep_filters_the_queue_opens_a_lead_accepts_one_and_rejects_another(pa
     _row(page, grace).get_by_role("button", name="Accept").click()
     expect(_row(page, grace)).to_contain_text("Accepted: it is your sales-qualified lead now.")
     expect(_row(page, grace).get_by_role("button", name="Accept")).to_have_count(0)
+    expect(page.get_by_text("3 MQLs waiting")).to_be_visible()  # counted again, in place
     assert page.evaluate("window.__marker") == 1
 
     # Reject another with a reason.
     _row(page, margaret).get_by_label("Reason").select_option(label="Bad timing")
     _row(page, margaret).get_by_role("button", name="Reject").click()
     expect(_row(page, margaret)).to_contain_text("Rejected and handed back to marketing.")
+    expect(page.get_by_text("2 MQLs waiting")).to_be_visible()
     assert page.evaluate("window.__marker") == 1
     screenshot("rep-after-actions")
 

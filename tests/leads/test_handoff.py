@@ -1,5 +1,6 @@
 """Hand-off of MQLs to sales: routing, accept, reject, claim, feedback, outcomes, SLA."""
 
+import json
 import re
 import threading
 from datetime import timedelta
@@ -302,6 +303,7 @@ class TestQueuePage:
         assert response.status_code == 200
         assert f'id="lead-{contact.pk}"' in response.content.decode()
         assert "it is your sales-qualified lead now" in response.content.decode()
+        assert json.loads(response["HX-Trigger"]) == {"queue-changed": {}}  # the page counts its leads again
         assert Contact.objects.get(pk=contact.pk).lifecycle_stage == LifecycleStage.SQL
 
     def test_a_plain_post_redirects_back_only_to_this_site(self, rep_client):
