@@ -211,11 +211,13 @@ def _profile_create(
             # Accounts edited since the batch's oldest stored score: few or none, found by an
             # index, where probing every contact's account cost a chunk 8 ms. A contact of one
             # of them is evaluated in full, even if its own score is newer: exact either way.
+            # Joined by hash, so that even every account edited (an import) costs one pass.
             account, score = Account._meta.db_table, ContactScore._meta.db_table
-            fresh += (
-                f" AND NOT coalesce(c.account_id = ANY(ARRAY(SELECT a0.id FROM {account} a0 WHERE a0.updated_at > "
-                f"(SELECT min(o0.computed_at) FROM {score} o0 WHERE {batch_sql('o0.contact_id', ids)}))), false)"
+            joins += (
+                f" LEFT JOIN (SELECT a0.id FROM {account} a0 WHERE a0.updated_at > (SELECT min(o0.computed_at) "
+                f"FROM {score} o0 WHERE {batch_sql('o0.contact_id', ids)})) edited ON edited.id = c.account_id"
             )
+            fresh += " AND edited.id IS NULL"
         delta = (
             f"(o.version_id = {int(change.base_version_id)} AND o.as_of = %s::date AND o.fit_uncapped IS NOT NULL "
             f"AND o.engagement_uncapped_tenths IS NOT NULL AND {fresh} AND NOT {stale})"
