@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
+from django.core.cache import cache
 from django.core.mail import EmailMultiAlternatives, get_connection
 from django.db import DatabaseError, transaction
 from django.db import connection as db_connection
@@ -54,8 +55,6 @@ def email_enqueue_message(
 ) -> OutboundEmail:
     """Queue an already rendered message once per key; the send task is queued after the
     caller's transaction commits."""
-    from .tasks import outbox_send
-
     email = OutboundEmail(
         key=key[:200],
         to=to,
@@ -69,7 +68,7 @@ def email_enqueue_message(
     )
     if not _insert_new(email):
         return OutboundEmail.objects.get(key=email.key)  # queued before: once per key
-    _send_after_commit(outbox_send)
+    _send_after_commit()
     return email
 
 
@@ -94,13 +93,34 @@ def _insert_new(email: OutboundEmail) -> bool:
     return True
 
 
-def _send_after_commit(task) -> None:
-    """Queue one send task per transaction, not one per email: a task drains every due
-    email, so a rescore that routes 300 MQLs needs one, not 300."""
+def _send_after_commit() -> None:
+    """Queue one send task for any number of emails, after commit: a task drains every due
+    email. Once per transaction (its on-commit list), and across transactions while a task
+    waits in the queue (outbox_send_queue): a nurture run that sends 500 steps, each in its
+    own transaction, queued 500 tasks, and on the filesystem broker of `make run` they held
+    every other task (an event's scoring among them) back for minutes."""
     connection = transaction.get_connection()
-    if connection.in_atomic_block and any(func == task.delay for _, func, _ in connection.run_on_commit):
+    if connection.in_atomic_block and any(func == outbox_send_queue for _, func, _ in connection.run_on_commit):
         return
-    transaction.on_commit(task.delay)
+    transaction.on_commit(outbox_send_queue)
+
+
+OUTBOX_SEND_QUEUED_FLAG = "nurturing:outbox-send-queued"
+
+
+def outbox_send_queue() -> None:
+    """Make sure a send task is queued. Coalescing as scoring's rescore_drain_queue: a shared
+    flag (the cache, never process memory) that the task clears before it reads the outbox,
+    so an email committed after that queues a task of its own. The flag expires, so a task
+    the broker lost holds nothing back for long, and beat queues a send every minute anyway."""
+    from .tasks import outbox_send
+
+    if cache.add(OUTBOX_SEND_QUEUED_FLAG, 1, timeout=settings.RESCORE_DRAIN_FLAG_SECONDS):
+        try:
+            outbox_send.delay()
+        except Exception:
+            cache.delete(OUTBOX_SEND_QUEUED_FLAG)  # not queued: the next commit tries again
+            raise
 
 
 CLAIM_BATCH = 50

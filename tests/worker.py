@@ -139,14 +139,15 @@ class WebServerProcess:
 
 
 def purge_broker() -> None:
-    """Drop messages queued by earlier tests, whose rows no longer exist, and the flag that
-    says a rescore drain is queued (it was one of those messages)."""
+    """Drop messages queued by earlier tests, whose rows no longer exist, and the flags that
+    say a rescore drain or an outbox send is queued (they were among those messages)."""
     from django.core.cache import cache
 
+    from nurturing.services import OUTBOX_SEND_QUEUED_FLAG
     from scoring.services import DRAIN_QUEUED_FLAG
 
     celery_app.control.purge()
-    cache.delete(DRAIN_QUEUED_FLAG)
+    cache.delete_many([DRAIN_QUEUED_FLAG, OUTBOX_SEND_QUEUED_FLAG])
 
 
 def wait_for(condition, *, timeout: float = 60, interval: float = 0.2, worker: WorkerProcess | None = None):

@@ -52,3 +52,28 @@ def test_emails_queued_in_one_transaction_queue_one_send_task(django_capture_on_
 
     assert len(callbacks) == 1
     assert OutboundEmail.objects.filter(key__startswith="once-").count() == 3
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_emails_queued_while_a_send_task_waits_queue_no_other(monkeypatch):
+    from django.core.cache import cache
+    from django.db import transaction
+
+    from nurturing import tasks
+    from nurturing.services import OUTBOX_SEND_QUEUED_FLAG, email_enqueue_message
+
+    # Counted, not sent to the broker: what is checked is how many tasks would be queued.
+    queued = []
+    monkeypatch.setattr(tasks.outbox_send, "delay", lambda: queued.append("outbox_send"))
+    cache.delete(OUTBOX_SEND_QUEUED_FLAG)
+
+    for n in range(3):  # one committed transaction each, as a nurture run sends its steps
+        with transaction.atomic():
+            email_enqueue_message(key=f"burst-{n}", to=f"p{n}@example.com", subject="s", body_text="b")
+    assert queued == ["outbox_send"]
+
+    assert tasks.outbox_send() == 3  # the task runs: it sends all three
+    with transaction.atomic():
+        email_enqueue_message(key="after", to="late@example.com", subject="s", body_text="b")
+    assert queued == ["outbox_send", "outbox_send"]  # committed after the task started: a task of its own
+    cache.delete(OUTBOX_SEND_QUEUED_FLAG)
