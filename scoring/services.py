@@ -12,7 +12,8 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.cache import cache
 from django.db import connection, transaction
-from django.db.models import Count, F, Q, Sum
+from django.db.models import Count, F, Q, Sum, Window
+from django.db.models.functions import RowNumber
 from django.utils import timezone
 
 from config.bulk import bulk_insert, models_where
@@ -713,21 +714,33 @@ def mql_digests_send(*, run: RescoreRun) -> int:
     from nurturing.services import email_enqueue
 
     # The run's contacts as a list of ids, not a join: a run can qualify tens of thousands in
-    # tables whose statistics lag behind, and a misjudged join then compares every pair.
+    # tables whose statistics lag behind, and a misjudged join then compares every pair. One
+    # array (`__any_of`), and one query for every rep's count and best leads: the ids as
+    # literals, once per rep, took 0.15 s a rep at 13,500 new MQLs.
     qualified = list(MqlQualification.objects.filter(run=run).values_list("contact_id", flat=True))
-    waiting = Contact.objects.filter(pk__in=qualified, lifecycle_stage=LifecycleStage.MQL, owner__isnull=False)
-    counts = dict(waiting.order_by().values_list("owner").annotate(Count("pk")))
+    by_rep = (
+        Contact.objects.filter(pk__any_of=qualified, lifecycle_stage=LifecycleStage.MQL, owner__isnull=False)
+        .annotate(
+            waiting=Window(Count("pk"), partition_by=[F("owner")]),
+            rank=Window(RowNumber(), partition_by=[F("owner")], order_by=[F("score_total").desc(), F("pk")]),
+        )
+        .filter(rank__lte=MQL_DIGEST_LISTED)
+        .select_related("account")
+        .order_by("owner", "rank")
+    )
+    best: dict[int, list[Contact]] = {}
+    for contact in by_rep:
+        best.setdefault(contact.owner_id, []).append(contact)
     sent = 0
-    for rep in get_user_model().objects.filter(pk__in=counts).exclude(email=""):
-        best = waiting.filter(owner=rep).select_related("account").order_by("-score_total", "pk")
+    for rep in get_user_model().objects.filter(pk__in=best).exclude(email=""):
         email_enqueue(
             key=f"mql-digest:{run.pk}:{rep.pk}",
             to=rep.email,
             template="emails/mql_digest",
             context={
                 "rep": rep,
-                "count": counts[rep.pk],
-                "contacts": list(best[:MQL_DIGEST_LISTED]),
+                "count": best[rep.pk][0].waiting,
+                "contacts": best[rep.pk],
                 "run": run,
                 "site_url": settings.SITE_URL,
             },

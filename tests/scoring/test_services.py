@@ -363,6 +363,22 @@ def test_a_publish_routes_the_mqls_it_makes_and_sends_each_rep_one_digest(rep, o
         assert f"/contacts/{contact.pk}/" not in digests[rep.email].body_text
 
 
+def test_a_digest_lists_a_reps_best_new_mqls_and_counts_them_all(rep, monkeypatch):
+    from scoring import services
+
+    monkeypatch.setattr(services, "MQL_DIGEST_LISTED", 2)
+    contacts = [_executive(f"vp{n}@fit.example") for n in range(3)]
+    draft = draft_get_or_create(scoring_model=active_version().scoring_model)
+    draft.mql_levels.update(min_score=1)
+
+    rescore_run_to_end(run=version_publish(draft=draft))
+
+    digest = OutboundEmail.objects.get(key__startswith="mql-digest:")
+    assert digest.subject == "3 new MQLs for you after a scoring update"
+    listed = [c for c in contacts if f"/contacts/{c.pk}/" in digest.body_text]
+    assert listed == contacts[:2]  # equal scores: the first qualified first
+
+
 def test_a_run_cuts_the_contacts_in_chunks_of_consecutive_ids_and_counts_them(
     settings, django_capture_on_commit_callbacks
 ):
