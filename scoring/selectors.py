@@ -443,12 +443,14 @@ def account_score_explained(account, score: AccountScore | None, *, contacts: in
     engaged = list(scores.select_related("contact").order_by("-engagement", "contact_id")[:contacts])
     # The others in one line, so that the list visibly adds up to the contacts' engagement.
     everyone = scores.aggregate(count=Count("pk"), engagement=Sum("engagement"))
+    # In tenths, as every score is shown (SQLite sums decimals to fifteen digits).
+    total = Decimal(everyone["engagement"] or 0).quantize(Decimal("0.1"))
     return {
         "fit": fit.contributions,
         "engaged": engaged,
         "others_count": everyone["count"] - len(engaged),
-        "others_engagement": (everyone["engagement"] or 0) - sum(score.engagement for score in engaged),
-        "engagement_total": everyone["engagement"] or 0,
+        "others_engagement": total - sum(score.engagement for score in engaged),
+        "engagement_total": total,
     }
 
 

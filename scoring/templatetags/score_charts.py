@@ -47,9 +47,9 @@ def score_history_chart(changes) -> str:
         f"<title>{escape(f'{_day(when)}, {when:%H:%M}: {value:g} ({reason})')}</title></circle>"
         for when, value, reason in points
     )
-    labels = [high, low] + ([0.0] if all(abs(y(0) - y(v)) >= 12 for v in (high, low)) else [])
     axis = f'<line x1="{left}" y1="{y(0):.1f}" x2="{right}" y2="{y(0):.1f}" class="axis"/>' + "".join(
-        f'<text x="{left - 8}" y="{y(value) + 4:.1f}" text-anchor="end">{value:g}</text>' for value in labels
+        f'<text x="{left - 8}" y="{y(value) + 4:.1f}" text-anchor="end">{value:g}</text>'
+        for value in _score_labels([value for _, value, _ in points], y)
     )
     axis += "".join(
         f'<text x="{where}" y="{HEIGHT - 8}" text-anchor="{anchor}">{label}</text>'
@@ -71,14 +71,29 @@ def score_history_chart(changes) -> str:
 
 
 def _score_range(values: list[float]) -> tuple[float, float]:
-    """The scale's bottom and top: always including 0, at least 10 points tall."""
+    """The scale's bottom and top: always including 0, at least 10 points tall, widened away
+    from zero (upwards for scores that never went below it, downwards for scores that never
+    went above it, both ways for the others)."""
     low, high = min(0.0, *values), max(0.0, *values)
-    if high - low < 10:
-        if high == 0 and low < 0:
-            low = -10.0
+    missing = 10 - (high - low)
+    if missing > 0:
+        if low == 0:
+            high += missing
+        elif high == 0:
+            low -= missing
         else:
-            high = low + 10
+            low, high = low - missing / 2, high + missing / 2
     return low, high
+
+
+def _score_labels(values: list[float], y) -> list[float]:
+    """The highest and lowest scores the contact had, and 0: each that is at least a line
+    (12 units) away from the ones before it, so that no label covers another."""
+    labels: list[float] = []
+    for value in (max(values), min(values), 0.0):
+        if all(abs(y(value) - y(other)) >= 12 for other in labels):
+            labels.append(value)
+    return labels
 
 
 def _day(when) -> str:

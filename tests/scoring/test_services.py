@@ -213,6 +213,7 @@ def test_the_account_page_lists_the_most_engaged_contacts_and_sums_up_the_others
     assert explained["others_count"] == 2
     shown = sum(score.engagement for score in explained["engaged"])
     assert shown + explained["others_engagement"] == explained["engagement_total"] == account_score.engagement
+    assert str(explained["engagement_total"]) == str(account_score.engagement)  # in tenths, as shown
     html = response.content.decode()
     assert "2 more contacts" in html and "All contacts" in html
 

@@ -249,14 +249,17 @@ def test_the_score_chart_labels_its_axes_so_that_a_reader_can_tell_the_changes_a
         return re.findall(r">([^<>]+)</text>", svg)
 
     one_day = score_history_chart([change("2026-12-07T09:05:00+00:00", 10), change("2026-12-07T11:40:00+00:00", 35)])
-    assert labels(one_day) == ["35", "0", "7 Dec 2026, 09:05", "11:40"]
+    assert labels(one_day) == ["35", "10", "0", "7 Dec 2026, 09:05", "11:40"]
     assert 'aria-label="Score history: 2 changes, now 35"' in one_day
     two_days = score_history_chart([change("2026-12-06T09:05:00+00:00", 10), change("2026-12-07T11:40:00+00:00", 35)])
     assert labels(two_days)[-2:] == ["6 Dec 2026", "7 Dec 2026"]
     # A negative score: the zero line is labelled and the scale reaches down to the score.
     negative = score_history_chart([change("2026-12-07T09:46:00+00:00", -64.1)])
-    assert labels(negative) == ["0", "-64.1", "7 Dec 2026, 09:46"]
+    assert labels(negative) == ["-64.1", "0", "7 Dec 2026, 09:46"]
     assert 'aria-label="Score history: 1 change, now -64.1"' in negative
     # Above and below zero: all three scores on the scale.
     both = score_history_chart([change("2026-12-01T09:00:00+00:00", -20), change("2026-12-07T09:00:00+00:00", 45)])
     assert labels(both)[:3] == ["45", "-20", "0"]
+    # A range under 10 points: the scale is padded, the labels are still scores the contact had.
+    small = score_history_chart([change("2026-12-07T09:00:00+00:00", -0.5), change("2026-12-07T10:00:00+00:00", 2.5)])
+    assert labels(small)[:2] == ["2.5", "-0.5"] and "9.5" not in labels(small)
