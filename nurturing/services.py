@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.core.cache import cache
 from django.core.mail import EmailMultiAlternatives, get_connection
 from django.db import DatabaseError, transaction
 from django.db import connection as db_connection
@@ -21,6 +20,8 @@ from django.db.models import F, Value
 from django.db.models.functions import Concat, Now
 from django.template.loader import render_to_string
 from django.utils import timezone
+
+from config.coalesce import task_queue_once
 
 from .models import OutboundEmail
 
@@ -109,18 +110,11 @@ OUTBOX_SEND_QUEUED_FLAG = "nurturing:outbox-send-queued"
 
 
 def outbox_send_queue() -> None:
-    """Make sure a send task is queued. Coalescing as scoring's rescore_drain_queue: a shared
-    flag (the cache, never process memory) that the task clears before it reads the outbox,
-    so an email committed after that queues a task of its own. The flag expires, so a task
-    the broker lost holds nothing back for long, and beat queues a send every minute anyway."""
+    """Make sure a send task is queued, coalesced (config.coalesce; beat queues a send every
+    minute anyway)."""
     from .tasks import outbox_send
 
-    if cache.add(OUTBOX_SEND_QUEUED_FLAG, 1, timeout=settings.RESCORE_DRAIN_FLAG_SECONDS):
-        try:
-            outbox_send.delay()
-        except Exception:
-            cache.delete(OUTBOX_SEND_QUEUED_FLAG)  # not queued: the next commit tries again
-            raise
+    task_queue_once(OUTBOX_SEND_QUEUED_FLAG, outbox_send)
 
 
 CLAIM_BATCH = 50

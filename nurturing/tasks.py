@@ -1,5 +1,6 @@
 from celery import shared_task
-from django.core.cache import cache
+
+from config.coalesce import task_started
 
 from . import services
 
@@ -9,8 +10,7 @@ def outbox_send() -> int:
     """Send due emails (queued after commit, and by beat every minute), after returning the
     rows of workers that died mid-batch to the queue. Safe to run twice or concurrently:
     rows are leased with conditional updates and each result is recorded by its lease's holder."""
-    # Before reading the outbox: an email committed from now on queues a task of its own.
-    cache.delete(services.OUTBOX_SEND_QUEUED_FLAG)
+    task_started(services.OUTBOX_SEND_QUEUED_FLAG)  # before reading the outbox
     services.outbox_leases_expire()
     return services.outbox_send_due()
 

@@ -10,13 +10,13 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.cache import cache
 from django.db import connection, transaction
 from django.db.models import Count, F, Q, Sum, Window
 from django.db.models.functions import RowNumber
 from django.utils import timezone
 
 from config.bulk import bulk_insert, models_where
+from config.coalesce import task_queue_once, task_started
 from leads.handoff import mqls_entered, mqls_hand_off_after_commit
 from leads.models import Account, Activity, ActivityType, Contact, LifecycleStage
 from leads.services import contacts_set_stage
@@ -828,17 +828,12 @@ ROLLUP_DELAY_SECONDS = 1
 
 
 def account_rollups_queue() -> None:
-    """Make sure a rollup task is queued; coalesced as rescore_drain_queue (a shared flag that
-    expires), and run a second later, so the events of that second, however many, cost one
-    task: an account's score may lag its contacts' by a second, never by an event."""
+    """Make sure a rollup task is queued (config.coalesce), run a second later, so the events
+    of that second, however many, cost one task: an account's score may lag its contacts' by
+    a second, never by an event."""
     from .tasks import account_rollups
 
-    if cache.add(ROLLUP_QUEUED_FLAG, 1, timeout=settings.RESCORE_DRAIN_FLAG_SECONDS):
-        try:
-            account_rollups.apply_async(countdown=ROLLUP_DELAY_SECONDS)
-        except Exception:
-            cache.delete(ROLLUP_QUEUED_FLAG)  # not queued: the next commit tries again
-            raise
+    task_queue_once(ROLLUP_QUEUED_FLAG, account_rollups, countdown=ROLLUP_DELAY_SECONDS)
 
 
 def account_rollups_drain(*, limit: int = 500) -> int:
@@ -846,7 +841,7 @@ def account_rollups_drain(*, limit: int = 500) -> int:
     how many. Requests another rollup holds are left for a task queued a second later."""
     from .tasks import account_rollups
 
-    cache.delete(ROLLUP_QUEUED_FLAG)  # before reading: a request committed after this queues its own task
+    task_started(ROLLUP_QUEUED_FLAG)
     done = 0
     while True:
         served, skipped = _account_rollups_serve(limit=limit)
@@ -1059,18 +1054,11 @@ DRAIN_QUEUED_FLAG = "scoring:drain-queued"
 
 def rescore_drain_queue() -> None:
     """Make sure a drain of the pending rescore requests is queued (after a commit that
-    recorded some). Coalescing: while a drain waits in the queue, nobody queues another, so
-    a burst of ingests costs one task, and a contact touched ten times meanwhile is scored
-    once. The flag is shared (the cache: Redis, or the database), never process memory; it
-    expires, so a drain task the broker lost blocks nothing for longer than that."""
+    recorded some), coalesced (config.coalesce): a burst of ingests costs one task, and a
+    contact touched ten times meanwhile is scored once."""
     from .tasks import score_pending
 
-    if cache.add(DRAIN_QUEUED_FLAG, 1, timeout=settings.RESCORE_DRAIN_FLAG_SECONDS):
-        try:
-            score_pending.delay()
-        except Exception:
-            cache.delete(DRAIN_QUEUED_FLAG)  # not queued: the next commit tries again
-            raise
+    task_queue_once(DRAIN_QUEUED_FLAG, score_pending)
 
 
 def rescore_requests_drain(*, batches: int = 20) -> int:
@@ -1078,9 +1066,9 @@ def rescore_requests_drain(*, batches: int = 20) -> int:
     queues another drain if some remain. Returns how many contacts were rescored."""
     from .tasks import score_pending
 
-    # Cleared before claiming: a request committed after this point queues its own drain,
-    # and one committed before it is visible to the claim below, so none is left waiting.
-    cache.delete(DRAIN_QUEUED_FLAG)
+    # Before claiming: a request committed after this point queues its own drain, and one
+    # committed before it is visible to the claim below, so none is left waiting.
+    task_started(DRAIN_QUEUED_FLAG)
     done = 0
     for _ in range(batches):
         claimed, skipped = _rescore_requests_claim_and_run(limit=settings.RESCORE_DRAIN_BATCH)

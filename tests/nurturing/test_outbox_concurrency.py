@@ -64,7 +64,7 @@ def test_emails_queued_while_a_send_task_waits_queue_no_other(monkeypatch):
 
     # Counted, not sent to the broker: what is checked is how many tasks would be queued.
     queued = []
-    monkeypatch.setattr(tasks.outbox_send, "delay", lambda: queued.append("outbox_send"))
+    monkeypatch.setattr(tasks.outbox_send, "apply_async", lambda **options: queued.append("outbox_send"))
     cache.delete(OUTBOX_SEND_QUEUED_FLAG)
 
     for n in range(3):  # one committed transaction each, as a nurture run sends its steps

@@ -111,7 +111,7 @@ def pending_ids() -> list[int]:
 
 def test_an_open_raises_the_contacts_score(contact, client, monkeypatch, django_capture_on_commit_callbacks):
     queued = []
-    monkeypatch.setattr(score_pending, "delay", lambda: queued.append(pending_ids()) or score_pending())
+    monkeypatch.setattr(score_pending, "apply_async", lambda **options: queued.append(pending_ids()) or score_pending())
     contacts_rescore(contact_ids=[contact.pk], reason="before the email")
     before = ContactScore.objects.get(contact=contact).total
     email = queue_marketing_email(contact)
