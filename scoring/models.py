@@ -234,7 +234,9 @@ class EngagementSums(models.Model):
 
 class ContactScore(models.Model):
     contact = models.OneToOneField(Contact, on_delete=models.CASCADE, primary_key=True, related_name="score")
-    # Not indexed: a publish rewrites every score's version, and with the primary key as the
+    # The version that computed the numbers; a publish's run leaves the scores whose numbers
+    # it keeps, which then stand for the new version (selectors.effective_versions_assign).
+    # Not indexed: a publish rewrites half the scores' versions, and with the primary key as the
     # table's only index PostgreSQL updates the rows in place (HOT; the table keeps free room
     # in its pages, migration 0014), without an index entry per row. Nothing searches scores
     # by version; discarding a draft (which no score references) scans the table once.

@@ -10,7 +10,7 @@ from datetime import date
 from decimal import Decimal
 
 from django.db import connection
-from django.db.models import Count, Max, Sum
+from django.db.models import Count, F, Max, Sum
 from django.utils import timezone
 
 from leads.models import Account, Activity, Contact, LifecycleStage, StageChange
@@ -397,17 +397,45 @@ def scores_explain(scores: Iterable[ContactScore]) -> None:
     scores = [score for score in scores if score is not None]
     if not scores:
         return
-    versions = ModelVersion.objects.select_related("scoring_model").in_bulk({s.version_id for s in scores})
+    effective_versions_assign(scores)  # explained, and shown, as the version it stands for
     profiles = scoring_profiles([s.contact_id for s in scores])
     by_version: dict[int, list[ContactScore]] = defaultdict(list)
     for score in scores:
         by_version[score.version_id].append(score)
-    for version_id, group in by_version.items():
-        rules = ruleset_for(versions[version_id])
+    for group in by_version.values():
+        rules = ruleset_for(group[0].version)
         engagement = engagement_for([s.contact_id for s in group], rules.matcher_keys)
         for score in group:
             result = evaluate(rules, profiles[score.contact_id], engagement.get(score.contact_id, {}), score.as_of)
             score.explained_as(result)
+
+
+def effective_versions_assign(scores: list[ContactScore]) -> None:
+    """Give each stored score the version its numbers stand for. A publish's run leaves a
+    score of the version it replaces as it is when the new rules give it the same numbers
+    (sql_rescore.scores_compute): once that run has finished, a score of the replaced
+    version computed before the run started is one the run checked, and stands for the
+    published version. Until then it is explained with the rules that computed it, as every
+    score the run has not reached yet. One step is enough: the next publish's run rewrites
+    the scores of any version but the one it replaces."""
+    version_ids = {score.version_id for score in scores}
+    successors = {}  # replaced version id: (published version id, when its run started)
+    runs = RescoreRun.objects.filter(
+        base_version_id__in=version_ids, reason=RescoreRun.Reason.PUBLISH, finished_at__isnull=False
+    ).exclude(version_id=F("base_version_id"))
+    for base_id, version_id, started in runs.order_by("created_at").values_list(
+        "base_version_id", "version_id", "created_at"
+    ):
+        successors[base_id] = (version_id, started)
+    versions = ModelVersion.objects.select_related("scoring_model").in_bulk(
+        version_ids | {version_id for version_id, _ in successors.values()}
+    )
+    for score in scores:
+        successor, started = successors.get(score.version_id, (None, None))
+        if successor is not None and score.computed_at < started:
+            score.version = versions[successor]
+        else:
+            score.version = versions[score.version_id]
 
 
 def contact_score_panel(contact: Contact) -> dict:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -471,7 +472,12 @@ def _contacts_rescore_in_sql(
             )
         engagement_fold(contact_ids=ids)
         computed = sql_rescore.scores_compute(
-            rules=rules, ids=ids, as_of=as_of, version_id=version.pk, change=_rule_change(rules, run, version)
+            rules=rules,
+            ids=ids,
+            as_of=as_of,
+            version_id=version.pk,
+            change=_rule_change(rules, run, version),
+            certify_version_id=_replaced_version_id(run),
         )
         changed, qualifying = sql_rescore.scores_write(
             computed, ids=ids, version_id=version.pk, as_of=as_of, now=now, reason=reason
@@ -491,13 +497,35 @@ def _contacts_rescore_in_sql(
     return changed
 
 
+def _replaced_version_id(run: RescoreRun | None) -> int | None:
+    """The version a publish's run replaces: its scores that keep their numbers stay as they are."""
+    if run is None or run.reason != RescoreRun.Reason.PUBLISH:
+        return None
+    return run.base_version_id
+
+
 def _rule_change(rules, run: RescoreRun | None, version: ModelVersion) -> sql_rescore.RuleChange | None:
     """What a publish's rules change against the version it replaced, which its contacts were
     scored with. None for any other run (a refresh, a manual rescore): those evaluate every
     rule, which is how a score that missed a change of its inputs gets repaired."""
     if run is None or not run.base_version_id:
         return None
-    return sql_rescore.rule_change(rules, ruleset_for(run.base_version))
+    change = sql_rescore.rule_change(rules, ruleset_for(run.base_version))
+    if change is None:
+        return None
+    # The scores the base's own publish left as they were stand for it too.
+    certified = (
+        RescoreRun.objects.filter(
+            version_id=run.base_version_id, reason=RescoreRun.Reason.PUBLISH, finished_at__isnull=False
+        )
+        .exclude(base_version_id=run.base_version_id)
+        .order_by("-created_at")
+        .values_list("base_version_id", "created_at")
+        .first()
+    )
+    if certified is None:
+        return change
+    return dataclasses.replace(change, certified_version_id=certified[0], certified_before=certified[1])
 
 
 class _ScoreWrites:

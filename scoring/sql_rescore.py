@@ -31,7 +31,7 @@ import json
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal
 from functools import cache
 
@@ -134,6 +134,11 @@ class RuleChange:
     fit_removed: tuple = ()
     engagement_added: tuple = ()
     engagement_removed: tuple = ()
+    # The version whose scores computed before `certified_before` stand for the base: the
+    # base's publish left them as they were, its rules giving the same numbers, sums before the
+    # caps included (selectors.effective_versions_assign).
+    certified_version_id: int | None = None
+    certified_before: datetime | None = None
 
 
 def rule_change(rules: RuleSet, base: RuleSet | None) -> RuleChange | None:
@@ -218,8 +223,14 @@ def _profile_create(
                 f"FROM {score} o0 WHERE {batch_sql('o0.contact_id', ids)})) edited ON edited.id = c.account_id"
             )
             fresh += " AND edited.id IS NULL"
+        base = f"o.version_id = {int(change.base_version_id)}"
+        if change.certified_version_id is not None:
+            base = (
+                f"({base} OR (o.version_id = {int(change.certified_version_id)} "
+                f"AND o.computed_at < '{change.certified_before.isoformat()}'::timestamptz))"
+            )
         delta = (
-            f"(o.version_id = {int(change.base_version_id)} AND o.as_of = %s::date AND o.fit_uncapped IS NOT NULL "
+            f"({base} AND o.as_of = %s::date AND o.fit_uncapped IS NOT NULL "
             f"AND o.engagement_uncapped_tenths IS NOT NULL AND {fresh} AND NOT {stale})"
         )
         inner_params += [as_of] + ([as_of, layout.signature] if layout.specs else [])
@@ -306,7 +317,13 @@ class ComputedScores:
 
 
 def scores_compute(
-    *, rules: RuleSet, ids: list[int], as_of: date, version_id: int, change: RuleChange | None = None
+    *,
+    rules: RuleSet,
+    ids: list[int],
+    as_of: date,
+    version_id: int,
+    change: RuleChange | None = None,
+    certify_version_id: int | None = None,
 ) -> ComputedScores:
     """Prepare the batch's scores: its profile table (_profile_create), its fit lookups and
     engagement sums; returns the query that computes each contact's score from them, with its
@@ -315,6 +332,11 @@ def scores_compute(
     term of the fit or engagement sum, with its points and cap written into it. Under a
     `change` (RuleChange), a contact whose stored score allows it is adjusted by the changed
     rules only; the others are evaluated in full.
+
+    A stored score of `certify_version_id` (the version a publish replaced) whose numbers
+    the new rules leave as they are is not rewritten: once the publish's run has finished,
+    it stands for the new version too (selectors.effective_versions). A publish that changes
+    half the totals so rewrites half the rows, not all of them.
 
     Runs in the caller's transaction, after the caller has locked these contacts (as
     contacts_rescore does), so the stored scores it compares with cannot change meanwhile.
@@ -378,7 +400,8 @@ def scores_compute(
         return ComputedScores(
             f"""SELECT n.*, o.total AS old_total,
                    o.contact_id IS NULL OR o.fit <> n.fit OR o.engagement <> n.engagement
-                       OR o.fit_grade <> n.fit_grade OR o.mql_level <> n.mql_level OR o.version_id <> %s
+                       OR o.fit_grade <> n.fit_grade OR o.mql_level <> n.mql_level
+                       OR (o.version_id <> %s AND o.version_id IS DISTINCT FROM %s::bigint)
                        OR o.fit_uncapped IS DISTINCT FROM n.fit_uncapped
                        OR o.engagement_uncapped_tenths IS DISTINCT FROM n.engagement_uncapped_tenths AS rewrite,
                    o.as_of IS DISTINCT FROM %s::date AS redate
@@ -412,6 +435,7 @@ def scores_compute(
                 AND {batch_sql("o.contact_id", ids)}""",
             [
                 version_id,
+                certify_version_id,
                 as_of,
                 *level_params,
                 int(rules.fit_cap),

@@ -285,6 +285,40 @@ def test_a_publish_adjusts_stored_scores_by_the_changed_rules_only():
 
 
 @pytest.mark.django_db
+def test_a_publish_keeps_the_scores_it_leaves_alone_and_explains_them_with_its_rules(marketer_api):
+    # VP 20 → 25 and Germany 10 → 5: a VP in Germany keeps 30, a VP elsewhere goes to 25.
+    fit = [("contact.job_title", "contains", "vp", 20), ("contact.country", "equals", "germany", 10)]
+    person = {"email_domain": "acme.example", "job_title": "VP Sales", "employee_count": 10, "attributes": {}}
+    kept, raised = (_contact({**person, "country": country, "days": []}) for country in ("Germany", "France"))
+    active = _version(fit, [], (60, 100), [])
+    _publish_run(active, replaced=active, ids=[kept, raised], as_of=AS_OF)
+    before = ContactScore.objects.get(pk=kept).computed_at
+    published = _version([(*fit[0][:3], 25), (*fit[1][:3], 5)], [], (60, 100), [])
+
+    run = _publish_run(published, replaced=active, ids=[kept, raised], as_of=AS_OF)
+
+    scores = ContactScore.objects.in_bulk([kept, raised])
+    assert (scores[kept].total, scores[raised].total) == (30, 25)
+    assert (scores[kept].computed_at, scores[kept].version_id) == (before, active.pk)  # not rewritten
+    answer = marketer_api.get(f"/api/contacts/{kept}/score/").json()
+    assert answer["version"] == str(published)
+    assert [(part["rule"], Decimal(part["points"])) for part in answer["explanation"]] == [("f0", 25), ("f1", 5)]
+    # While the run is still going, the score is explained by the rules that computed it.
+    RescoreRun.objects.filter(pk=run.pk).update(finished_at=None)
+    answer = marketer_api.get(f"/api/contacts/{kept}/score/").json()
+    assert answer["version"] == str(active)
+    assert [Decimal(part["points"]) for part in answer["explanation"]] == [20, 10]
+    # The next publish adjusts the kept score by its own change, as it does a rewritten one.
+    RescoreRun.objects.filter(pk=run.pk).update(finished_at=timezone.now())
+    ContactScore.objects.filter(pk=kept).update(fit_uncapped=31)  # behind the scoring's back: adjusted, not evaluated
+    next_version = _version([(*fit[0][:3], 26), (*fit[1][:3], 5)], [], (60, 100), [])
+    _publish_run(next_version, replaced=published, ids=[kept, raised], as_of=AS_OF)
+    scores = ContactScore.objects.in_bulk([kept, raised])
+    assert (scores[kept].fit_uncapped, scores[raised].fit_uncapped) == (32, 26)
+    assert {score.version_id for score in scores.values()} == {next_version.pk}
+
+
+@pytest.mark.django_db
 def test_a_publish_evaluates_in_full_a_score_whose_inputs_changed_since():
     engagement = [("email_click", 5, None, "none", 0)]
     fit = [("account.employee_count", "between", [100, None], 30), ("contact.job_title", "contains", "vp", 20)]
