@@ -259,6 +259,19 @@ class ContactScore(models.Model):
     # (scoring.sql_rescore). Null for scores written before they were kept: evaluated in full.
     fit_uncapped = models.IntegerField(null=True, blank=True)
     engagement_uncapped_tenths = models.BigIntegerField(null=True, blank=True)
+    # The contact's account when scored: a full rescore rolls every account up from the scores
+    # alone (sql_rescore.accounts_rescore_all), where joining a million contacts took most of
+    # its time. A contact that moves is rescored (its save requests it), which rewrites this
+    # and rolls both accounts up. No index and no database constraint: written for every row.
+    account = models.ForeignKey(
+        "leads.Account",
+        null=True,
+        blank=True,
+        on_delete=models.DO_NOTHING,
+        related_name="+",
+        db_index=False,
+        db_constraint=False,
+    )
     as_of = models.DateField(help_text="The day the score was computed for (decay and windows).")
     computed_at = models.DateTimeField()
 
@@ -357,10 +370,15 @@ class AccountScore(models.Model):
     """Account-based marketing: its contacts' engagement rolled up, plus the account's fit."""
 
     account = models.OneToOneField("leads.Account", on_delete=models.CASCADE, primary_key=True, related_name="score")
-    version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="+")
+    # A full rescore rewrites every account's row at its end: as ContactScore.version, no index
+    # and no database constraint (checked at commit for every row, with an index entry each).
+    version = models.ForeignKey(
+        ModelVersion, on_delete=models.PROTECT, related_name="+", db_index=False, db_constraint=False
+    )
     fit = models.DecimalField(max_digits=8, decimal_places=1, default=0)
     engagement = models.DecimalField(max_digits=10, decimal_places=1, default=0)
-    total = models.DecimalField(max_digits=10, decimal_places=1, default=0, db_index=True)
+    # Not indexed: nothing searches or sorts accounts by score but the admin's list.
+    total = models.DecimalField(max_digits=10, decimal_places=1, default=0)
     engaged_contacts = models.PositiveIntegerField(default=0)
     is_mqa = models.BooleanField(default=False)
     computed_at = models.DateTimeField()

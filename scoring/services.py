@@ -391,7 +391,7 @@ def contacts_rescore(
         reaching = {}
         for contact_id, profile in profiles.items():
             result = evaluate(rules, profile, engagement.get(contact_id, {}), as_of)
-            if writes.add(contact_id, result, stored.get(contact_id)):
+            if writes.add(contact_id, result, stored.get(contact_id), profile["account_id"]):
                 writes.accounts.add(profile["account_id"])
             if result.mql_level and profile["contact.lifecycle_stage"] in QUALIFYING_STAGES:
                 reaching[contact_id] = result
@@ -540,6 +540,7 @@ class _ScoreWrites:
         "mql_level",
         "fit_uncapped",
         "engagement_uncapped_tenths",
+        "account",
         "as_of",
         "computed_at",
     ]
@@ -554,8 +555,9 @@ class _ScoreWrites:
         """Contacts whose total changed (rewriting a row only to stamp the new version does not count)."""
         return len(self.changes)
 
-    def add(self, contact_id: int, result: ScoreResult, old: ContactScore | None) -> bool:
-        """Queue the write for one contact; False when its score did not change."""
+    def add(self, contact_id: int, result: ScoreResult, old: ContactScore | None, account_id: int | None) -> bool:
+        """Queue the write for one contact (of the account `account_id`); False when its score
+        did not change. A contact that moved to another account has both accounts rolled up."""
         # Explanations are computed on read (selectors.scores_explain): only numbers decide.
         fit_uncapped, engagement_uncapped_tenths = int(result.fit_uncapped), int(result.engagement_uncapped * 10)
         unchanged = old is not None and (
@@ -566,6 +568,7 @@ class _ScoreWrites:
             old.version_id,
             old.fit_uncapped,
             old.engagement_uncapped_tenths,
+            old.account_id,
         ) == (
             result.fit,
             result.engagement,
@@ -574,7 +577,10 @@ class _ScoreWrites:
             self.version.pk,
             fit_uncapped,
             engagement_uncapped_tenths,
+            account_id,
         )
+        if old is not None and old.account_id != account_id:
+            self.accounts.add(old.account_id)
         if unchanged:
             if old.as_of != self.as_of:
                 self.only_dated.append(contact_id)
@@ -589,6 +595,7 @@ class _ScoreWrites:
             mql_level=result.mql_level,
             fit_uncapped=fit_uncapped,
             engagement_uncapped_tenths=engagement_uncapped_tenths,
+            account_id=account_id,
             as_of=self.as_of,
             computed_at=self.now,
         )
@@ -635,8 +642,8 @@ class _ScoreWrites:
         scores, changes = self.created + self.updated, self.changes
         if not scores and not changes:
             return
-        columns = ["contact_id", "version_id", *self.FIELDS[1:]]
-        types = ["bigint", "bigint", "numeric", "numeric", "numeric", "text", "text", "int", "bigint", "date"]
+        columns = ["contact_id", *(ContactScore._meta.get_field(name).attname for name in self.FIELDS)]
+        types = ["bigint", "bigint", "numeric", "numeric", "numeric", "text", "text", "int", "bigint", "bigint", "date"]
         history = ["contact_id", "old_total", "new_total", "delta", "fit_grade"]
         history_types = ["bigint", "numeric", "numeric", "numeric", "text"]
         updates = ", ".join(f"{name} = excluded.{name}" for name in columns[1:])

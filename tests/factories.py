@@ -57,6 +57,7 @@ class ContactScoreFactory(factory.django.DjangoModelFactory):
 
     contact = factory.SubFactory(ContactFactory)
     version = factory.LazyFunction(active_version)
+    account_id = factory.LazyAttribute(lambda score: score.contact.account_id)
     total = Decimal(0)
     as_of = factory.LazyFunction(timezone.localdate)
     computed_at = factory.LazyFunction(timezone.now)

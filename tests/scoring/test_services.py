@@ -7,7 +7,14 @@ from django.db import IntegrityError
 from django.utils import timezone
 
 from leads.models import AuditEntry, Contact, LifecycleStage, StageChange
-from leads.services import IngestEvent, account_upsert, activities_ingest, contact_set_stage, contact_upsert
+from leads.services import (
+    IngestEvent,
+    account_upsert,
+    activities_ingest,
+    contact_set_stage,
+    contact_update,
+    contact_upsert,
+)
 from nurturing.models import OutboundEmail
 from scoring.models import (
     AccountRollupRequest,
@@ -173,6 +180,24 @@ def test_the_account_score_rolls_up_its_contacts_engagement(django_capture_on_co
     assert account_score.engagement == engagement
     assert account_score.engaged_contacts == 2
     assert account_score.fit == 22  # industry 12 + size 10: only account fields count for accounts
+
+
+def test_a_contact_that_moves_takes_its_engagement_to_its_new_account():
+    mover, stayer = _executive("a@fit.example"), _executive("b@fit.example")
+    _ingest(mover, "demo_request", prefix="x")
+    _ingest(stayer, "webinar_attended", prefix="y")
+    account_rollups_drain()
+    old_account = mover.account
+    new_account = account_upsert(name="New Co", domain="new.example", industry="Software", employee_count=1200)
+
+    contact_update(contact=mover, account=new_account)  # as the contact form and the API do
+    contacts_rescore(contact_ids=[mover.pk], reason="contact edited")
+    account_rollups_drain()
+
+    scores = {row.account_id: row for row in AccountScore.objects.all()}
+    assert scores[new_account.pk].engagement == ContactScore.objects.get(contact=mover).engagement > 0
+    assert scores[old_account.pk].engagement == ContactScore.objects.get(contact=stayer).engagement
+    assert (scores[new_account.pk].engaged_contacts, scores[old_account.pk].engaged_contacts) == (1, 1)
 
 
 def test_the_account_page_explains_the_account_score(rep_client):

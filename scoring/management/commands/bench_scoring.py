@@ -169,11 +169,12 @@ class Command(BaseCommand):
         with connection.cursor() as cursor:
             cursor.execute(
                 """INSERT INTO scoring_contactscore (contact_id, version_id, fit, engagement, total, fit_grade,
-                       mql_level, as_of, computed_at)
+                       mql_level, as_of, computed_at, account_id)
                 SELECT id, %s, f, e, f + e, CASE WHEN f >= 40 THEN 'A' WHEN f >= 25 THEN 'B' WHEN f >= 10 THEN 'C'
                        ELSE 'D' END, CASE WHEN f + e >= 90 THEN 'hot' WHEN f + e >= 60 THEN 'warm' ELSE '' END,
-                       current_date, now()
-                FROM (SELECT id, round((random() * 60)::numeric, 1) AS f, round((random() * 100)::numeric, 1) AS e
+                       current_date, now(), account_id
+                FROM (SELECT id, account_id, round((random() * 60)::numeric, 1) AS f,
+                             round((random() * 100)::numeric, 1) AS e
                       FROM leads_contact) s""",
                 [version.pk],
             )
