@@ -457,14 +457,14 @@ def _contacts_rescore_in_sql(
     """contacts_rescore for a big batch on PostgreSQL; same locks, writes and side effects,
     except account scores: the caller (a full rescore's last chunk) rolls them up at once."""
     now = timezone.now()
-    with transaction.atomic():
+    with transaction.atomic(), sql_rescore.layouts_shared():
         with connection.cursor() as cursor:
             # A chunk is small work, and workers already run one chunk per core: parallel query
             # workers only add start-up time.
             cursor.execute("SET LOCAL max_parallel_workers_per_gather = 0")
             # Everything written here derives from committed data, and the chunk's "done" mark
             # commits with it: a crash that loses this commit leaves the chunk to be run again.
-            cursor.execute("SET LOCAL synchronous_commit = off")
+            _commit_without_waiting()
             # In id order, as contacts_rescore; a chunk's id range is one index range scan.
             cursor.execute(
                 f"SELECT id FROM {Contact._meta.db_table} c WHERE {sql_rescore.batch_sql('c.id', ids)} "
@@ -502,6 +502,13 @@ def _replaced_version_id(run: RescoreRun | None) -> int | None:
     if run is None or run.reason != RescoreRun.Reason.PUBLISH:
         return None
     return run.base_version_id
+
+
+def _commit_without_waiting() -> None:
+    """This transaction commits without waiting for its WAL to reach the disk (PostgreSQL)."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL synchronous_commit = off")
 
 
 def _rule_change(rules, run: RescoreRun | None, version: ModelVersion) -> sql_rescore.RuleChange | None:
@@ -997,9 +1004,14 @@ def rescore_chunk_run(*, chunk_id: int) -> bool:
     claimable = Q(status=RescoreChunk.Status.PENDING) | Q(
         status=RescoreChunk.Status.RUNNING, claimed_at__lt=now - _claim_timeout()
     )
-    claimed = RescoreChunk.objects.filter(claimable, pk=chunk_id).update(
-        status=RescoreChunk.Status.RUNNING, claimed_at=now, attempts=F("attempts") + 1
-    )
+    with transaction.atomic():
+        # A claim lost in a crash leaves the chunk pending, to be claimed again: no need to
+        # wait for the disk. A synchronous commit here waited for the WAL of the chunk before,
+        # committed asynchronously (several megabytes): 4 ms a chunk.
+        _commit_without_waiting()
+        claimed = RescoreChunk.objects.filter(claimable, pk=chunk_id).update(
+            status=RescoreChunk.Status.RUNNING, claimed_at=now, attempts=F("attempts") + 1
+        )
     if not claimed:
         return False
     chunk = RescoreChunk.objects.select_related("run__version", "run__base_version").get(pk=chunk_id)

@@ -30,6 +30,8 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
@@ -502,7 +504,30 @@ class _SumLayout:
         return ",".join(self.keys)
 
 
+# Within layouts_shared, each rule set's layout is built once: a chunk asks for it four
+# times, and each asked the database for the rules' matchers (2.5 ms a chunk).
+_LAYOUTS: ContextVar[dict | None] = ContextVar("scoring_sum_layouts", default=None)
+
+
+@contextmanager
+def layouts_shared():
+    token = _LAYOUTS.set({})
+    try:
+        yield
+    finally:
+        _LAYOUTS.reset(token)
+
+
 def _sum_layout(rules: RuleSet) -> _SumLayout:
+    shared = _LAYOUTS.get()
+    if shared is None:
+        return _sum_layout_built(rules)
+    if id(rules) not in shared:
+        shared[id(rules)] = (rules, _sum_layout_built(rules))  # holding the rules keeps their id unique
+    return shared[id(rules)][1]
+
+
+def _sum_layout_built(rules: RuleSet) -> _SumLayout:
     matchers = dict(Matcher.objects.filter(key__in=rules.matcher_keys).values_list("key", "id"))
     specs: dict[str, tuple[int | None, int | None, int | None]] = {}
     points_keys, count_keys = [], []
