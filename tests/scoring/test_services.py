@@ -343,26 +343,25 @@ def test_a_new_property_filter_is_backfilled_from_history_exactly(operator, valu
 
 
 def test_a_chunk_that_fails_is_given_back_for_its_retry(monkeypatch, django_capture_on_commit_callbacks):
-    from scoring import services
     from scoring.models import RescoreChunk
-    from scoring.services import rescore_chunk_run, rescore_run_start
+    from scoring.services import rescore_chunk_run, rescore_run_start, runs
 
     contact = _executive()
     with django_capture_on_commit_callbacks(execute=False):
         run = rescore_run_start(version=active_version(), reason=RescoreRun.Reason.PUBLISH)
     chunk = run.chunks.get()
-    real_rescore = services.contacts_rescore
+    real_rescore = runs.contacts_rescore
 
     def deadlocked(**kwargs):
         raise IntegrityError("deadlock detected")
 
-    monkeypatch.setattr(services, "contacts_rescore", deadlocked)
+    monkeypatch.setattr(runs, "contacts_rescore", deadlocked)
     with pytest.raises(IntegrityError):
         rescore_chunk_run(chunk_id=chunk.pk)
     chunk.refresh_from_db()
     assert chunk.status == RescoreChunk.Status.PENDING  # not held until the claim times out
 
-    monkeypatch.setattr(services, "contacts_rescore", real_rescore)
+    monkeypatch.setattr(runs, "contacts_rescore", real_rescore)
     assert rescore_chunk_run(chunk_id=chunk.pk)  # the task's retry, seconds later
     run.refresh_from_db()
     assert run.is_finished and ContactScore.objects.filter(contact=contact).exists()
@@ -390,9 +389,9 @@ def test_a_publish_routes_the_mqls_it_makes_and_sends_each_rep_one_digest(rep, o
 
 
 def test_a_digest_lists_a_reps_best_new_mqls_and_counts_them_all(rep, monkeypatch):
-    from scoring import services
+    from scoring.services import runs
 
-    monkeypatch.setattr(services, "MQL_DIGEST_LISTED", 2)
+    monkeypatch.setattr(runs, "MQL_DIGEST_LISTED", 2)
     contacts = [_executive(f"vp{n}@fit.example") for n in range(3)]
     draft = draft_get_or_create(scoring_model=active_version().scoring_model)
     draft.mql_levels.update(min_score=1)

@@ -1,0 +1,252 @@
+"""Full rescores: runs split into chunks that workers claim, resumable, and the reps' digests of
+a run's new MQLs."""
+
+from __future__ import annotations
+
+import logging
+from datetime import date
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import connection, transaction
+from django.db.models import Count, F, Q, Window
+from django.db.models.functions import RowNumber
+from django.utils import timezone
+
+from leads.models import Contact, LifecycleStage
+
+from .. import sql_rescore
+from ..models import (
+    ModelVersion,
+    MqlQualification,
+    RescoreChunk,
+    RescoreRun,
+)
+from ..selectors import (
+    active_version,
+    ruleset_for,
+)
+from ._shared import claim_timeout, commit_without_waiting
+from .scores import contacts_rescore
+
+logger = logging.getLogger(__name__)
+
+
+def rescore_run_start(
+    *,
+    version: ModelVersion,
+    reason: str,
+    started_by=None,
+    contacts=None,
+    as_of: date | None = None,
+    base_version: ModelVersion | None = None,
+) -> RescoreRun:
+    """Split the contacts into id-range chunks and queue one task per chunk after commit."""
+    from ..tasks import rescore_chunk
+
+    contacts = Contact.objects.all() if contacts is None else contacts
+    ranges = _id_ranges(contacts, settings.RESCORE_CHUNK_SIZE)
+    with transaction.atomic():
+        run = RescoreRun.objects.create(
+            version=version,
+            reason=reason,
+            started_by=started_by,
+            base_version=base_version,
+            as_of=as_of or timezone.localdate(),
+            total_contacts=sum(count for _, _, count in ranges),
+        )
+        chunks = RescoreChunk.objects.bulk_create(
+            [RescoreChunk(run=run, first_contact_id=first, last_contact_id=last) for first, last, _ in ranges]
+        )
+        run.total_chunks = len(chunks)
+        if not chunks:
+            run.finished_at = timezone.now()
+        run.save(update_fields=["total_chunks", "finished_at"])
+        chunk_ids = list(run.chunks.values_list("id", flat=True))
+        transaction.on_commit(lambda: [rescore_chunk.delay(chunk_id) for chunk_id in chunk_ids])
+    return run
+
+
+def _id_ranges(contacts, size: int) -> list[tuple[int, int, int]]:
+    """(first id, last id, count) of each run of `size` consecutive contacts in id order,
+    computed by the database: a million ids need not travel to Python to be cut in chunks.
+    It hops along the primary key: each chunk's last id is `size` - 1 entries after its first,
+    the next chunk starts after it (numbering every id with a window function took 0.65 s at
+    a million contacts; hopping, 0.15 s). The last chunk, shorter than `size`, gets its end
+    and count in the same statement, so every chunk is cut from one snapshot."""
+    inner, params = contacts.order_by().values("id").query.sql_with_params()
+    after = "WHERE x.id > cut.last_id"
+    tail = f"FROM ({inner}) x WHERE x.id >= cut.first_id"
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""WITH RECURSIVE cut(first_id, last_id) AS (
+                SELECT (SELECT min(id) FROM ({inner}) x),
+                       (SELECT id FROM ({inner}) x ORDER BY id LIMIT 1 OFFSET %s)
+              UNION ALL
+                SELECT (SELECT min(id) FROM ({inner}) x {after}),
+                       (SELECT id FROM ({inner}) x {after} ORDER BY id LIMIT 1 OFFSET %s)
+                FROM cut WHERE cut.last_id IS NOT NULL
+            )
+            SELECT first_id, coalesce(last_id, (SELECT max(id) {tail})),
+                   CASE WHEN last_id IS NULL THEN (SELECT count(*) {tail}) ELSE %s END
+            FROM cut WHERE first_id IS NOT NULL ORDER BY first_id""",
+            [*params, *params, size - 1, *params, *params, size - 1, *params, *params, size],
+        )
+        return [tuple(row) for row in cursor.fetchall()]
+
+
+def rescore_chunk_run(*, chunk_id: int) -> bool:
+    """Rescore one chunk if it is not done and not held by a live worker; True if it ran.
+
+    The claim is a conditional update; the scores, the chunk's "done" mark and the run's
+    progress commit in one transaction, so a chunk re-run after a crash is never counted
+    twice, and a chunk whose worker died is claimed again after settings.RESCORE_CLAIM_TIMEOUT seconds.
+    """
+    now = timezone.now()
+    claimable = Q(status=RescoreChunk.Status.PENDING) | Q(
+        status=RescoreChunk.Status.RUNNING, claimed_at__lt=now - claim_timeout()
+    )
+    with transaction.atomic():
+        # A claim lost in a crash leaves the chunk pending, to be claimed again: no need to
+        # wait for the disk. A synchronous commit here waited for the WAL of the chunk before,
+        # committed asynchronously (several megabytes): 4 ms a chunk.
+        commit_without_waiting()
+        claimed = RescoreChunk.objects.filter(claimable, pk=chunk_id).update(
+            status=RescoreChunk.Status.RUNNING, claimed_at=now, attempts=F("attempts") + 1
+        )
+    if not claimed:
+        return False
+    chunk = RescoreChunk.objects.select_related("run__version", "run__base_version").get(pk=chunk_id)
+    ids = Contact.objects.filter(id__gte=chunk.first_contact_id, id__lte=chunk.last_contact_id).values_list(
+        "id", flat=True
+    )
+    try:
+        return _rescore_chunk_claimed(chunk, claimed_at=now, contact_ids=list(ids))
+    except Exception:
+        # Give the claim back, so that the task's retry (seconds away) can take the chunk
+        # again instead of the sweep after the claim timeout; a killed worker still needs the sweep.
+        logger.warning("Rescore chunk %s failed; released for its retry", chunk_id, exc_info=True)
+        RescoreChunk.objects.filter(pk=chunk_id, status=RescoreChunk.Status.RUNNING, claimed_at=now).update(
+            status=RescoreChunk.Status.PENDING
+        )
+        raise
+
+
+def _rescore_chunk_claimed(chunk: RescoreChunk, *, claimed_at, contact_ids: list[int]) -> bool:
+    """The chunk's scores, its "done" mark (only if still held by this claim) and the run's
+    progress, in one transaction."""
+    run = chunk.run
+    with transaction.atomic():
+        changed = contacts_rescore(
+            contact_ids=contact_ids,
+            reason=f"rescore: {run.get_reason_display()}",
+            as_of=run.as_of,
+            version=run.version,
+            in_sql=True,
+            run=run,
+        )
+        done = RescoreChunk.objects.filter(
+            pk=chunk.pk, status=RescoreChunk.Status.RUNNING, claimed_at=claimed_at
+        ).update(status=RescoreChunk.Status.DONE, changed_contacts=changed)
+        if not done:  # another worker re-claimed it meanwhile: let its result stand alone
+            transaction.set_rollback(True)
+            return False
+        RescoreRun.objects.filter(pk=run.pk).update(
+            done_chunks=F("done_chunks") + 1, changed_contacts=F("changed_contacts") + changed
+        )
+        finished = RescoreRun.objects.filter(pk=run.pk, done_chunks=F("total_chunks"), finished_at__isnull=True).update(
+            finished_at=timezone.now()
+        )
+        if finished and connection.vendor == "postgresql":
+            # The SQL path leaves accounts to the run's last chunk: one rollup of them all.
+            sql_rescore.accounts_rescore_all(
+                rules=ruleset_for(run.version),
+                version_id=run.version_id,
+                mqa_threshold=run.version.mqa_threshold,
+                now=timezone.now(),
+            )
+        if finished:
+            mql_digests_send(run=run)
+    return True
+
+
+def rescore_runs_sweep() -> int:
+    """Re-queue chunks whose worker died (beat, every minute); returns how many."""
+    from ..tasks import rescore_chunk
+
+    stale = timezone.now() - claim_timeout()
+    chunk_ids = list(
+        RescoreChunk.objects.filter(
+            Q(status=RescoreChunk.Status.PENDING, run__created_at__lt=stale)
+            | Q(status=RescoreChunk.Status.RUNNING, claimed_at__lt=stale)
+        ).values_list("id", flat=True)[:1000]
+    )
+    for chunk_id in chunk_ids:
+        rescore_chunk.delay(chunk_id)
+    return len(chunk_ids)
+
+
+def rescore_run_to_end(*, run: RescoreRun, progress=None) -> RescoreRun:
+    """Run every chunk in this process (management commands and tests)."""
+    for chunk_id in run.chunks.filter(status=RescoreChunk.Status.PENDING).values_list("id", flat=True):
+        rescore_chunk_run(chunk_id=chunk_id)
+        if progress:
+            progress(RescoreRun.objects.get(pk=run.pk))
+    return RescoreRun.objects.get(pk=run.pk)
+
+
+def scores_refresh_start(*, as_of: date | None = None) -> RescoreRun | None:
+    """Daily: rescore contacts whose stored score is older than today and has engagement,
+    so look-back windows and decay stay true without waiting for new activity."""
+    version = active_version()
+    as_of = as_of or timezone.localdate()
+    if version is None:
+        return None
+    stale = Contact.objects.filter(score__as_of__lt=as_of).exclude(score__engagement=0)
+    if not stale.exists():
+        return None
+    return rescore_run_start(version=version, reason=RescoreRun.Reason.REFRESH, contacts=stale, as_of=as_of)
+
+
+MQL_DIGEST_LISTED = 20
+
+
+def mql_digests_send(*, run: RescoreRun) -> int:
+    """One email per rep listing the leads this full rescore made MQLs and routed to them
+    (still theirs and still waiting); returns how many were queued. Keyed per run and rep."""
+    from nurturing.services import email_enqueue
+
+    # The run's contacts as a list of ids, not a join: a run can qualify tens of thousands in
+    # tables whose statistics lag behind, and a misjudged join then compares every pair. One
+    # array (`__any_of`), and one query for every rep's count and best leads: the ids as
+    # literals, once per rep, took 0.15 s a rep at 13,500 new MQLs.
+    qualified = list(MqlQualification.objects.filter(run=run).values_list("contact_id", flat=True))
+    by_rep = (
+        Contact.objects.filter(pk__any_of=qualified, lifecycle_stage=LifecycleStage.MQL, owner__isnull=False)
+        .annotate(
+            waiting=Window(Count("pk"), partition_by=[F("owner")]),
+            rank=Window(RowNumber(), partition_by=[F("owner")], order_by=[F("score_total").desc(), F("pk")]),
+        )
+        .filter(rank__lte=MQL_DIGEST_LISTED)
+        .select_related("account")
+        .order_by("owner", "rank")
+    )
+    best: dict[int, list[Contact]] = {}
+    for contact in by_rep:
+        best.setdefault(contact.owner_id, []).append(contact)
+    sent = 0
+    for rep in get_user_model().objects.filter(pk__in=best).exclude(email=""):
+        email_enqueue(
+            key=f"mql-digest:{run.pk}:{rep.pk}",
+            to=rep.email,
+            template="emails/mql_digest",
+            context={
+                "rep": rep,
+                "count": best[rep.pk][0].waiting,
+                "contacts": best[rep.pk],
+                "run": run,
+                "site_url": settings.SITE_URL,
+            },
+        )
+        sent += 1
+    return sent
