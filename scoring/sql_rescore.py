@@ -337,7 +337,7 @@ def scores_compute(
 
     A stored score of `certify_version_id` (the version a publish replaced) whose numbers
     the new rules leave as they are is not rewritten: once the publish's run has finished,
-    it stands for the new version too (selectors.effective_versions). A publish that changes
+    it stands for the new version too (selectors.effective_versions_assign). A publish that changes
     half the totals so rewrites half the rows, not all of them.
 
     Runs in the caller's transaction, after the caller has locked these contacts (as
