@@ -32,7 +32,7 @@ import re
 from collections import Counter
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from decimal import Decimal
 from functools import cache
@@ -49,6 +49,7 @@ from .models import (
     EngagementSums,
     Matcher,
     RescoreRequest,
+    RescoreRun,
     ScoreChangeBatch,
 )
 from .selectors import PROFILE_ACCOUNT_FIELDS, PROFILE_CONTACT_FIELDS
@@ -160,6 +161,28 @@ def rule_change(rules: RuleSet, base: RuleSet | None) -> RuleChange | None:
         rules.engagement_rules, base.engagement_rules, engagement_identity
     )
     return RuleChange(base.version_id, fit_added, fit_removed, engagement_added, engagement_removed)
+
+
+def rule_change_from(rules: RuleSet, base_version) -> RuleChange | None:
+    """rule_change against a published version, whose stored scores it can then adjust: those
+    computed with it, and those its own publish left as they were (they stand for it)."""
+    from .selectors import ruleset_for
+
+    change = rule_change(rules, ruleset_for(base_version))
+    if change is None:
+        return None
+    certified = (
+        RescoreRun.objects.filter(
+            version_id=base_version.pk, reason=RescoreRun.Reason.PUBLISH, finished_at__isnull=False
+        )
+        .exclude(base_version_id=base_version.pk)
+        .order_by("-created_at")
+        .values_list("base_version_id", "created_at")
+        .first()
+    )
+    if certified is None:
+        return change
+    return replace(change, certified_version_id=certified[0], certified_before=certified[1])
 
 
 def _multiset_difference(new, old, identity) -> tuple[tuple, tuple]:
@@ -400,7 +423,7 @@ def scores_compute(
             level_params += [level.min_score, level.name]
         level = f"CASE {' '.join(level_cases)} ELSE '' END" if level_cases else "''"
         return ComputedScores(
-            f"""SELECT n.*, o.total AS old_total,
+            f"""SELECT n.*, o.total AS old_total, o.mql_level AS old_level,
                    o.contact_id IS NULL OR o.fit <> n.fit OR o.engagement <> n.engagement
                        OR o.fit_grade <> n.fit_grade OR o.mql_level <> n.mql_level
                        OR (o.version_id <> %s AND o.version_id IS DISTINCT FROM %s::bigint)

@@ -3,7 +3,6 @@ the MQL transition."""
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterable
 from datetime import date
 from decimal import Decimal
@@ -213,22 +212,7 @@ def _rule_change(rules, run: RescoreRun | None, version: ModelVersion) -> sql_re
     rule, which is how a score that missed a change of its inputs gets repaired."""
     if run is None or not run.base_version_id:
         return None
-    change = sql_rescore.rule_change(rules, ruleset_for(run.base_version))
-    if change is None:
-        return None
-    # The scores the base's own publish left as they were stand for it too.
-    certified = (
-        RescoreRun.objects.filter(
-            version_id=run.base_version_id, reason=RescoreRun.Reason.PUBLISH, finished_at__isnull=False
-        )
-        .exclude(base_version_id=run.base_version_id)
-        .order_by("-created_at")
-        .values_list("base_version_id", "created_at")
-        .first()
-    )
-    if certified is None:
-        return change
-    return dataclasses.replace(change, certified_version_id=certified[0], certified_before=certified[1])
+    return sql_rescore.rule_change_from(rules, run.base_version)
 
 
 class _ScoreWrites:

@@ -35,7 +35,14 @@ from scoring.models import (
     RescoreRun,
     ScoringModel,
 )
-from scoring.selectors import engagement_for, ruleset_for, score_history, scoring_profiles
+from scoring.selectors import (
+    _preview_in_python,
+    engagement_for,
+    preview_version,
+    ruleset_for,
+    score_history,
+    scoring_profiles,
+)
 from scoring.services import (
     accounts_rescore,
     contacts_rescore,
@@ -316,6 +323,44 @@ def test_a_publish_keeps_the_scores_it_leaves_alone_and_explains_them_with_its_r
     scores = ContactScore.objects.in_bulk([kept, raised])
     assert (scores[kept].fit_uncapped, scores[raised].fit_uncapped) == (32, 26)
     assert {score.version_id for score in scores.values()} == {next_version.pk}
+
+
+@pytest.mark.django_db
+def test_the_preview_in_sql_gives_the_engines_figures_and_examples():
+    fit = [("contact.job_title", "contains", "vp", 20), ("contact.country", "equals", "germany", 10)]
+    engagement = [("page_view", 3, None, "decay", 7), ("email_click", 5, 30, "window", 400)]
+    levels = [(45, "C"), (60, "B")]
+    people = [
+        {"job_title": title, "country": country, "days": days}
+        for title in ("VP Sales", "Analyst")
+        for country in ("Germany", "France")
+        for days in ([], [("email_click", 3, 2)], [("email_click", 1, 5), ("page_view", 2, 4)])
+    ]
+    ids = [
+        _contact({"email_domain": "acme.example", "employee_count": 10, "attributes": {}, **person})
+        for person in people
+    ]
+    active = _version(fit, engagement, (60, 100), levels)
+    ModelVersion.objects.filter(status=ModelVersion.Status.ACTIVE).update(status=ModelVersion.Status.ARCHIVED)
+    ModelVersion.objects.filter(pk=active.pk).update(status=ModelVersion.Status.ACTIVE)
+    _publish_run(active, replaced=active, ids=ids[:-2], as_of=timezone.localdate())  # two never scored
+    Contact.objects.filter(pk=ids[3]).update(lifecycle_stage=LifecycleStage.RECYCLED)
+    # VPs to 50 points (some reach a level), then to none (some lose theirs); clicks 5 → 4.
+    clicks = ("email_click", 4, 30, "window", 400)
+    raising = _version([(*fit[0][:3], 50), fit[1]], [engagement[0], clicks], (60, 100), levels)
+    lowering = _version([(*fit[0][:3], 0), fit[1]], [engagement[0], clicks], (60, 100), levels)
+
+    previews = {}
+    for draft in (raising, lowering):
+        in_sql = preview_version(draft, examples=3)
+        for example in in_sql["new_examples"] + in_sql["drop_examples"]:
+            assert example.pop("contact").pk == example["contact_id"]
+        assert in_sql == _preview_in_python(ruleset_for(draft), timezone.localdate(), 3)
+        previews[draft] = in_sql
+
+    assert previews[raising]["contacts"] == len(ids)
+    assert previews[raising]["new_mqls"] > 0 < previews[lowering]["drops"]
+    assert previews[raising]["changed"] > 0 < previews[lowering]["changed"]
 
 
 @pytest.mark.django_db
