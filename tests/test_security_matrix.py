@@ -111,6 +111,12 @@ EXPECTATIONS = {
         POST_MARKETING_REDIRECTS,
     ),
     "scoring/versions/<int:pk>/preview/": ("get", "/scoring/versions/{draft}/preview/", None, PAGE_MARKETING),
+    "scoring/versions/<int:pk>/preview/results/": (
+        "get",
+        "/scoring/versions/{draft}/preview/results/",
+        None,
+        PAGE_MARKETING,
+    ),
     "scoring/versions/<int:pk>/publish/": (
         "post",
         "/scoring/versions/{draft}/publish/",
