@@ -528,3 +528,40 @@ class AccountRollupRequest(models.Model):
 
     def __str__(self) -> str:
         return f"Roll up account {self.account_id}"
+
+
+class DraftPreview(models.Model):
+    """What publishing a version would do (selectors.preview_version), computed by a worker:
+    at a million contacts it takes from seconds to a minute, too long for a page request.
+    `rules` fingerprints the rule set and the active version it was computed against, so
+    a draft edited since gets a new one."""
+
+    version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="previews")
+    rules = models.CharField(max_length=64)
+    total_contacts = models.PositiveIntegerField(default=0)
+    done_contacts = models.PositiveIntegerField(default=0)
+    result = models.JSONField(null=True, blank=True)
+    failure = models.TextField(blank=True)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["version", "rules", "-created_at"], name="draftpreview_lookup_idx")]
+
+    def __str__(self) -> str:
+        return f"Preview #{self.pk} of {self.version}"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.finished_at is not None
+
+    @property
+    def percent_done(self) -> int:
+        if self.is_finished:
+            return 100
+        return int(100 * self.done_contacts / self.total_contacts) if self.total_contacts else 0

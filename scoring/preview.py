@@ -24,7 +24,7 @@ PREVIEW_SQL_CHUNK = 5000
 
 
 def preview_in_sql(
-    *, rules: RuleSet, version: ModelVersion, active: ModelVersion | None, as_of: date, examples: int
+    *, rules: RuleSet, version: ModelVersion, active: ModelVersion | None, as_of: date, examples: int, progress=None
 ) -> dict:
     """selectors.preview_version's figures and examples, for PostgreSQL."""
     from .selectors import contacts_may_qualify, scoring_profiles
@@ -47,6 +47,8 @@ def preview_in_sql(
             qualifying = contacts_may_qualify(by_id, profiles, rules)
             summary["new_mqls"] += len(qualifying)
             summary["new_examples"] += [by_id[c] for c in qualifying][: examples - len(summary["new_examples"])]
+        if progress:
+            progress(summary["contacts"], len(ids))
     return summary
 
 

@@ -328,8 +328,10 @@ def engaged_since_recycled(contact_ids: list[int], rules) -> set[int]:
 PREVIEW_CHUNK = 2000
 
 
-def preview_version(version: ModelVersion, *, examples: int = 5) -> dict:
-    """What publishing `version` would do, against the scores stored now.
+def preview_version(version: ModelVersion, *, examples: int = 5, progress=None) -> dict:
+    """What publishing `version` would do, against the scores stored now; `progress(done,
+    total)` hears after each chunk of contacts. Its examples name contact ids (attach the
+    contacts with preview_examples_attach).
 
     New MQLs: contacts in a stage scoring may qualify who reach a level under the draft
     but have none now; drops: contacts with a level now who would have none.
@@ -339,14 +341,13 @@ def preview_version(version: ModelVersion, *, examples: int = 5) -> dict:
     if connection.vendor == "postgresql":
         from .preview import preview_in_sql
 
-        summary = preview_in_sql(rules=rules, version=version, active=active_version(), as_of=as_of, examples=examples)
-    else:
-        summary = _preview_in_python(rules, as_of, examples)
-    _attach_contacts(summary["new_examples"] + summary["drop_examples"])
-    return summary
+        return preview_in_sql(
+            rules=rules, version=version, active=active_version(), as_of=as_of, examples=examples, progress=progress
+        )
+    return _preview_in_python(rules, as_of, examples, progress)
 
 
-def _preview_in_python(rules, as_of: date, examples: int) -> dict:
+def _preview_in_python(rules, as_of: date, examples: int, progress=None) -> dict:
     """preview_version by the engine, contact by contact: 2,000 at a time."""
     from .services import QUALIFYING_STAGES
 
@@ -381,6 +382,8 @@ def _preview_in_python(rules, as_of: date, examples: int) -> dict:
         for contact_id in contacts_may_qualify(reaching, profiles, rules):
             summary["new_mqls"] += 1
             _keep_example(summary["new_examples"], reaching[contact_id], examples)
+        if progress:
+            progress(summary["contacts"], len(ids))
     return summary
 
 
@@ -389,7 +392,9 @@ def _keep_example(examples: list, example: dict, limit: int) -> None:
         examples.append(example)
 
 
-def _attach_contacts(examples: list[dict]) -> None:
+def preview_examples_attach(summary: dict) -> None:
+    """Give each example of a preview its contact (None for one deleted since)."""
+    examples = summary["new_examples"] + summary["drop_examples"]
     contacts = Contact.objects.select_related("account").in_bulk([e["contact_id"] for e in examples])
     for example in examples:
         example["contact"] = contacts.get(example["contact_id"])

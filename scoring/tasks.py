@@ -53,3 +53,10 @@ def suggest_model(suggestion_id: int) -> bool:
     from .tuning.suggest import suggestion_run
 
     return suggestion_run(suggestion_id=suggestion_id)
+
+
+@shared_task(acks_late=True)
+def preview_draft(preview_id: int) -> bool:
+    """Compute a draft's preview. Claimed with a conditional update, so a second delivery
+    of the same message does nothing."""
+    return services.draft_preview_run(preview_id=preview_id)

@@ -25,7 +25,11 @@ urlpatterns = [
     path("versions/<int:pk>/<rulekind:kind>/<int:rule_pk>/", views.rule_edit, name="rule_edit"),
     path("versions/<int:pk>/<rulekind:kind>/<int:rule_pk>/delete/", views.rule_delete, name="rule_delete"),
     path("versions/<int:pk>/preview/", views.version_preview, name="version_preview"),
-    path("versions/<int:pk>/preview/results/", views.version_preview_results, name="version_preview_results"),
+    path(
+        "versions/<int:pk>/preview/<int:preview_pk>/progress/",
+        views.version_preview_progress,
+        name="version_preview_progress",
+    ),
     path("versions/<int:pk>/publish/", views.version_publish, name="version_publish"),
     path("compare/", views.version_compare, name="version_compare"),
     path("runs/<int:pk>/", views.run_detail, name="run_detail"),

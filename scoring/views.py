@@ -4,15 +4,15 @@ from django.contrib import messages
 from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
+from django_htmx.http import HttpResponseClientRefresh
 
 from leads.decorators import role_required
-from leads.models import Contact
 from leads.roles import MARKETING
 
 from . import selectors, versions
 from .forms import EngagementRuleForm, FitRuleForm, MqlLevelForm, VersionSettingsForm
-from .models import EngagementRule, FitRule, ModelVersion, MqlLevel, RescoreRun, ScoringModel
-from .services import matchers_prepare
+from .models import DraftPreview, EngagementRule, FitRule, ModelVersion, MqlLevel, RescoreRun, ScoringModel
+from .services import draft_preview_get_or_start
 
 RULE_KINDS = {
     "fit": (FitRule, FitRuleForm, "fit_rules"),
@@ -120,19 +120,25 @@ def version_settings(request, pk: int):
 
 @role_required(MARKETING)
 def version_preview(request, pk: int):
-    """The preview's page: it answers at once and loads its figures (version_preview_results),
-    which take seconds at a million contacts, showing that it is computing meanwhile."""
+    """What publishing the version would do: computed by a worker (seconds to a minute at a
+    million contacts), its progress shown until then."""
     version = get_object_or_404(ModelVersion.objects.select_related("scoring_model"), pk=pk)
-    context = {"version": version, "active": selectors.active_version(), "contacts": Contact.objects.count()}
+    if request.method == "POST":  # "Compute again": the stored scores have moved since
+        draft_preview_get_or_start(version=version, user=request.user, again=True)
+        return redirect("scoring:version_preview", pk=version.pk)
+    preview = draft_preview_get_or_start(version=version, user=request.user)
+    if preview.result is not None:
+        selectors.preview_examples_attach(preview.result)
+    context = {"version": version, "active": selectors.active_version(), "preview": preview}
     return render(request, "scoring/preview.html", context)
 
 
 @role_required(MARKETING)
-def version_preview_results(request, pk: int):
-    version = get_object_or_404(ModelVersion.objects.select_related("scoring_model"), pk=pk)
-    matchers_prepare(version=version)  # new property filters need their aggregates first
-    context = {"version": version, "preview": selectors.preview_version(version)}
-    return render(request, "scoring/_preview_results.html", context)
+def version_preview_progress(request, pk: int, preview_pk: int):
+    preview = get_object_or_404(DraftPreview, pk=preview_pk, version_id=pk)
+    if preview.is_finished and request.htmx:
+        return HttpResponseClientRefresh()  # the page now shows the figures
+    return render(request, "scoring/_preview_progress.html", {"version": preview.version, "preview": preview})
 
 
 @require_POST

@@ -33,7 +33,7 @@ from nurturing.models import Sequence, SequenceStep, StepVariant
 from nurturing.services import email_enqueue_message
 from scoring.models import ModelSuggestion, RescoreRun
 from scoring.selectors import active_version
-from scoring.services import contacts_rescore
+from scoring.services import contacts_rescore, draft_preview_get_or_start
 from scoring.versions import draft_get_or_create
 
 from .factories import AccountFactory, ActivityFactory, ContactFactory, UserFactory
@@ -111,9 +111,9 @@ EXPECTATIONS = {
         POST_MARKETING_REDIRECTS,
     ),
     "scoring/versions/<int:pk>/preview/": ("get", "/scoring/versions/{draft}/preview/", None, PAGE_MARKETING),
-    "scoring/versions/<int:pk>/preview/results/": (
+    "scoring/versions/<int:pk>/preview/<int:preview_pk>/progress/": (
         "get",
-        "/scoring/versions/{draft}/preview/results/",
+        "/scoring/versions/{draft}/preview/{preview}/progress/",
         None,
         PAGE_MARKETING,
     ),
@@ -347,6 +347,7 @@ def world(users):
     active = active_version()
     draft = draft_get_or_create(scoring_model=active.scoring_model, user=users["marketer"])
     run = RescoreRun.objects.create(version=active, reason="publish", as_of=timezone.localdate())
+    preview = draft_preview_get_or_start(version=draft, user=users["marketer"])
     sequence = Sequence.objects.create(name="Welcome", status="active")
     step = SequenceStep.objects.create(sequence=sequence, position=1, subject="Hi", body="Hello")
     variant = StepVariant.objects.create(step=step, label="B", subject="Hey", body="Hello")
@@ -369,6 +370,7 @@ def world(users):
         "active": active.pk,
         "draft": draft.pk,
         "fit_rule": draft.fit_rules.first().pk,
+        "preview": preview.pk,
         "run": run.pk,
         "sequence": sequence.pk,
         "step": step.pk,

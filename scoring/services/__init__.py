@@ -1,5 +1,5 @@
 """Writes for scoring: engagement aggregates, scores, MQL transitions, account rollups,
-rescore requests and full rescore runs, one module each. Callers import from here."""
+rescore requests, full rescore runs and draft previews, one module each. Callers import from here."""
 
 from .accounts import (
     ACCOUNT_PROFILE,
@@ -21,6 +21,7 @@ from .engagement import (
     matcher_for_type,
     matchers_prepare,
 )
+from .previews import PREVIEW_FRESH, draft_preview_get_or_start, draft_preview_run
 from .requests import (
     DRAIN_QUEUED_FLAG,
     rescore_drain_queue,
@@ -44,6 +45,7 @@ __all__ = [
     "DRAIN_QUEUED_FLAG",
     "MATCHER_LOCKS",
     "MQL_DIGEST_LISTED",
+    "PREVIEW_FRESH",
     "QUALIFYING_STAGES",
     "ROLLUP_DELAY_SECONDS",
     "ROLLUP_QUEUED_FLAG",
@@ -54,6 +56,8 @@ __all__ = [
     "account_rollups_sweep",
     "accounts_rescore",
     "contacts_rescore",
+    "draft_preview_get_or_start",
+    "draft_preview_run",
     "engagement_fold",
     "engagement_rebuild",
     "engagement_record",

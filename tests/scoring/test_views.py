@@ -12,7 +12,7 @@ from leads.models import LifecycleStage
 from leads.services import IngestEvent, account_upsert, activities_ingest, contact_set_stage, contact_upsert
 from scoring.models import ContactScore, FitRule, ModelVersion, RescoreRun
 from scoring.selectors import active_version
-from scoring.services import contacts_rescore, rescore_run_to_end
+from scoring.services import contacts_rescore, draft_preview_run, rescore_run_to_end
 
 
 def _ingest_now(contact, type_key: str) -> None:
@@ -119,14 +119,22 @@ def test_preview_counts_the_new_mqls_a_draft_would_make(marketer_client, draft):
     contacts_rescore(contact_ids=[contact.pk], reason="test")
     assert ContactScore.objects.get(contact=contact).mql_level == ""
     draft.mql_levels.update(min_score=40)
+    url = reverse("scoring:version_preview", args=[draft.pk])
 
-    page = marketer_client.get(reverse("scoring:version_preview", args=[draft.pk])).content.decode()
-    response = marketer_client.get(reverse("scoring:version_preview_results", args=[draft.pk]))
+    waiting = marketer_client.get(url)
 
-    # The page answers at once and loads its figures, which take seconds at a million contacts.
-    assert f'hx-get="{reverse("scoring:version_preview_results", args=[draft.pk])}"' in page
-    assert response.context["preview"]["new_mqls"] == 1
-    assert "vp@soft.example" in response.content.decode() or str(contact) in response.content.decode()
+    # A worker computes it (seconds to a minute at a million contacts); the page polls its progress.
+    preview = waiting.context["preview"]
+    progress_url = reverse("scoring:version_preview_progress", args=[draft.pk, preview.pk])
+    assert "Waiting for a worker" in waiting.content.decode() and progress_url in waiting.content.decode()
+    assert "Waiting for a worker" in marketer_client.get(progress_url).content.decode()
+    assert draft_preview_run(preview_id=preview.pk) is True
+    assert draft_preview_run(preview_id=preview.pk) is False  # a second delivery does nothing
+    assert marketer_client.get(progress_url, headers={"HX-Request": "true"}).headers["HX-Refresh"] == "true"
+    shown = marketer_client.get(url)
+    assert shown.context["preview"].pk == preview.pk  # the same rules: not computed twice
+    assert shown.context["preview"].result["new_mqls"] == 1
+    assert str(contact) in shown.content.decode()
 
 
 def test_preview_does_not_count_a_recycled_lead_that_has_done_nothing_since(marketer_client, draft):
@@ -134,11 +142,17 @@ def test_preview_does_not_count_a_recycled_lead_that_has_done_nothing_since(mark
     contacts_rescore(contact_ids=[contact.pk], reason="test")
     contact_set_stage(contact=contact, to_stage=LifecycleStage.RECYCLED, reason="bad timing")
     draft.mql_levels.update(min_score=40)
-    preview_url = reverse("scoring:version_preview_results", args=[draft.pk])
+    url = reverse("scoring:version_preview", args=[draft.pk])
 
-    before = marketer_client.get(preview_url).context["preview"]["new_mqls"]
+    def new_mqls():
+        preview = marketer_client.get(url).context["preview"]
+        draft_preview_run(preview_id=preview.pk)
+        return marketer_client.get(url).context["preview"].result["new_mqls"]
+
+    before = new_mqls()
     _ingest_now(contact, "pricing_page_view")
-    after = marketer_client.get(preview_url).context["preview"]["new_mqls"]
+    assert marketer_client.post(url).status_code == 302  # "Compute again", with the scores stored now
+    after = new_mqls()
 
     assert (before, after) == (0, 1)
 

@@ -1,0 +1,87 @@
+"""Draft previews: what publishing a version would do, computed by a worker with its progress."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import timedelta
+
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from leads.models import Contact
+
+from ..models import DraftPreview, ModelVersion
+from ..selectors import active_version, preview_version, ruleset_for
+from .engagement import matchers_prepare
+
+# A preview shows the stored scores of its moment; after this long the page computes it
+# again. A worker that died with it leaves it unfinished: it is claimed again after as long.
+PREVIEW_FRESH = timedelta(minutes=10)
+
+
+def draft_preview_get_or_start(*, version: ModelVersion, user=None, again: bool = False) -> DraftPreview:
+    """The version's preview for its rules as they are now, started (queued after commit)
+    when there is none from the last PREVIEW_FRESH, the last one failed, or the marketer
+    asks `again` (the stored scores have moved since). Opening the preview page asks for
+    it: otherwise at most one is computed per rule set at a time."""
+    from ..tasks import preview_draft
+
+    fingerprint = _rules_fingerprint(version)
+    recent = DraftPreview.objects.filter(
+        version=version, rules=fingerprint, failure="", created_at__gte=timezone.now() - PREVIEW_FRESH
+    ).first()
+    if recent is not None and not (again and recent.is_finished):
+        return recent
+    preview = DraftPreview.objects.create(
+        version=version, rules=fingerprint, total_contacts=Contact.objects.count(), requested_by=user
+    )
+    transaction.on_commit(lambda: preview_draft.delay(preview.pk))
+    return preview
+
+
+def _rules_fingerprint(version: ModelVersion) -> str:
+    """Changes with every edit of the version's rules, levels and settings, and with the
+    active version the preview compares against."""
+    active = active_version()
+    text = f"{ruleset_for(version)!r}|{active.pk if active else None}"
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def draft_preview_run(*, preview_id: int) -> bool:
+    """Claim the preview and compute it; False if it is done or another worker has it.
+    Safe to run twice: the claim is a conditional update."""
+    now = timezone.now()
+    claimable = Q(started_at__isnull=True) | Q(started_at__lt=now - PREVIEW_FRESH)
+    if not DraftPreview.objects.filter(claimable, pk=preview_id, finished_at__isnull=True).update(started_at=now):
+        return False
+    preview = DraftPreview.objects.select_related("version").get(pk=preview_id)
+    try:
+        matchers_prepare(version=preview.version)  # new property filters need their aggregates first
+        summary = preview_version(preview.version, progress=lambda done, total: _progress(preview_id, done, total))
+    except Exception as error:  # shown to the marketer, who can open the page again; the traceback goes to the log
+        DraftPreview.objects.filter(pk=preview_id).update(
+            failure=str(error) or error.__class__.__name__, finished_at=timezone.now()
+        )
+        raise
+    DraftPreview.objects.filter(pk=preview_id).update(result=_as_json(summary), finished_at=timezone.now())
+    return True
+
+
+def _progress(preview_id: int, done: int, total: int) -> None:
+    DraftPreview.objects.filter(pk=preview_id).update(done_contacts=done, total_contacts=total)
+
+
+def _as_json(summary: dict) -> dict:
+    """Totals as text: exact decimals, as the page shows them."""
+    examples = {
+        key: [
+            {**example, "old_total": str(example["old_total"]), "new_total": str(example["new_total"])}
+            for example in summary[key]
+        ]
+        for key in ("new_examples", "drop_examples")
+    }
+    return {**summary, **examples}
+
+
+__all__ = ["PREVIEW_FRESH", "draft_preview_get_or_start", "draft_preview_run"]
