@@ -5,6 +5,7 @@ from .models import (
     AccountScore,
     ContactScore,
     DailyEngagement,
+    DraftPreview,
     EngagementRule,
     EngagementSums,
     FitRule,
@@ -194,6 +195,11 @@ class RescoreChunkAdmin(ReadOnlyAdmin):
 class ModelSuggestionAdmin(ReadOnlyAdmin):
     list_display = ["created_at", "scoring_model", "status", "target_kind", "target_value", "draft", "created_by"]
     list_filter = ["status", "target_kind"]
+
+
+@admin.register(DraftPreview)
+class DraftPreviewAdmin(ReadOnlyAdmin):
+    list_display = ["created_at", "version", "done_contacts", "total_contacts", "finished_at", "requested_by"]
 
 
 @admin.register(RescoreRequest)
