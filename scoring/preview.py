@@ -27,11 +27,11 @@ def preview_in_sql(
     *, rules: RuleSet, version: ModelVersion, active: ModelVersion | None, as_of: date, examples: int, progress=None
 ) -> dict:
     """selectors.preview_version's figures and examples, for PostgreSQL."""
-    from .selectors import contacts_may_qualify, scoring_profiles
+    from .selectors import contacts_may_qualify, preview_summary_empty, scoring_profiles
     from .services import QUALIFYING_STAGES
 
     change = sql_rescore.rule_change_from(rules, active) if active is not None else None
-    summary = {"contacts": 0, "changed": 0, "new_mqls": 0, "drops": 0, "new_examples": [], "drop_examples": []}
+    summary = preview_summary_empty()
     ids = list(Contact.objects.order_by("id").values_list("id", flat=True))
     stages = [str(stage) for stage in QUALIFYING_STAGES]
     for start in range(0, len(ids), PREVIEW_SQL_CHUNK):

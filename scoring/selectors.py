@@ -351,7 +351,7 @@ def _preview_in_python(rules, as_of: date, examples: int, progress=None) -> dict
     """preview_version by the engine, contact by contact: 2,000 at a time."""
     from .services import QUALIFYING_STAGES
 
-    summary = {"contacts": 0, "changed": 0, "new_mqls": 0, "drops": 0, "new_examples": [], "drop_examples": []}
+    summary = preview_summary_empty()
     ids = list(Contact.objects.order_by("id").values_list("id", flat=True))
     for start in range(0, len(ids), PREVIEW_CHUNK):
         chunk = ids[start : start + PREVIEW_CHUNK]
@@ -385,6 +385,10 @@ def _preview_in_python(rules, as_of: date, examples: int, progress=None) -> dict
         if progress:
             progress(summary["contacts"], len(ids))
     return summary
+
+
+def preview_summary_empty() -> dict:
+    return {"contacts": 0, "changed": 0, "new_mqls": 0, "drops": 0, "new_examples": [], "drop_examples": []}
 
 
 def _keep_example(examples: list, example: dict, limit: int) -> None:
@@ -456,7 +460,7 @@ def effective_versions_assign(scores: list[ContactScore]) -> None:
 
 def contact_score_panel(contact: Contact) -> dict:
     """What the contact page shows of scoring: the score, its explanation and history."""
-    score = ContactScore.objects.filter(contact=contact).select_related("version__scoring_model").first()
+    score = ContactScore.objects.filter(contact=contact).first()  # its version: scores_explain
     scores_explain([score])
     return {"score": score, "score_changes": score_history(contact.pk, limit=200)}
 

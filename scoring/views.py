@@ -135,7 +135,7 @@ def version_preview(request, pk: int):
 
 @role_required(MARKETING)
 def version_preview_progress(request, pk: int, preview_pk: int):
-    preview = get_object_or_404(DraftPreview, pk=preview_pk, version_id=pk)
+    preview = get_object_or_404(DraftPreview.objects.select_related("version"), pk=preview_pk, version_id=pk)
     if preview.is_finished and request.htmx:
         return HttpResponseClientRefresh()  # the page now shows the figures
     return render(request, "scoring/_preview_progress.html", {"version": preview.version, "preview": preview})
