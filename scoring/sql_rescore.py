@@ -292,8 +292,14 @@ def _fit_lookups(cursor, fields: list[_FitField]) -> list[tuple[int, list[str], 
     if not fields:
         return lookups
     # One round trip for all fields: the statements take no parameters, so they can travel
-    # together, each with its own result set.
-    statements = (f"SELECT DISTINCT ON (1) k{n}, v{n} FROM {PROFILE} ORDER BY 1" for n in range(len(fields)))
+    # together, each with its own result set. A field no changed rule tests is only read for
+    # the contacts evaluated in full (the others' keys are NULL, _profile_create): under a rule
+    # change, a handful of a chunk's 5,000, which no longer need sorting (2 ms a field).
+    needed = {True: "", False: "WHERE delta IS NOT TRUE"}
+    statements = (
+        f"SELECT DISTINCT ON (1) k{n}, v{n} FROM {PROFILE} {needed[item.changed]} ORDER BY 1"
+        for n, item in enumerate(fields)
+    )
     cursor.execute("; ".join(statements))
     for n, item in enumerate(fields):
         if n:

@@ -35,9 +35,14 @@ def account_rollups() -> int:
 
 @shared_task
 def rescore_sweep() -> int:
-    """Beat, every minute: re-queue rescore chunks whose worker died, and contact rescores and
-    account rollups whose task was lost."""
-    return services.rescore_runs_sweep() + services.rescore_requests_sweep() + services.account_rollups_sweep()
+    """Beat, every minute: re-queue rescore chunks whose worker died, and contact rescores,
+    account rollups and draft previews whose task was lost."""
+    return (
+        services.rescore_runs_sweep()
+        + services.rescore_requests_sweep()
+        + services.account_rollups_sweep()
+        + services.draft_previews_sweep()
+    )
 
 
 @shared_task

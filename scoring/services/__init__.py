@@ -21,7 +21,14 @@ from .engagement import (
     matcher_for_type,
     matchers_prepare,
 )
-from .previews import PREVIEW_FRESH, draft_preview_get_or_start, draft_preview_run
+from .previews import (
+    PREVIEW_ABANDONED,
+    PREVIEW_FAILED,
+    PREVIEW_FRESH,
+    draft_preview_get_or_start,
+    draft_preview_run,
+    draft_previews_sweep,
+)
 from .requests import (
     DRAIN_QUEUED_FLAG,
     rescore_drain_queue,
@@ -45,6 +52,8 @@ __all__ = [
     "DRAIN_QUEUED_FLAG",
     "MATCHER_LOCKS",
     "MQL_DIGEST_LISTED",
+    "PREVIEW_ABANDONED",
+    "PREVIEW_FAILED",
     "PREVIEW_FRESH",
     "QUALIFYING_STAGES",
     "ROLLUP_DELAY_SECONDS",
@@ -58,6 +67,7 @@ __all__ = [
     "contacts_rescore",
     "draft_preview_get_or_start",
     "draft_preview_run",
+    "draft_previews_sweep",
     "engagement_fold",
     "engagement_rebuild",
     "engagement_record",

@@ -16,20 +16,27 @@ from ..selectors import active_version, preview_version, ruleset_for
 from .engagement import matchers_prepare
 
 # A preview shows the stored scores of its moment; after this long the page computes it
-# again. A worker that died with it leaves it unfinished: it is claimed again after as long.
+# again. One still unfinished this long after a worker took it lost its worker (the sweep).
 PREVIEW_FRESH = timedelta(minutes=10)
+PREVIEW_FAILED = "An error stopped it; the details are in the worker's log."
+PREVIEW_ABANDONED = "Its worker stopped before it finished."
+# Not started after this long, a preview's task is presumed lost and queued again: a marketer
+# is watching its page. A task that was only waiting behind others is then delivered twice,
+# and its claim turns the second delivery away.
+PREVIEW_LOST_AFTER = timedelta(minutes=1)
 
 
 def draft_preview_get_or_start(*, version: ModelVersion, user=None, again: bool = False) -> DraftPreview:
     """The version's preview for its rules as they are now, started (queued after commit)
-    when there is none from the last PREVIEW_FRESH, the last one failed, or the marketer
-    asks `again` (the stored scores have moved since). Opening the preview page asks for
-    it: otherwise at most one is computed per rule set at a time."""
+    when there is none from the last PREVIEW_FRESH, or the marketer asks `again` (the stored
+    scores have moved since, or the last one failed). Opening the preview page asks for it:
+    otherwise at most one is computed per rule set at a time. A failed one is shown as
+    failed until asked again: a page that started it over would loop on a lasting error."""
     from ..tasks import preview_draft
 
     fingerprint = _rules_fingerprint(version)
     recent = DraftPreview.objects.filter(
-        version=version, rules=fingerprint, failure="", created_at__gte=timezone.now() - PREVIEW_FRESH
+        version=version, rules=fingerprint, created_at__gte=timezone.now() - PREVIEW_FRESH
     ).first()
     if recent is not None and not (again and recent.is_finished):
         return recent
@@ -59,13 +66,35 @@ def draft_preview_run(*, preview_id: int) -> bool:
     try:
         matchers_prepare(version=preview.version)  # new property filters need their aggregates first
         summary = preview_version(preview.version, progress=lambda done, total: _progress(preview_id, done, total))
-    except Exception as error:  # shown to the marketer, who can open the page again; the traceback goes to the log
-        DraftPreview.objects.filter(pk=preview_id).update(
-            failure=str(error) or error.__class__.__name__, finished_at=timezone.now()
-        )
+    except Exception:
+        # The marketer sees that it failed and can compute it again; the error and its
+        # traceback go to the worker's log (raised), not to the page.
+        DraftPreview.objects.filter(pk=preview_id).update(failure=PREVIEW_FAILED, finished_at=timezone.now())
         raise
-    DraftPreview.objects.filter(pk=preview_id).update(result=_as_json(summary), finished_at=timezone.now())
+    # A preview the sweep gave up on that finishes after all shows its figures.
+    DraftPreview.objects.filter(pk=preview_id).update(result=_as_json(summary), failure="", finished_at=timezone.now())
     return True
+
+
+def draft_previews_sweep() -> int:
+    """Beat, every minute: re-queue previews whose task was lost (not started after
+    PREVIEW_LOST_AFTER), and end those whose worker died (taken longer than PREVIEW_FRESH
+    ago; the slowest, at a million contacts, takes about a minute) as failed, so that a page
+    still polling one says it stopped. Returns how many were touched."""
+    from ..tasks import preview_draft
+
+    now = timezone.now()
+    unfinished = DraftPreview.objects.filter(finished_at__isnull=True)
+    abandoned = unfinished.filter(started_at__lt=now - PREVIEW_FRESH).update(failure=PREVIEW_ABANDONED, finished_at=now)
+    # Older ones are no longer shown: opening the page starts a new preview instead.
+    lost = list(
+        unfinished.filter(
+            started_at__isnull=True, created_at__lt=now - PREVIEW_LOST_AFTER, created_at__gte=now - PREVIEW_FRESH
+        ).values_list("pk", flat=True)
+    )
+    for preview_id in lost:
+        preview_draft.delay(preview_id)
+    return abandoned + len(lost)
 
 
 def _progress(preview_id: int, done: int, total: int) -> None:
@@ -84,4 +113,11 @@ def _as_json(summary: dict) -> dict:
     return {**summary, **examples}
 
 
-__all__ = ["PREVIEW_FRESH", "draft_preview_get_or_start", "draft_preview_run"]
+__all__ = [
+    "PREVIEW_ABANDONED",
+    "PREVIEW_FAILED",
+    "PREVIEW_FRESH",
+    "draft_preview_get_or_start",
+    "draft_preview_run",
+    "draft_previews_sweep",
+]

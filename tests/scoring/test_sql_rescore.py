@@ -377,13 +377,16 @@ def test_a_publish_evaluates_in_full_a_score_whose_inputs_changed_since():
     moved.account.save()
     Contact.objects.filter(pk=retitled.pk).update(job_title="Analyst")
     RescoreRequest.objects.create(contact_id=retitled.pk, reason="profile edit", requested_at=timezone.now())
+    # And a contact that arrived since: no stored score to adjust (its fit fields are read
+    # although no changed rule tests them).
+    newcomer = _contact({**person, "attributes": {}, "days": [("email_click", 1, 1)]})
     clicks_doubled = _version(fit, [("email_click", 10, None, "none", 0)], (60, 100), [])
 
-    _publish_run(clicks_doubled, replaced=active, ids=ids, as_of=AS_OF)
+    _publish_run(clicks_doubled, replaced=active, ids=[*ids, newcomer], as_of=AS_OF)
 
-    scores = {s.contact_id: s for s in ContactScore.objects.filter(pk__in=ids)}
-    assert [scores[c.pk].fit for c in (moved, retitled, untouched)] == [20, 30, 50]
-    assert {scores[c].engagement for c in ids} == {Decimal("10.0")}
+    scores = {s.contact_id: s for s in ContactScore.objects.filter(pk__in=[*ids, newcomer])}
+    assert [scores[c].fit for c in (moved.pk, retitled.pk, untouched.pk, newcomer)] == [20, 30, 50, 50]
+    assert {scores[c].engagement for c in [*ids, newcomer]} == {Decimal("10.0")}
 
 
 @pytest.mark.django_db

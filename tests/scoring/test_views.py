@@ -1,7 +1,7 @@
 """The marketer's scoring pages: edit a draft, preview, publish, watch the rescore."""
 
 import re
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -10,9 +10,15 @@ from django.utils import timezone
 
 from leads.models import LifecycleStage
 from leads.services import IngestEvent, account_upsert, activities_ingest, contact_set_stage, contact_upsert
-from scoring.models import ContactScore, FitRule, ModelVersion, RescoreRun
+from scoring.models import ContactScore, DraftPreview, FitRule, ModelVersion, RescoreRun
 from scoring.selectors import active_version
-from scoring.services import contacts_rescore, draft_preview_run, rescore_run_to_end
+from scoring.services import (
+    PREVIEW_FRESH,
+    contacts_rescore,
+    draft_preview_run,
+    draft_previews_sweep,
+    rescore_run_to_end,
+)
 
 
 def _ingest_now(contact, type_key: str) -> None:
@@ -155,6 +161,51 @@ def test_preview_does_not_count_a_recycled_lead_that_has_done_nothing_since(mark
     after = new_mqls()
 
     assert (before, after) == (0, 1)
+
+
+def test_a_failed_preview_says_so_without_its_error_and_is_computed_again_on_request(
+    marketer_client, draft, monkeypatch
+):
+    url = reverse("scoring:version_preview", args=[draft.pk])
+    preview = marketer_client.get(url).context["preview"]
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("relation scoring_secret does not exist")
+
+    monkeypatch.setattr("scoring.services.previews.preview_version", broken)
+    with pytest.raises(RuntimeError):  # raised, so the worker logs it with its traceback
+        draft_preview_run(preview_id=preview.pk)
+    page = marketer_client.get(url)
+
+    text = page.content.decode()
+    assert "could not be computed" in text and "worker&#x27;s log" in text
+    assert "scoring_secret" not in text
+    # Opening the page again shows the failure rather than starting over (a lasting error would loop).
+    assert page.context["preview"].pk == preview.pk and DraftPreview.objects.count() == 1
+    monkeypatch.undo()
+    assert marketer_client.post(url).status_code == 302  # "Compute again"
+    again = marketer_client.get(url).context["preview"]
+    assert again.pk != preview.pk
+    draft_preview_run(preview_id=again.pk)
+    assert marketer_client.get(url).context["preview"].result["changed"] == 0
+
+
+def test_the_sweep_requeues_a_lost_preview_and_ends_one_whose_worker_died(marketer_client, draft):
+    url = reverse("scoring:version_preview", args=[draft.pk])
+    lost = marketer_client.get(url).context["preview"]
+    assert draft_previews_sweep() == 0  # just queued: its task may still run
+    DraftPreview.objects.filter(pk=lost.pk).update(created_at=timezone.now() - timedelta(minutes=2))
+    assert draft_previews_sweep() == 1  # queued again; its claim makes a second delivery harmless
+    # A worker took it and died: after PREVIEW_FRESH the page polling it learns it stopped.
+    DraftPreview.objects.filter(pk=lost.pk).update(started_at=timezone.now() - PREVIEW_FRESH - timedelta(seconds=1))
+    progress_url = reverse("scoring:version_preview_progress", args=[draft.pk, lost.pk])
+    assert "Waiting" not in marketer_client.get(progress_url).content.decode()  # computing, as far as it knows
+
+    assert draft_previews_sweep() == 1
+
+    assert marketer_client.get(progress_url, headers={"HX-Request": "true"}).headers["HX-Refresh"] == "true"
+    assert "stopped before it finished" in marketer_client.get(url).content.decode()
+    assert draft_previews_sweep() == 0
 
 
 def test_publishing_makes_the_draft_active_and_rescores_everyone(
