@@ -42,6 +42,7 @@ from django.db import connection
 from leads.models import Account, Contact, LifecycleStage
 
 from .engine import RuleSet, Tally, decay_weight, fit_test
+from .locks import account_scores_lock
 from .models import (
     AccountScore,
     ContactScore,
@@ -747,9 +748,11 @@ def accounts_rescore_all(*, rules: RuleSet, version_id: int, mqa_threshold: int,
     """Every account with a scored contact: its own fit (account fields only, capped) plus
     its contacts' engagement — services.accounts_rescore for all accounts in two statements.
     Run once at the end of a full rescore rather than per chunk: a chunk's contacts spread
-    over thousands of accounts, and each account's rollup reads all of its contacts."""
+    over thousands of accounts, and each account's rollup reads all of its contacts. It takes
+    the account scores' lock alone (locks.account_scores_lock)."""
     account, score = Account._meta.db_table, ContactScore._meta.db_table
     terms, term_params = [], []
+    account_scores_lock(alone=True)
     with connection.cursor() as cursor:
         # It runs alone, after every other chunk, and reads every score (with its account): let it
         # use the idle cores and hash in memory (with the default 4 MB the join spilled to disk;

@@ -13,6 +13,7 @@ from config.coalesce import task_queue_once, task_started
 from leads.models import Account
 
 from ..engine import evaluate
+from ..locks import account_scores_lock
 from ..models import (
     AccountRollupRequest,
     AccountScore,
@@ -30,13 +31,16 @@ ACCOUNT_PROFILE = ["id", "name", "domain", "industry", "employee_count", "annual
 
 def accounts_rescore(*, account_ids: Iterable[int], version: ModelVersion) -> None:
     """Roll contacts' engagement up to their accounts and add the account's own fit."""
-    ids = list(account_ids)
+    ids = sorted(account_ids)
     if not ids:
         return
+    account_scores_lock()
     account_only = account_fit_rules(ruleset_for(version))
-    # Each account's profile with its contacts' scores summed, in one query.
+    # Each account's profile with its contacts' scores summed, in one query; in id order,
+    # the order every rollup writes them in.
     accounts = (
         Account.objects.filter(id__in=ids)
+        .order_by("id")
         .values(*ACCOUNT_PROFILE)
         .annotate(
             engagement_sum=Sum("contacts__score__engagement"),

@@ -7,11 +7,13 @@ in SQL and compared, contact by contact, with `engine.evaluate` on the same inpu
 """
 
 import itertools
+import threading
+import time as clock
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
@@ -50,6 +52,7 @@ from scoring.services import (
     rescore_run_start,
     rescore_run_to_end,
 )
+from scoring.sql_rescore import accounts_rescore_all
 from tests.factories import AccountFactory, ContactFactory
 
 pytestmark = pytest.mark.skipif(connection.vendor != "postgresql", reason="the SQL rescore runs on PostgreSQL")
@@ -579,6 +582,77 @@ def test_a_full_rescore_in_sql_rolls_accounts_up_like_the_python_path():
     }
     assert in_sql == in_python
     assert len(in_sql) == len(ids)
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_a_full_rescores_rollup_waits_for_a_rollup_of_a_few_accounts_before_writing_any():
+    """Two real connections (threads). A rollup holds one account's score and will want
+    another; the full rescore's rollup of every account starts between the two. Had it locked
+    account scores in its own order meanwhile, the two could deadlock: it must wait before
+    writing any."""
+    version = _version(
+        [("account.employee_count", "between", [100, None], 30)], [("page_view", 4, None, "none", 0)], (60, 100), []
+    )
+    person = {"email_domain": "acme.example", "job_title": "", "country": "", "employee_count": 500, "attributes": {}}
+    ids = [_contact({**person, "days": [("page_view", 1, visits)]}) for visits in (1, 2)]
+    contacts_rescore(contact_ids=ids, reason="first", as_of=AS_OF, version=version)
+    first, second = (Contact.objects.get(pk=pk).account_id for pk in ids)
+    accounts_rescore(account_ids=[first, second], version=version)
+    holding, full_waits, pids, errors = threading.Event(), threading.Event(), [], []
+
+    def rollup_of_a_few():
+        try:
+            with transaction.atomic():
+                accounts_rescore(account_ids=[second], version=version)
+                holding.set()
+                full_waits.wait(timeout=10)
+                accounts_rescore(account_ids=[first], version=version)
+        except Exception as error:
+            errors.append(error)
+        finally:
+            connection.close()
+
+    def rollup_of_all():
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_backend_pid()")
+                pids.append(cursor.fetchone()[0])
+            holding.wait(timeout=10)
+            with transaction.atomic():
+                accounts_rescore_all(
+                    rules=ruleset_for(version), version_id=version.pk, mqa_threshold=60, now=timezone.now()
+                )
+        except Exception as error:
+            errors.append(error)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=rollup_of_a_few), threading.Thread(target=rollup_of_all)]
+    for thread in threads:
+        thread.start()
+    waiting_on = _lock_awaited(pids)
+    full_waits.set()
+    for thread in threads:
+        thread.join(timeout=30)
+
+    assert waiting_on == "advisory"  # not a row of an account score: it holds none while it waits
+    assert errors == []
+    scores = AccountScore.objects.in_bulk([first, second])
+    assert (scores[first].total, scores[second].total) == (Decimal("34.0"), Decimal("38.0"))
+
+
+def _lock_awaited(pids: list[int]) -> str | None:
+    """The kind of lock the connection whose pid `pids` will hold waits for (pg_locks), once it waits."""
+    deadline = clock.monotonic() + 10
+    while clock.monotonic() < deadline:
+        if pids:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT locktype FROM pg_locks WHERE pid = %s AND NOT granted", [pids[0]])
+                row = cursor.fetchone()
+            if row:
+                return row[0]
+        clock.sleep(0.05)
+    return None
 
 
 @pytest.mark.django_db
