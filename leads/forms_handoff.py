@@ -1,4 +1,5 @@
 from django import forms
+from django.utils.safestring import mark_safe
 
 from .models import LeadFeedback, Outcome, RejectReason
 from .templatetags.people import person
@@ -16,6 +17,33 @@ class RejectForm(forms.Form):
         if data.get("reason") == RejectReason.OTHER and not data.get("note", "").strip():
             self.add_error("note", "Say why when the reason is “Other”.")
         return data
+
+
+# The queue renders the reject form's fields once per page under this prefix, then gives
+# each row a copy with its own (RowRejectFields).
+_ROW_PREFIX_PLACEHOLDER = "leadPK"
+
+
+class RowRejectFields:
+    """The unbound reject fields of many queue rows. Django renders a widget through its
+    templates: these two cost a row 1.3 ms, a third of the queue page's time. Rendered once,
+    each row's copy differs only in its prefix (`lead<contact id>`), as the form renders it."""
+
+    FIELDS = ("reason", "note")
+
+    def __init__(self):
+        form = RejectForm(prefix=_ROW_PREFIX_PLACEHOLDER)
+        self.rendered = {name: str(form[name]) for name in self.FIELDS}
+
+    def for_contact(self, contact_pk: int) -> dict:
+        """{field: its HTML, field_id: the id its label points to}."""
+        prefix = f"lead{int(contact_pk)}"
+        fields = {
+            # Safe: Django's own escaped output with an integer put in place of the placeholder.
+            name: mark_safe(html.replace(f"{_ROW_PREFIX_PLACEHOLDER}-", f"{prefix}-"))
+            for name, html in self.rendered.items()
+        }
+        return {**fields, **{f"{name}_id": f"id_{prefix}-{name}" for name in self.FIELDS}}
 
 
 class FeedbackForm(forms.Form):

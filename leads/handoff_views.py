@@ -9,20 +9,23 @@ from django_htmx.http import trigger_client_event
 
 from . import handoff
 from .decorators import role_required
-from .forms_handoff import FeedbackForm, OutcomeForm, ReassignForm, RejectForm
+from .forms_handoff import FeedbackForm, OutcomeForm, ReassignForm, RejectForm, RowRejectFields
 from .models import Contact
 from .queue import QueueFilter, mql_queue, queue_page, queue_views, sla_state, top_reasons
 from .roles import SALES
 from .templatetags.people import person
 
 
-def queue_row(contact: Contact, user, *, notice: str = "", error: str = "") -> dict:
+def queue_row(
+    contact: Contact, user, *, notice: str = "", error: str = "", reject_fields: RowRejectFields | None = None
+) -> dict:
+    """What a queue row shows; `reject_fields` rendered once for a page of rows."""
     return {
         "contact": contact,
         "reasons": top_reasons(contact),
         "sla": sla_state(contact),
         "can_act": handoff.can_act_on(user, contact),
-        "reject_form": RejectForm(prefix=f"lead{contact.pk}"),
+        "reject": (reject_fields or RowRejectFields()).for_contact(contact.pk),
         "notice": notice,
         "error": error,
     }
@@ -33,7 +36,8 @@ def queue(request):
     filterset = QueueFilter(request.GET or None, queryset=mql_queue())
     contacts = filterset.qs if filterset.is_bound else mql_queue()
     page = queue_page(contacts, request.GET.get("page"))
-    rows = [queue_row(contact, request.user) for contact in page]
+    reject_fields = RowRejectFields()
+    rows = [queue_row(contact, request.user, reject_fields=reject_fields) for contact in page]
     return render(
         request,
         "leads/queue.html",

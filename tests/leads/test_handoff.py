@@ -204,6 +204,23 @@ class TestQueuePage:
         assert rows[0]["reasons"][0]["rule"] == "Executive seniority"
         assert "Executive seniority" in response.content.decode()
 
+    def test_each_row_rejects_its_own_lead_with_the_forms_own_fields(self, rep_client, rep):
+        from leads.forms_handoff import RejectForm
+
+        leads = [make_mql(), make_mql()]
+
+        html = rep_client.get(reverse("leads:queue")).content.decode()
+
+        for lead in leads:  # rendered once per page, copied per row: the same HTML as the row's own form
+            form = RejectForm(prefix=f"lead{lead.pk}")
+            assert str(form["reason"]) in html and str(form["note"]) in html
+            assert f'for="id_lead{lead.pk}-reason"' in html
+        assert html.count('name="leadPK') == 0
+        reject = reverse("leads:lead_action", args=[leads[1].pk, "reject"])
+        rep_client.post(reject, {"from": "queue", f"lead{leads[1].pk}-reason": "bad_timing"})
+        leads[1].refresh_from_db()
+        assert leads[1].lifecycle_stage == LifecycleStage.RECYCLED
+
     def test_a_lead_scored_before_it_entered_the_queue_is_ranked_by_its_current_score(self, rep_client, rep):
         from scoring.services import contacts_rescore
 
