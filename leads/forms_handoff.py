@@ -45,6 +45,14 @@ class RowRejectFields:
         }
         return {**fields, **{f"{name}_id": f"id_{prefix}-{name}" for name in self.FIELDS}}
 
+    @classmethod
+    def of_form(cls, form: RejectForm) -> dict:
+        """One row's fields from its own form, bound after an error: what the rep chose stays."""
+        return {
+            **{name: str(form[name]) for name in cls.FIELDS},
+            **{f"{name}_id": form[name].id_for_label for name in cls.FIELDS},
+        }
+
 
 class FeedbackForm(forms.Form):
     rating = forms.ChoiceField(choices=LeadFeedback.Rating.choices, widget=forms.RadioSelect)

@@ -17,15 +17,26 @@ from .templatetags.people import person
 
 
 def queue_row(
-    contact: Contact, user, *, notice: str = "", error: str = "", reject_fields: RowRejectFields | None = None
+    contact: Contact,
+    user,
+    *,
+    notice: str = "",
+    error: str = "",
+    reject_fields: RowRejectFields | None = None,
+    reject_form: RejectForm | None = None,
 ) -> dict:
-    """What a queue row shows; `reject_fields` rendered once for a page of rows."""
+    """What a queue row shows; `reject_fields` rendered once for a page of rows, or the row's
+    own `reject_form` after a reject it refused."""
+    if reject_form is not None:
+        reject = RowRejectFields.of_form(reject_form)
+    else:
+        reject = (reject_fields or RowRejectFields()).for_contact(contact.pk)
     return {
         "contact": contact,
         "reasons": top_reasons(contact),
         "sla": sla_state(contact),
         "can_act": handoff.can_act_on(user, contact),
-        "reject": (reject_fields or RowRejectFields()).for_contact(contact.pk),
+        "reject": reject,
         "notice": notice,
         "error": error,
     }
@@ -56,7 +67,8 @@ def lead_action(request, pk: int, action: str):
     except handoff.NotAllowed as error:
         raise PermissionDenied(str(error)) from error
     except handoff.HandoffError as error:
-        return _respond(request, contact, error=str(error))
+        refused = RejectForm(request.POST, prefix=f"lead{contact.pk}") if action == "reject" else None
+        return _respond(request, contact, error=str(error), reject_form=refused)
     return _respond(request, contact, notice=notice)
 
 
@@ -97,14 +109,13 @@ def _perform(request, contact: Contact, action: str) -> str:
     raise handoff.HandoffError("Unknown action.")
 
 
-def _respond(request, contact: Contact, *, notice: str = "", error: str = ""):
+def _respond(request, contact: Contact, *, notice: str = "", error: str = "", reject_form: RejectForm | None = None):
     if request.htmx and request.POST.get("from") == "queue":
         contact = mql_queue().filter(pk=contact.pk).first() or Contact.objects.select_related("account").get(
             pk=contact.pk
         )
-        response = render(
-            request, "leads/_queue_row.html", {"row": queue_row(contact, request.user, notice=notice, error=error)}
-        )
+        row = queue_row(contact, request.user, notice=notice, error=error, reject_form=reject_form)
+        response = render(request, "leads/_queue_row.html", {"row": row})
         # The lead may have left the queue: the page counts its leads again.
         return trigger_client_event(response, "queue-changed") if notice else response
     (messages.error if error else messages.success)(request, error or notice)

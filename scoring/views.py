@@ -123,6 +123,9 @@ def version_preview(request, pk: int):
     """What publishing the version would do: computed by a worker (seconds to a minute at a
     million contacts), its progress shown until then."""
     version = get_object_or_404(ModelVersion.objects.select_related("scoring_model"), pk=pk)
+    if version.status == ModelVersion.Status.ACTIVE:  # it would compare the scores with themselves
+        messages.info(request, f"v{version.number} is the active version: a preview shows what another would change.")
+        return redirect("scoring:version_detail", pk=version.pk)
     if request.method == "POST":  # "Compute again": the stored scores have moved since
         draft_preview_get_or_start(version=version, user=request.user, again=True)
         return redirect("scoring:version_preview", pk=version.pk)

@@ -370,6 +370,21 @@ class TestQueuePage:
         assert "This field is required" in response.content.decode()
         assert Contact.objects.get(pk=contact.pk).lifecycle_stage == LifecycleStage.MQL
 
+    def test_a_refused_reject_keeps_what_the_rep_chose(self, rep_client):
+        contact = make_mql()
+
+        response = rep_client.post(
+            reverse("leads:lead_action", args=[contact.pk, "reject"]),
+            {"from": "queue", f"lead{contact.pk}-reason": "other", f"lead{contact.pk}-note": "  "},
+            HTTP_HX_REQUEST="true",
+        )
+
+        html = response.content.decode()
+        assert "Say why when the reason is" in html
+        assert '<option value="other" selected>' in html  # the rep adds a note, no need to choose again
+        assert f'name="lead{contact.pk}-note"' in html and 'aria-invalid="true"' in html
+        assert Contact.objects.get(pk=contact.pk).lifecycle_stage == LifecycleStage.MQL
+
     def test_a_manager_reassigns_from_the_lead_page(self, client, rep, other_rep):
         manager = UserFactory(username="manager", roles=[MANAGER])
         client.force_login(manager)

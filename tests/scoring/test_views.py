@@ -179,7 +179,7 @@ def test_a_failed_preview_says_so_without_its_error_and_is_computed_again_on_req
 
     text = page.content.decode()
     assert "could not be computed" in text and "worker&#x27;s log" in text
-    assert "scoring_secret" not in text
+    assert "scoring_secret" not in text and "Compared with" not in text  # nothing was compared
     # Opening the page again shows the failure rather than starting over (a lasting error would loop).
     assert page.context["preview"].pk == preview.pk and DraftPreview.objects.count() == 1
     monkeypatch.undo()
@@ -188,6 +188,14 @@ def test_a_failed_preview_says_so_without_its_error_and_is_computed_again_on_req
     assert again.pk != preview.pk
     draft_preview_run(preview_id=again.pk)
     assert marketer_client.get(url).context["preview"].result["changed"] == 0
+
+
+def test_the_active_version_has_no_preview_of_itself(marketer_client, active):
+    response = marketer_client.get(reverse("scoring:version_preview", args=[active.pk]), follow=True)
+
+    assert response.redirect_chain == [(reverse("scoring:version_detail", args=[active.pk]), 302)]
+    assert "is the active version" in response.content.decode()
+    assert not DraftPreview.objects.exists()  # no worker spent on comparing its scores with themselves
 
 
 def test_the_sweep_requeues_a_lost_preview_and_ends_one_whose_worker_died(marketer_client, draft):
