@@ -65,7 +65,8 @@ def _chunk_compared(rules, version, chunk, as_of, change, stages) -> tuple[tuple
         computed = sql_rescore.scores_compute(rules=rules, ids=chunk, as_of=as_of, version_id=version.pk, change=change)
         example = (
             "json_build_object('contact_id', contact_id, 'old_total', coalesce(old_total, 0), "
-            "'new_total', total, 'old_level', coalesce(old_level, ''), 'new_level', mql_level) "
+            "'new_total', total, 'old_level', coalesce(old_level, ''), 'new_level', mql_level, "
+            "'old_grade', coalesce(old_grade, ''), 'new_grade', fit_grade) "
             "ORDER BY contact_id"
         )
         with connection.cursor() as cursor:

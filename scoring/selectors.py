@@ -359,12 +359,14 @@ def _preview_in_python(rules, as_of: date, examples: int, progress=None) -> dict
         engagement = engagement_for(chunk, rules.matcher_keys)
         current = {
             row[0]: row[1:]
-            for row in ContactScore.objects.filter(contact_id__in=chunk).values_list("contact_id", "total", "mql_level")
+            for row in ContactScore.objects.filter(contact_id__in=chunk).values_list(
+                "contact_id", "total", "mql_level", "fit_grade"
+            )
         }
         reaching = {}  # contact id: example, for those reaching a level
         for contact_id, profile in profiles.items():
             result = evaluate(rules, profile, engagement.get(contact_id, {}), as_of)
-            old_total, old_level = current.get(contact_id, (Decimal(0), ""))
+            old_total, old_level, old_grade = current.get(contact_id, (Decimal(0), "", ""))
             summary["contacts"] += 1
             summary["changed"] += old_total != result.total
             example = {
@@ -373,6 +375,9 @@ def _preview_in_python(rules, as_of: date, examples: int, progress=None) -> dict
                 "new_total": result.total,
                 "old_level": old_level,
                 "new_level": result.mql_level,
+                # A lead can reach a level through its fit grade alone, its total already past the line.
+                "old_grade": old_grade,
+                "new_grade": result.fit_grade,
             }
             if result.mql_level and not old_level and profile["contact.lifecycle_stage"] in QUALIFYING_STAGES:
                 reaching[contact_id] = example

@@ -430,7 +430,7 @@ def scores_compute(
             level_params += [level.min_score, level.name]
         level = f"CASE {' '.join(level_cases)} ELSE '' END" if level_cases else "''"
         return ComputedScores(
-            f"""SELECT n.*, o.total AS old_total, o.mql_level AS old_level,
+            f"""SELECT n.*, o.total AS old_total, o.mql_level AS old_level, o.fit_grade AS old_grade,
                    o.contact_id IS NULL OR o.fit <> n.fit OR o.engagement <> n.engagement
                        OR o.fit_grade <> n.fit_grade OR o.mql_level <> n.mql_level
                        OR (o.version_id <> %s AND o.version_id IS DISTINCT FROM %s::bigint)

@@ -358,6 +358,11 @@ def test_the_preview_in_sql_gives_the_engines_figures_and_examples():
         in_sql = preview_version(draft, examples=3)
         assert in_sql == _preview_in_python(ruleset_for(draft), timezone.localdate(), 3)
         previews[draft] = in_sql
+    # Each example shows the fit grades too: a level can be reached through the grade alone.
+    examples = previews[raising]["new_examples"] + previews[lowering]["drop_examples"]
+    assert examples and all(e["old_grade"] in "ABCD" and e["new_grade"] in {"A", "B", "C", "D"} for e in examples)
+    # The VPs' 20 points gone, the leads that drop have a worse grade ("D" sorts after "A").
+    assert all(e["new_grade"] > e["old_grade"] for e in previews[lowering]["drop_examples"])
 
     assert previews[raising]["contacts"] == len(ids)
     assert previews[raising]["new_mqls"] > 0 < previews[lowering]["drops"]

@@ -141,6 +141,8 @@ def test_preview_counts_the_new_mqls_a_draft_would_make(marketer_client, draft):
     assert shown.context["preview"].pk == preview.pk  # the same rules: not computed twice
     assert shown.context["preview"].result["new_mqls"] == 1
     assert str(contact) in shown.content.decode()
+    example = shown.context["preview"].result["new_examples"][0]
+    assert f'<span class="badge" title="fit grade">{example["new_grade"]}</span>' in shown.content.decode()
 
 
 def test_preview_does_not_count_a_recycled_lead_that_has_done_nothing_since(marketer_client, draft):
