@@ -281,6 +281,18 @@ def _leave_nurture_as_mqls(contact_ids: list[int]) -> None:
     enrolments_exit_many(contact_ids=contact_ids, reason="became an MQL", only="exit_on_mql")
 
 
+# What _Router.choose and the routing's audit entries (_snapshot) read of a contact.
+ROUTING_FIELDS = (
+    "id",
+    "lifecycle_stage",
+    "country",
+    "owner",
+    "owner_assigned_at",
+    "account__industry",
+    "account__owner",
+)
+
+
 def mqls_route(*, from_stages: dict[int, str], at: datetime, notify: bool = True) -> dict[int, int]:
     """Route new MQLs (locked by the caller; see mqls_entered) to reps and audit it; returns
     {contact id: rep id} for the routed ones."""
@@ -289,7 +301,12 @@ def mqls_route(*, from_stages: dict[int, str], at: datetime, notify: bool = True
         return {}
     # Not locked again: the stage change in this transaction holds their row locks (FOR NO KEY
     # UPDATE, which a claim or a reassignment waits for), so nobody changes their owner meanwhile.
-    locked = list(Contact.objects.select_related("account__owner", "owner").filter(pk__in=ids).order_by("pk"))
+    contacts = Contact.objects.select_related("account__owner", "owner").filter(pk__in=ids).order_by("pk")
+    if not notify:
+        # A full rescore's batch: only what routing and its audit entries read. Whole rows
+        # cost a chunk 4 ms more for its 60 new MQLs; the email that reads more is the digest's.
+        contacts = contacts.only(*ROUTING_FIELDS)
+    locked = list(contacts)
     router, entries, routed = _Router(), [], []
     given: dict[int, list[int]] = {}  # rep id → contacts newly given to them
     for contact in locked:

@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import pytest
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
@@ -144,6 +145,27 @@ class TestRouting:
             str(c.pk): owner.username for c, owner in zip([*batch, later], [*owners, other_rep], strict=True)
         }
         assert OutboundEmail.objects.filter(to=rep.email).count() == 3
+
+    def test_a_rescores_batch_is_routed_in_as_many_queries_however_many_leads(self, rep, other_rep):
+        owned = Account.objects.create(name="Owned", domain="owned.example", owner=other_rep)
+        RoutingRule.objects.create(field="country", value="Spain", rep=rep)  # read for every lead, matching none
+
+        def route(count: int) -> tuple[int, dict]:
+            batch = [ContactFactory(account=owned if n % 2 else None, country="France") for n in range(count)]
+            stages = {contact.pk: contact.lifecycle_stage for contact in batch}
+            for contact in batch:
+                contact_set_stage(contact=contact, to_stage=LifecycleStage.MQL)
+            with CaptureQueriesContext(connection) as queries:
+                routed = handoff.mqls_entered(from_stages=stages, at=timezone.now(), notify=False)
+            return len(queries), routed
+
+        few, _ = route(4)  # both reps get leads, and both take a turn of the rotation, in either batch
+        many, routed_many = route(8)
+
+        assert few == many  # the contacts are read with what routing needs: no field loaded one by one
+        assert set(routed_many.values()) == {rep.pk, other_rep.pk} and len(routed_many) == 8
+        entries = AuditEntry.objects.filter(action="lead.route", object_id__in=[str(pk) for pk in routed_many])
+        assert {e.object_id: e.before["stage"] for e in entries} == {str(pk): "lead" for pk in routed_many}
 
     def test_the_account_owner_comes_first(self, rep, other_rep):
         account = Account.objects.create(name="Owned", domain="owned.example", owner=other_rep)
