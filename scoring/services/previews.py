@@ -6,7 +6,6 @@ import hashlib
 from datetime import timedelta
 
 from django.db import transaction
-from django.db.models import Q
 from django.utils import timezone
 
 from leads.models import Contact
@@ -58,9 +57,10 @@ def _rules_fingerprint(version: ModelVersion) -> str:
 def draft_preview_run(*, preview_id: int) -> bool:
     """Claim the preview and compute it; False if it is done or another worker has it.
     Safe to run twice: the claim is a conditional update."""
-    now = timezone.now()
-    claimable = Q(started_at__isnull=True) | Q(started_at__lt=now - PREVIEW_FRESH)
-    if not DraftPreview.objects.filter(claimable, pk=preview_id, finished_at__isnull=True).update(started_at=now):
+    # Only a preview no worker took: one whose worker died is ended by the sweep
+    # (draft_previews_sweep), and "Compute again" starts a new one.
+    unclaimed = DraftPreview.objects.filter(pk=preview_id, started_at__isnull=True, finished_at__isnull=True)
+    if not unclaimed.update(started_at=timezone.now()):
         return False
     preview = DraftPreview.objects.select_related("version").get(pk=preview_id)
     try:

@@ -210,6 +210,7 @@ def test_the_sweep_requeues_a_lost_preview_and_ends_one_whose_worker_died(market
     DraftPreview.objects.filter(pk=lost.pk).update(started_at=timezone.now() - PREVIEW_FRESH - timedelta(seconds=1))
     progress_url = reverse("scoring:version_preview_progress", args=[draft.pk, lost.pk])
     assert "Waiting" not in marketer_client.get(progress_url).content.decode()  # computing, as far as it knows
+    assert draft_preview_run(preview_id=lost.pk) is False  # its message delivered again: taken already
 
     assert draft_previews_sweep() == 1
 
