@@ -6,7 +6,7 @@ import json
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal
 
 from django.db import connection
@@ -437,30 +437,30 @@ def scores_explain(scores: Iterable[ContactScore]) -> None:
 
 def effective_versions_assign(scores: list[ContactScore]) -> None:
     """Give each stored score the version its numbers stand for. A publish's run leaves a
-    score of the version it replaces as it is when the new rules give it the same numbers
-    (sql_rescore.scores_compute): once that run has finished, a score of the replaced
-    version computed before the run started is one the run checked, and stands for the
-    published version. Until then it is explained with the rules that computed it, as every
-    score the run has not reached yet. One step is enough: the next publish's run rewrites
-    the scores of any version but the one it replaces."""
-    version_ids = {score.version_id for score in scores}
+    score that stands for the version it replaces as it is when the new rules give it the same
+    numbers (sql_rescore.scores_compute): once that run has finished, a score computed before
+    the run started is one the run checked, and stands for the published version, and so on
+    along the publishes after it (sql_rescore.StandingFor). Until then it is explained with
+    the rules that computed it, as every score the run has not reached yet."""
     successors = {}  # replaced version id: (published version id, when its run started)
-    runs = RescoreRun.objects.filter(
-        base_version_id__in=version_ids, reason=RescoreRun.Reason.PUBLISH, finished_at__isnull=False
-    ).exclude(version_id=F("base_version_id"))
+    runs = RescoreRun.objects.filter(reason=RescoreRun.Reason.PUBLISH, finished_at__isnull=False).exclude(
+        version_id=F("base_version_id")
+    )
     for base_id, version_id, started in runs.order_by("created_at").values_list(
         "base_version_id", "version_id", "created_at"
     ):
         successors[base_id] = (version_id, started)
-    versions = ModelVersion.objects.select_related("scoring_model").in_bulk(
-        version_ids | {version_id for version_id, _ in successors.values()}
-    )
+    standing = {score.pk: _version_standing_for(score, successors) for score in scores}
+    versions = ModelVersion.objects.select_related("scoring_model").in_bulk(set(standing.values()))
     for score in scores:
-        successor, started = successors.get(score.version_id, (None, None))
-        if successor is not None and score.computed_at < started:
-            score.version = versions[successor]
-        else:
-            score.version = versions[score.version_id]
+        score.version = versions[standing[score.pk]]
+
+
+def _version_standing_for(score: ContactScore, successors: dict[int, tuple[int, datetime]]) -> int:
+    version_id, hops = score.version_id, 0
+    while version_id in successors and score.computed_at < successors[version_id][1] and hops < len(successors):
+        version_id, hops = successors[version_id][0], hops + 1
+    return version_id
 
 
 def contact_score_panel(contact: Contact) -> dict:

@@ -38,6 +38,7 @@ from decimal import Decimal
 from functools import cache
 
 from django.db import connection
+from django.db.models import F
 
 from leads.models import Account, Contact, LifecycleStage
 
@@ -138,11 +139,57 @@ class RuleChange:
     fit_removed: tuple = ()
     engagement_added: tuple = ()
     engagement_removed: tuple = ()
-    # The version whose scores computed before `certified_before` stand for the base: the
-    # base's publish left them as they were, its rules giving the same numbers, sums before the
-    # caps included (selectors.effective_versions_assign).
-    certified_version_id: int | None = None
-    certified_before: datetime | None = None
+    # The stored scores of earlier versions that stand for the base (StandingFor.earlier).
+    earlier: tuple[tuple[int, datetime], ...] = ()
+
+    @property
+    def base(self) -> StandingFor:
+        return StandingFor(self.base_version_id, self.earlier)
+
+
+@dataclass(frozen=True)
+class StandingFor:
+    """The stored scores that stand for a published version: its own, and those of the
+    versions before it that every publish since left as they were, its rules giving the same
+    numbers, sums before the caps included (selectors.effective_versions_assign). `earlier`
+    holds (version id, start of the run of the publish that replaced it): a score of that
+    version computed before then stands for `version_id` once those runs have finished. A
+    publish therefore rewrites only the scores whose numbers change, however many publishes
+    left a score alone before (rewriting the others only to stamp the version cost a publish
+    that changes half the totals a rewrite of every row)."""
+
+    version_id: int
+    earlier: tuple[tuple[int, datetime], ...] = ()
+
+    def sql(self, alias: str) -> str:
+        """A condition on the stored score `alias`: true when it stands for the version, never NULL."""
+        own = f"{alias}.version_id = {int(self.version_id)}"
+        if not self.earlier:
+            return f"coalesce({own}, false)"
+        versions = ", ".join(str(int(version_id)) for version_id, _ in self.earlier)
+        cutoffs = ", ".join(f"'{before.isoformat()}'::timestamptz" for _, before in self.earlier)
+        return (
+            f"coalesce({own} OR {alias}.computed_at < (ARRAY[{cutoffs}])"
+            f"[array_position(ARRAY[{versions}]::bigint[], {alias}.version_id)], false)"
+        )
+
+
+def standing_for(version_id: int) -> StandingFor:
+    """StandingFor of a published version: back along the finished publish runs, each to the
+    version it replaced, while there is one."""
+    replaced = {
+        version: (base, started)
+        for version, base, started in RescoreRun.objects.filter(
+            reason=RescoreRun.Reason.PUBLISH, finished_at__isnull=False, base_version__isnull=False
+        )
+        .exclude(base_version_id=F("version_id"))
+        .values_list("version_id", "base_version_id", "created_at")
+    }
+    earlier, current = [], version_id
+    while current in replaced and len(earlier) < len(replaced):  # a cycle cannot be, but must not hang
+        current, started = replaced[current]
+        earlier.append((current, started))
+    return StandingFor(version_id, tuple(earlier))
 
 
 def rule_change(rules: RuleSet, base: RuleSet | None) -> RuleChange | None:
@@ -172,18 +219,7 @@ def rule_change_from(rules: RuleSet, base_version) -> RuleChange | None:
     change = rule_change(rules, ruleset_for(base_version))
     if change is None:
         return None
-    certified = (
-        RescoreRun.objects.filter(
-            version_id=base_version.pk, reason=RescoreRun.Reason.PUBLISH, finished_at__isnull=False
-        )
-        .exclude(base_version_id=base_version.pk)
-        .order_by("-created_at")
-        .values_list("base_version_id", "created_at")
-        .first()
-    )
-    if certified is None:
-        return change
-    return replace(change, certified_version_id=certified[0], certified_before=certified[1])
+    return replace(change, earlier=standing_for(base_version.pk).earlier)
 
 
 def _multiset_difference(new, old, identity) -> tuple[tuple, tuple]:
@@ -249,14 +285,8 @@ def _profile_create(
                 f"FROM {score} o0 WHERE {batch_sql('o0.contact_id', ids)})) edited ON edited.id = c.account_id"
             )
             fresh += " AND edited.id IS NULL"
-        base = f"o.version_id = {int(change.base_version_id)}"
-        if change.certified_version_id is not None:
-            base = (
-                f"({base} OR (o.version_id = {int(change.certified_version_id)} "
-                f"AND o.computed_at < '{change.certified_before.isoformat()}'::timestamptz))"
-            )
         delta = (
-            f"({base} AND o.as_of = %s::date AND o.fit_uncapped IS NOT NULL "
+            f"({change.base.sql('o')} AND o.as_of = %s::date AND o.fit_uncapped IS NOT NULL "
             f"AND o.engagement_uncapped_tenths IS NOT NULL AND {fresh} AND NOT {stale})"
         )
         inner_params += [as_of] + ([as_of, layout.signature] if layout.specs else [])
@@ -355,7 +385,7 @@ def scores_compute(
     as_of: date,
     version_id: int,
     change: RuleChange | None = None,
-    certify_version_id: int | None = None,
+    replaced: StandingFor | None = None,
 ) -> ComputedScores:
     """Prepare the batch's scores: its profile table (_profile_create), its fit lookups and
     engagement sums; returns the query that computes each contact's score from them, with its
@@ -365,10 +395,10 @@ def scores_compute(
     `change` (RuleChange), a contact whose stored score allows it is adjusted by the changed
     rules only; the others are evaluated in full.
 
-    A stored score of `certify_version_id` (the version a publish replaced) whose numbers
-    the new rules leave as they are is not rewritten: once the publish's run has finished,
-    it stands for the new version too (selectors.effective_versions_assign). A publish that changes
-    half the totals so rewrites half the rows, not all of them.
+    A stored score that stands for the version a publish `replaced` (StandingFor) and whose
+    numbers the new rules leave as they are is not rewritten: once the publish's run has
+    finished, it stands for the new version too (selectors.effective_versions_assign). A
+    publish that changes half the totals so rewrites half the rows, not all of them.
 
     Runs in the caller's transaction, after the caller has locked these contacts (as
     contacts_rescore does), so the stored scores it compares with cannot change meanwhile.
@@ -433,7 +463,7 @@ def scores_compute(
             f"""SELECT n.*, o.total AS old_total, o.mql_level AS old_level, o.fit_grade AS old_grade,
                    o.contact_id IS NULL OR o.fit <> n.fit OR o.engagement <> n.engagement
                        OR o.fit_grade <> n.fit_grade OR o.mql_level <> n.mql_level
-                       OR (o.version_id <> %s AND o.version_id IS DISTINCT FROM %s::bigint)
+                       OR NOT (o.version_id = %s OR {replaced.sql("o") if replaced else "false"})
                        OR o.fit_uncapped IS DISTINCT FROM n.fit_uncapped
                        OR o.engagement_uncapped_tenths IS DISTINCT FROM n.engagement_uncapped_tenths
                        OR o.account_id IS DISTINCT FROM n.account_id AS rewrite,
@@ -468,7 +498,6 @@ def scores_compute(
                 AND {batch_sql("o.contact_id", ids)}""",
             [
                 version_id,
-                certify_version_id,
                 as_of,
                 *level_params,
                 int(rules.fit_cap),

@@ -179,7 +179,7 @@ def _contacts_rescore_in_sql(
             as_of=as_of,
             version_id=version.pk,
             change=_rule_change(rules, run, version),
-            certify_version_id=_replaced_version_id(run),
+            replaced=_replaced(run),
         )
         changed, qualifying = sql_rescore.scores_write(
             computed, ids=ids, version_id=version.pk, as_of=as_of, now=now, reason=reason
@@ -199,11 +199,12 @@ def _contacts_rescore_in_sql(
     return changed
 
 
-def _replaced_version_id(run: RescoreRun | None) -> int | None:
-    """The version a publish's run replaces: its scores that keep their numbers stay as they are."""
-    if run is None or run.reason != RescoreRun.Reason.PUBLISH:
+def _replaced(run: RescoreRun | None) -> sql_rescore.StandingFor | None:
+    """The scores standing for the version a publish's run replaces: those that keep their
+    numbers stay as they are."""
+    if run is None or run.reason != RescoreRun.Reason.PUBLISH or run.base_version_id is None:
         return None
-    return run.base_version_id
+    return sql_rescore.standing_for(run.base_version_id)
 
 
 def _rule_change(rules, run: RescoreRun | None, version: ModelVersion) -> sql_rescore.RuleChange | None:

@@ -329,6 +329,36 @@ def test_a_publish_keeps_the_scores_it_leaves_alone_and_explains_them_with_its_r
 
 
 @pytest.mark.django_db
+def test_a_score_that_two_publishes_leave_alone_stands_for_the_latest(marketer_api):
+    # VP 20 → 25 → 26 and Germany 10 → 5 → 4: a VP in Germany keeps 30 through both publishes.
+    fit = [("contact.job_title", "contains", "vp", 20), ("contact.country", "equals", "germany", 10)]
+    person = {"email_domain": "acme.example", "job_title": "VP Sales", "employee_count": 10, "attributes": {}}
+    kept, raised = (_contact({**person, "country": country, "days": []}) for country in ("Germany", "France"))
+    first = _version(fit, [], (60, 100), [])
+    _publish_run(first, replaced=first, ids=[kept, raised], as_of=AS_OF)
+    before = ContactScore.objects.get(pk=kept).computed_at
+    second = _version([(*fit[0][:3], 25), (*fit[1][:3], 5)], [], (60, 100), [])
+    _publish_run(second, replaced=first, ids=[kept, raised], as_of=AS_OF)
+    third = _version([(*fit[0][:3], 26), (*fit[1][:3], 4)], [], (60, 100), [])
+
+    _publish_run(third, replaced=second, ids=[kept, raised], as_of=AS_OF)
+
+    scores = ContactScore.objects.in_bulk([kept, raised])
+    assert (scores[kept].total, scores[raised].total) == (30, 26)
+    assert (scores[kept].computed_at, scores[kept].version_id) == (before, first.pk)  # not rewritten
+    answer = marketer_api.get(f"/api/contacts/{kept}/score/").json()
+    assert answer["version"] == str(third)
+    assert [(part["rule"], Decimal(part["points"])) for part in answer["explanation"]] == [("f0", 26), ("f1", 4)]
+    # The next publish adjusts it by its own change (VP 26 → 30), as a score of the version it replaces.
+    ContactScore.objects.filter(pk=kept).update(fit_uncapped=31)  # behind the scoring's back: adjusted, not evaluated
+    fourth = _version([(*fit[0][:3], 30), (*fit[1][:3], 4)], [], (60, 100), [])
+    _publish_run(fourth, replaced=third, ids=[kept, raised], as_of=AS_OF)
+    scores = ContactScore.objects.in_bulk([kept, raised])
+    assert (scores[kept].fit_uncapped, scores[raised].fit_uncapped) == (35, 30)
+    assert {score.version_id for score in scores.values()} == {fourth.pk}
+
+
+@pytest.mark.django_db
 def test_the_preview_in_sql_gives_the_engines_figures_and_examples():
     fit = [("contact.job_title", "contains", "vp", 20), ("contact.country", "equals", "germany", 10)]
     engagement = [("page_view", 3, None, "decay", 7), ("email_click", 5, 30, "window", 400)]
