@@ -183,6 +183,7 @@ def standing_for(version_id: int) -> StandingFor:
             reason=RescoreRun.Reason.PUBLISH, finished_at__isnull=False, base_version__isnull=False
         )
         .exclude(base_version_id=F("version_id"))
+        .order_by("created_at")
         .values_list("version_id", "base_version_id", "created_at")
     }
     earlier, current = [], version_id
