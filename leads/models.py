@@ -158,8 +158,13 @@ class Contact(models.Model):
                 condition=Q(lifecycle_stage=LifecycleStage.MQL),
                 name="contact_queue_idx",
             ),
-            models.Index(Lower("last_name"), name="contact_last_name_lower_idx"),
         ]
+        # No other index: each is written again whenever a contact's row moves (an update of
+        # an indexed column: the queue copy of a score, a stage, an owner), and a rule change
+        # updates thousands of rows in the queue. None for searching names either: the
+        # search's "contains" (icontains) cannot use a btree. Migration 0013 also drops the
+        # `LIKE` index Django adds beside a unique text column (external_id): the external id
+        # is looked up exactly, or by a case-insensitive prefix, which that index cannot serve.
 
     def __str__(self) -> str:
         return self.full_name or self.email or self.external_id or f"Contact #{self.pk}"
