@@ -116,7 +116,7 @@ def rescore_chunk_run(*, chunk_id: int) -> bool:
         )
     if not claimed:
         return False
-    chunk = RescoreChunk.objects.select_related("run__version", "run__base_version").get(pk=chunk_id)
+    chunk = RescoreChunk.objects.select_related("run__version__scoring_model", "run__base_version").get(pk=chunk_id)
     try:
         return _rescore_chunk_claimed(chunk, claimed_at=now, contact_ids=_chunk_contact_ids(chunk))
     except Exception:
@@ -151,7 +151,7 @@ def _rescore_chunk_claimed(chunk: RescoreChunk, *, claimed_at, contact_ids: list
     with transaction.atomic():
         changed = contacts_rescore(
             contact_ids=contact_ids,
-            reason=f"rescore: {run.get_reason_display()}",
+            reason=_history_reason(run),
             as_of=run.as_of,
             version=run.version,
             in_sql=True,
@@ -180,6 +180,13 @@ def _rescore_chunk_claimed(chunk: RescoreChunk, *, claimed_at, contact_ids: list
         if finished:
             mql_digests_send(run=run)
     return True
+
+
+def _history_reason(run: RescoreRun) -> str:
+    """What the score history says of the run's changes; a publish names the version."""
+    if run.reason == RescoreRun.Reason.PUBLISH:
+        return f"rescore: {run.get_reason_display()} ({run.version.scoring_model.name} v{run.version.number})"
+    return f"rescore: {run.get_reason_display()}"
 
 
 def rescore_runs_sweep() -> int:

@@ -348,6 +348,7 @@ def test_a_score_that_two_publishes_leave_alone_stands_for_the_latest(marketer_a
     assert (scores[kept].computed_at, scores[kept].version_id) == (before, first.pk)  # not rewritten
     answer = marketer_api.get(f"/api/contacts/{kept}/score/").json()
     assert answer["version"] == str(third)
+    assert score_history(raised)[0].reason == f"rescore: Model published ({third.scoring_model.name} v1)"
     assert [(part["rule"], Decimal(part["points"])) for part in answer["explanation"]] == [("f0", 26), ("f1", 4)]
     # The next publish adjusts it by its own change (VP 26 → 30), as a score of the version it replaces.
     ContactScore.objects.filter(pk=kept).update(fit_uncapped=31)  # behind the scoring's back: adjusted, not evaluated
