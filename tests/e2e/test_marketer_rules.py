@@ -50,8 +50,12 @@ def test_a_marketer_edits_previews_and_publishes_a_rule(page, screenshot, market
     screenshot("marketer-rule-preview")
 
     # Publish and watch the rescore finish.
+    # The browser asks first: a publish replaces the active version and rescores everyone.
+    asked = []
+    page.once("dialog", lambda dialog: (asked.append(dialog.message), dialog.accept()))
     page.get_by_role("button", name="Publish and rescore").click()
     expect(page.get_by_text("is now active. Every contact is rescored with it: progress below.")).to_be_visible()
+    assert asked == ["Publish v2? It becomes the active version, and every contact is rescored with it."]
     expect(page.get_by_role("progressbar", name="Rescore progress")).to_be_visible()
     expect(page.get_by_text("Finished.")).to_be_visible(timeout=60_000)
     expect(page.get_by_role("progressbar", name="Rescore progress")).to_have_attribute("value", "100")

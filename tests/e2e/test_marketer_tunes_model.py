@@ -79,8 +79,12 @@ def test_a_marketer_tunes_the_model_from_feedback_and_publishes_it(
     screenshot("marketer-suggestion-backtest")
 
     # Publish it and watch every contact being rescored.
+    # The browser asks first: a publish replaces the active version and rescores everyone.
+    asked = []
+    page.once("dialog", lambda dialog: (asked.append(dialog.message), dialog.accept()))
     page.get_by_role("button", name="Publish and rescore").click()
     expect(page.get_by_text("v2 is now active.")).to_be_visible()
+    assert asked == ["Publish v2? It becomes the active version, and every contact is rescored with it."]
     expect(page.get_by_text("Finished.")).to_be_visible(timeout=60_000)
     screenshot("marketer-suggestion-published")
 
