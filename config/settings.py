@@ -257,11 +257,14 @@ CELERY_DB_REUSE_MAX = 1000
 CELERY_TIMEZONE = TIME_ZONE
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 # Full rescores: contacts per chunk, and how long a claimed chunk may go without
-# finishing before another worker takes it over (its first worker presumed dead). At a
-# million contacts on 2 workers, a rule change took 8.7–9.4 s in chunks of 20,000, 9.8–10.0 s
-# in chunks of 10,000, 11.0–11.3 s in chunks of 5,000 and 9.6–9.9 s in chunks of 50,000 (the
-# last chunks leave a worker idle); a chunk of 20,000 takes about half a second.
-RESCORE_CHUNK_SIZE = int(os.environ.get("RESCORE_CHUNK_SIZE", 20000))
+# finishing before another worker takes it over (its first worker presumed dead). On
+# PostgreSQL, at a million contacts on 2 workers, a rule change took 8.7–9.4 s in chunks of
+# 20,000, 9.8–10.0 s in chunks of 10,000, 11.0–11.3 s in chunks of 5,000 and 9.6–9.9 s in
+# chunks of 50,000 (the last chunks leave a worker idle); a chunk of 20,000 takes about half
+# a second there. Elsewhere the engine scores a chunk in Python, about 0.3 ms a contact: a
+# chunk of 5,000 keeps the progress bar moving.
+_POSTGRESQL = DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
+RESCORE_CHUNK_SIZE = int(os.environ.get("RESCORE_CHUNK_SIZE", 20000 if _POSTGRESQL else 5000))
 RESCORE_CLAIM_TIMEOUT = int(os.environ.get("RESCORE_CLAIM_TIMEOUT", 300))
 # Scores after new data: a drain task rescores up to this many requested contacts per
 # transaction; while one drain waits in the queue no other is queued (the flag below, in
