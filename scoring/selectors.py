@@ -463,11 +463,17 @@ def _version_standing_for(score: ContactScore, successors: dict[int, tuple[int, 
     return version_id
 
 
+HISTORY_SHOWN = 200
+
+
 def contact_score_panel(contact: Contact) -> dict:
     """What the contact page shows of scoring: the score, its explanation and history."""
     score = ContactScore.objects.filter(contact=contact).first()  # its version: scores_explain
     scores_explain([score])
-    return {"score": score, "score_changes": score_history(contact.pk, limit=200)}
+    changes = score_history(contact.pk, limit=HISTORY_SHOWN)
+    # A contact's first change is its first score: from no score, stored as 0. Shown as such
+    # when the list reaches back to it.
+    return {"score": score, "score_changes": changes, "history_from_start": len(changes) < HISTORY_SHOWN}
 
 
 def account_score(account) -> AccountScore | None:

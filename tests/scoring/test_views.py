@@ -255,6 +255,20 @@ def test_the_contact_page_explains_the_score_and_the_parts_add_up(rep_client):
     assert "Executive seniority" in page and "<svg" in page
 
 
+def test_the_contact_pages_history_starts_from_no_score(rep_client):
+    contact = _vp_at_software_company()
+    contacts_rescore(contact_ids=[contact.pk], reason="first")
+    first = ContactScore.objects.get(contact=contact).total
+    contact_upsert(email=contact.email, job_title="Marketing Intern", seniority="intern")
+    contacts_rescore(contact_ids=[contact.pk], reason="second")
+    second = ContactScore.objects.get(contact=contact).total
+
+    page = rep_client.get(reverse("leads:contact_detail", args=[contact.pk])).content.decode()
+
+    rows = re.findall(r'<td class="num">((?:(?!</td>).)*?) → ([\d.-]+)</td>', page)
+    assert rows == [(str(first), str(second)), ('<span class="muted">no score</span>', str(first))]
+
+
 def test_the_contact_page_explains_an_event_the_worker_has_not_scored_yet(rep_client):
     contact = _vp_at_software_company()
     contacts_rescore(contact_ids=[contact.pk], reason="test")
