@@ -442,18 +442,21 @@ def effective_versions_assign(scores: list[ContactScore]) -> None:
     the run started is one the run checked, and stands for the published version, and so on
     along the publishes after it (sql_rescore.StandingFor). Until then it is explained with
     the rules that computed it, as every score the run has not reached yet."""
-    successors = {}  # replaced version id: (published version id, when its run started)
-    runs = RescoreRun.objects.filter(reason=RescoreRun.Reason.PUBLISH, finished_at__isnull=False).exclude(
-        version_id=F("base_version_id")
-    )
-    for base_id, version_id, started in runs.order_by("created_at").values_list(
-        "base_version_id", "version_id", "created_at"
-    ):
-        successors[base_id] = (version_id, started)
+    # replaced version id: (published version id, when its run started)
+    successors = {base_id: (version_id, started) for base_id, version_id, started in publish_successions()}
     standing = {score.pk: _version_standing_for(score, successors) for score in scores}
     versions = ModelVersion.objects.select_related("scoring_model").in_bulk(set(standing.values()))
     for score in scores:
         score.version = versions[standing[score.pk]]
+
+
+def publish_successions() -> list[tuple[int, int, datetime]]:
+    """(replaced version id, published version id, when its run started) of every finished
+    publish, oldest first: the chain along which a score left alone stands for newer versions."""
+    runs = RescoreRun.objects.filter(
+        reason=RescoreRun.Reason.PUBLISH, finished_at__isnull=False, base_version__isnull=False
+    ).exclude(version_id=F("base_version_id"))
+    return list(runs.order_by("created_at").values_list("base_version_id", "version_id", "created_at"))
 
 
 def _version_standing_for(score: ContactScore, successors: dict[int, tuple[int, datetime]]) -> int:

@@ -38,7 +38,6 @@ from decimal import Decimal
 from functools import cache
 
 from django.db import connection
-from django.db.models import F
 
 from leads.models import Account, Contact, LifecycleStage
 
@@ -51,10 +50,9 @@ from .models import (
     EngagementSums,
     Matcher,
     RescoreRequest,
-    RescoreRun,
     ScoreChangeBatch,
 )
-from .selectors import PROFILE_ACCOUNT_FIELDS, PROFILE_CONTACT_FIELDS
+from .selectors import PROFILE_ACCOUNT_FIELDS, PROFILE_CONTACT_FIELDS, publish_successions
 
 EMAIL_OPERATORS = ("free_mail", "domain_in")
 PROFILE = "scoring_rescore_profile"
@@ -177,15 +175,7 @@ class StandingFor:
 def standing_for(version_id: int) -> StandingFor:
     """StandingFor of a published version: back along the finished publish runs, each to the
     version it replaced, while there is one."""
-    replaced = {
-        version: (base, started)
-        for version, base, started in RescoreRun.objects.filter(
-            reason=RescoreRun.Reason.PUBLISH, finished_at__isnull=False, base_version__isnull=False
-        )
-        .exclude(base_version_id=F("version_id"))
-        .order_by("created_at")
-        .values_list("version_id", "base_version_id", "created_at")
-    }
+    replaced = {version: (base, started) for base, version, started in publish_successions()}
     earlier, current = [], version_id
     while current in replaced and len(earlier) < len(replaced):  # a cycle cannot be, but must not hang
         current, started = replaced[current]

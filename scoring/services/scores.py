@@ -173,13 +173,14 @@ def _contacts_rescore_in_sql(
                 "ORDER BY id FOR NO KEY UPDATE"
             )
         engagement_fold(contact_ids=ids)
+        change = _rule_change(rules, run, version)
         computed = sql_rescore.scores_compute(
             rules=rules,
             ids=ids,
             as_of=as_of,
             version_id=version.pk,
-            change=_rule_change(rules, run, version),
-            replaced=_replaced(run),
+            change=change,
+            replaced=change.base if change else _replaced(run),
         )
         changed, qualifying = sql_rescore.scores_write(
             computed, ids=ids, version_id=version.pk, as_of=as_of, now=now, reason=reason

@@ -167,6 +167,18 @@ def test_sql_rescore_gives_the_engines_scores(
     _assert_engine_scores(ids, published, as_of)
 
 
+def _vps_in(*countries: str) -> list[int]:
+    """A VP with no activity in each of these countries."""
+    person = {"email_domain": "acme.example", "job_title": "VP Sales", "employee_count": 10, "attributes": {}}
+    return [_contact({**person, "country": country, "days": []}) for country in countries]
+
+
+def _vp_and_germany(vp: int, germany: int) -> ModelVersion:
+    """A version of two fit rules, a VP title and Germany, worth these points."""
+    fit = [("contact.job_title", "contains", "vp", vp), ("contact.country", "equals", "germany", germany)]
+    return _version(fit, [], (60, 100), [])
+
+
 def _publish_run(version: ModelVersion, *, replaced: ModelVersion, ids: list[int], as_of: date) -> RescoreRun:
     run = rescore_run_start(
         version=version,
@@ -297,13 +309,11 @@ def test_a_publish_adjusts_stored_scores_by_the_changed_rules_only():
 @pytest.mark.django_db
 def test_a_publish_keeps_the_scores_it_leaves_alone_and_explains_them_with_its_rules(marketer_api):
     # VP 20 → 25 and Germany 10 → 5: a VP in Germany keeps 30, a VP elsewhere goes to 25.
-    fit = [("contact.job_title", "contains", "vp", 20), ("contact.country", "equals", "germany", 10)]
-    person = {"email_domain": "acme.example", "job_title": "VP Sales", "employee_count": 10, "attributes": {}}
-    kept, raised = (_contact({**person, "country": country, "days": []}) for country in ("Germany", "France"))
-    active = _version(fit, [], (60, 100), [])
+    kept, raised = _vps_in("Germany", "France")
+    active = _vp_and_germany(20, 10)
     _publish_run(active, replaced=active, ids=[kept, raised], as_of=AS_OF)
     before = ContactScore.objects.get(pk=kept).computed_at
-    published = _version([(*fit[0][:3], 25), (*fit[1][:3], 5)], [], (60, 100), [])
+    published = _vp_and_germany(25, 5)
 
     run = _publish_run(published, replaced=active, ids=[kept, raised], as_of=AS_OF)
 
@@ -321,7 +331,7 @@ def test_a_publish_keeps_the_scores_it_leaves_alone_and_explains_them_with_its_r
     # The next publish adjusts the kept score by its own change, as it does a rewritten one.
     RescoreRun.objects.filter(pk=run.pk).update(finished_at=timezone.now())
     ContactScore.objects.filter(pk=kept).update(fit_uncapped=31)  # behind the scoring's back: adjusted, not evaluated
-    next_version = _version([(*fit[0][:3], 26), (*fit[1][:3], 5)], [], (60, 100), [])
+    next_version = _vp_and_germany(26, 5)
     _publish_run(next_version, replaced=published, ids=[kept, raised], as_of=AS_OF)
     scores = ContactScore.objects.in_bulk([kept, raised])
     assert (scores[kept].fit_uncapped, scores[raised].fit_uncapped) == (32, 26)
@@ -331,15 +341,13 @@ def test_a_publish_keeps_the_scores_it_leaves_alone_and_explains_them_with_its_r
 @pytest.mark.django_db
 def test_a_score_that_two_publishes_leave_alone_stands_for_the_latest(marketer_api):
     # VP 20 → 25 → 26 and Germany 10 → 5 → 4: a VP in Germany keeps 30 through both publishes.
-    fit = [("contact.job_title", "contains", "vp", 20), ("contact.country", "equals", "germany", 10)]
-    person = {"email_domain": "acme.example", "job_title": "VP Sales", "employee_count": 10, "attributes": {}}
-    kept, raised = (_contact({**person, "country": country, "days": []}) for country in ("Germany", "France"))
-    first = _version(fit, [], (60, 100), [])
+    kept, raised = _vps_in("Germany", "France")
+    first = _vp_and_germany(20, 10)
     _publish_run(first, replaced=first, ids=[kept, raised], as_of=AS_OF)
     before = ContactScore.objects.get(pk=kept).computed_at
-    second = _version([(*fit[0][:3], 25), (*fit[1][:3], 5)], [], (60, 100), [])
+    second = _vp_and_germany(25, 5)
     _publish_run(second, replaced=first, ids=[kept, raised], as_of=AS_OF)
-    third = _version([(*fit[0][:3], 26), (*fit[1][:3], 4)], [], (60, 100), [])
+    third = _vp_and_germany(26, 4)
 
     _publish_run(third, replaced=second, ids=[kept, raised], as_of=AS_OF)
 
@@ -352,7 +360,7 @@ def test_a_score_that_two_publishes_leave_alone_stands_for_the_latest(marketer_a
     assert [(part["rule"], Decimal(part["points"])) for part in answer["explanation"]] == [("f0", 26), ("f1", 4)]
     # The next publish adjusts it by its own change (VP 26 → 30), as a score of the version it replaces.
     ContactScore.objects.filter(pk=kept).update(fit_uncapped=31)  # behind the scoring's back: adjusted, not evaluated
-    fourth = _version([(*fit[0][:3], 30), (*fit[1][:3], 4)], [], (60, 100), [])
+    fourth = _vp_and_germany(30, 4)
     _publish_run(fourth, replaced=third, ids=[kept, raised], as_of=AS_OF)
     scores = ContactScore.objects.in_bulk([kept, raised])
     assert (scores[kept].fit_uncapped, scores[raised].fit_uncapped) == (35, 30)
