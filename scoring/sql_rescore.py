@@ -17,6 +17,10 @@ a batch of contacts in a few statements instead of one Python evaluation per con
   follow `engine.evaluate`. Only numbers are computed: explanations are the engine's, on
   read (selectors.scores_explain).
 
+A publish's rule change takes a shorter way for the scores that allow it (scores_adjusted):
+its changed rules' terms added to the stored sums before the caps, in one statement with the
+writes, without the profile table.
+
 Only rows whose numbers differ from the stored score are written. Contacts that reach a
 level in a stage where scoring may qualify them are handed back to the caller, which
 evaluates them with the engine (for the snapshot) and hands them off in bulk (`_qualify`).
@@ -249,38 +253,12 @@ def _profile_create(
                 f"CASE WHEN c.delta THEN NULL ELSE {item.value} END AS v{n}"
             )
         column_params += [*item.params, *item.params]
-    joins, stale, inner_params = "", "false", []
-    if layout.specs:
-        sums_table = EngagementSums._meta.db_table
-        joins = f"LEFT JOIN {sums_table} s ON s.contact_id = c.id AND {batch_sql('s.contact_id', ids)}"
-        stale = "(s.contact_id IS NULL OR s.as_of <> %s::date OR s.signature <> %s)"
-        inner_params += [as_of, layout.signature]
-    delta, stored = "false", "NULL::int AS o_fit, NULL::bigint AS o_engagement"
-    account_reads = [item for item in fields if re.search(r"\ba\.", item.key + item.value)]
+    account_reads = [item for item in fields if _reads_account(item)]
+    scores = _stored_scores(ids, layout, as_of, change, bool(account_reads))
+    joins, stale, delta = scores.joins, scores.stale, scores.delta
+    inner_params = scores.stale_params + scores.delta_params
+    stored = "NULL::int AS o_fit, NULL::bigint AS o_engagement"
     if change is not None:
-        joins += (
-            f" LEFT JOIN {ContactScore._meta.db_table} o ON o.contact_id = c.id AND {batch_sql('o.contact_id', ids)}"
-            f" LEFT JOIN {RescoreRequest._meta.db_table} r ON r.contact_id = c.id AND {batch_sql('r.contact_id', ids)}"
-        )
-        # The stored sums must still be those of the contact's profile: nothing changed on the
-        # contact (or its account, when a rule reads it) since, and no rescore is pending.
-        fresh = "c.updated_at <= o.computed_at AND r.contact_id IS NULL"
-        if account_reads:
-            # Accounts edited since the batch's oldest stored score: few or none, found by an
-            # index, where probing every contact's account cost a chunk 8 ms. A contact of one
-            # of them is evaluated in full, even if its own score is newer: exact either way.
-            # Joined by hash, so that even every account edited (an import) costs one pass.
-            account, score = Account._meta.db_table, ContactScore._meta.db_table
-            joins += (
-                f" LEFT JOIN (SELECT a0.id FROM {account} a0 WHERE a0.updated_at > (SELECT min(o0.computed_at) "
-                f"FROM {score} o0 WHERE {batch_sql('o0.contact_id', ids)})) edited ON edited.id = c.account_id"
-            )
-            fresh += " AND edited.id IS NULL"
-        delta = (
-            f"({change.base.sql('o')} AND o.as_of = %s::date AND o.fit_uncapped IS NOT NULL "
-            f"AND o.engagement_uncapped_tenths IS NOT NULL AND {fresh} AND NOT {stale})"
-        )
-        inner_params += [as_of] + ([as_of, layout.signature] if layout.specs else [])
         stored = "o.fit_uncapped AS o_fit, o.engagement_uncapped_tenths AS o_engagement"
     account = ""
     if account_reads:
@@ -303,6 +281,61 @@ def _profile_create(
         f"FROM {Contact._meta.db_table} c {joins} WHERE {batch_sql('c.id', ids)} OFFSET 0) c {account}",
         column_params + inner_params,
     )
+
+
+def _reads_account(item: _FitField) -> bool:
+    return bool(re.search(r"\ba\.", item.key + item.value))
+
+
+@dataclass(frozen=True)
+class _StoredScores:
+    """Joins of a batch's contacts (c) to their engagement sums (s), and under a rule change to
+    their stored scores (o), pending rescores (r) and edited accounts; whether a contact's sums
+    must be rebuilt (`stale`), and whether its stored score can be adjusted by the change
+    (`delta`, RuleChange), each with its params."""
+
+    joins: str
+    stale: str
+    stale_params: list
+    delta: str
+    delta_params: list
+
+
+def _stored_scores(
+    ids: list[int], layout: _SumLayout, as_of: date, change: RuleChange | None, reads_account: bool
+) -> _StoredScores:
+    joins, stale, stale_params, delta_params = "", "false", [], []
+    if layout.specs:
+        sums_table = EngagementSums._meta.db_table
+        joins = f"LEFT JOIN {sums_table} s ON s.contact_id = c.id AND {batch_sql('s.contact_id', ids)}"
+        stale = "(s.contact_id IS NULL OR s.as_of <> %s::date OR s.signature <> %s)"
+        stale_params = [as_of, layout.signature]
+    if change is None:
+        return _StoredScores(joins, stale, stale_params, "false", [])
+    joins += (
+        f" LEFT JOIN {ContactScore._meta.db_table} o ON o.contact_id = c.id AND {batch_sql('o.contact_id', ids)}"
+        f" LEFT JOIN {RescoreRequest._meta.db_table} r ON r.contact_id = c.id AND {batch_sql('r.contact_id', ids)}"
+    )
+    # The stored sums must still be those of the contact's profile: nothing changed on the
+    # contact (or its account, when a rule reads it) since, and no rescore is pending.
+    fresh = "c.updated_at <= o.computed_at AND r.contact_id IS NULL"
+    if reads_account:
+        # Accounts edited since the batch's oldest stored score: few or none, found by an
+        # index, where probing every contact's account cost a chunk 8 ms. A contact of one
+        # of them is evaluated in full, even if its own score is newer: exact either way.
+        # Joined by hash, so that even every account edited (an import) costs one pass.
+        account, score = Account._meta.db_table, ContactScore._meta.db_table
+        joins += (
+            f" LEFT JOIN (SELECT a0.id FROM {account} a0 WHERE a0.updated_at > (SELECT min(o0.computed_at) "
+            f"FROM {score} o0 WHERE {batch_sql('o0.contact_id', ids)})) edited ON edited.id = c.account_id"
+        )
+        fresh += " AND edited.id IS NULL"
+    delta = (
+        f"({change.base.sql('o')} AND o.as_of = %s::date AND o.fit_uncapped IS NOT NULL "
+        f"AND o.engagement_uncapped_tenths IS NOT NULL AND {fresh} AND NOT {stale})"
+    )
+    delta_params = [as_of, *stale_params]
+    return _StoredScores(joins, stale, stale_params, delta, delta_params)
 
 
 def _fit_lookups(cursor, fields: list[_FitField]) -> list[tuple[int, list[str], list[int], list[int]]]:
@@ -439,17 +472,8 @@ def scores_compute(
             f"CASE WHEN c.delta THEN c.o_fit + ({' + '.join(delta_terms) or '0'}) "
             f"ELSE ({' + '.join(full_terms) or '0'}) END"
         )
-        grade = (
-            f"CASE WHEN s.fit >= {int(rules.grade_a_min)} THEN 'A' WHEN s.fit >= {int(rules.grade_b_min)} THEN 'B' "
-            f"WHEN s.fit >= {int(rules.grade_c_min)} THEN 'C' ELSE 'D' END"
-        )
-        grade_order = "CASE g.grade WHEN 'A' THEN 0 WHEN 'B' THEN 1 WHEN 'C' THEN 2 ELSE 3 END"
-        level_cases, level_params = [], []
-        for level in sorted(rules.levels, key=lambda lv: lv.min_score, reverse=True):
-            order = {"A": 0, "B": 1, "C": 2, "D": 3}[level.min_fit_grade]
-            level_cases.append(f"WHEN g.fit + g.engagement >= %s AND {grade_order} <= {order} THEN %s")
-            level_params += [level.min_score, level.name]
-        level = f"CASE {' '.join(level_cases)} ELSE '' END" if level_cases else "''"
+        grade = _grade_sql(rules, "s")
+        level, level_params = _level_sql(rules, "g")
         return ComputedScores(
             f"""SELECT n.*, o.total AS old_total, o.mql_level AS old_level, o.fit_grade AS old_grade,
                    o.contact_id IS NULL OR o.fit <> n.fit OR o.engagement <> n.engagement
@@ -458,7 +482,7 @@ def scores_compute(
                        OR o.fit_uncapped IS DISTINCT FROM n.fit_uncapped
                        OR o.engagement_uncapped_tenths IS DISTINCT FROM n.engagement_uncapped_tenths
                        OR o.account_id IS DISTINCT FROM n.account_id AS rewrite,
-                   o.as_of IS DISTINCT FROM %s::date AS redate
+                   o.as_of IS DISTINCT FROM %s::date AS redate, true AS adjusted
             FROM (
             SELECT g.contact_id, g.lifecycle_stage, g.account_id, g.fit, g.engagement, g.fit + g.engagement AS total,
                    g.grade AS fit_grade, {level} AS mql_level, g.fit_uncapped, g.engagement_uncapped_tenths
@@ -497,6 +521,126 @@ def scores_compute(
                 *fit_params,
             ],
         )
+
+
+def scores_adjusted(*, rules: RuleSet, change: RuleChange, ids: list[int], as_of: date) -> ComputedScores | None:
+    """Under a rule change, the query that adjusts the batch's stored scores by the changed
+    rules alone (RuleChange), for scores_write, straight from the contacts and their ranges of
+    sums and scores: no profile table, one lookup statement for the changed fit rules. The
+    contacts whose stored score does not allow it (never scored, edited, stale sums, pending
+    rescore: the profile table's `delta`) come back as held back, for scores_compute.
+
+    A publish that changes some rules' points so reads, per contact, only what those rules
+    test, in one statement with the writes. The profile table took a fifth of a chunk of 20,000
+    contacts; at a million contacts the chunks of a rule change took 7.4 s instead of 8.6–9.0.
+    None when a changed fit rule reads an account or an attribute: scores_compute then does it
+    all (an account probe per contact, a JSON key per rule)."""
+    fields = _fit_fields(rules, change)
+    changed = [item for item in fields if item.changed]
+    if any(item.params or _reads_account(item) for item in changed):
+        return None
+    layout = _sum_layout(rules)
+    scores = _stored_scores(ids, layout, as_of, change, any(_reads_account(item) for item in fields))
+    terms, term_params = [], []
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_nestloop = off")  # as scores_compute: ranges joined by merge or hash
+        for item, keys, deltas in _changed_fit_deltas(cursor, changed, ids):
+            terms.append(f"coalesce((%s::int[])[array_position(%s::text[], {item.key})], 0)")
+            term_params += [deltas, keys]
+    products, added, removed = [], [], []
+    for name, rules_, tenths in (("a", change.engagement_added, added), ("r", change.engagement_removed, removed)):
+        for n, rule in enumerate(rules_):
+            products.append(f", coalesce(s.sums[{_position(layout, rule)}], 0) * {abs(int(rule.points))} AS {name}{n}")
+            tenths.append(_rule_tenths(f"x.{name}{n}", rule))
+    level, level_params = _level_sql(rules, "g")
+    return ComputedScores(
+        f"""SELECT m.contact_id, m.lifecycle_stage, m.account_id, m.fit, m.engagement, m.total, m.fit_grade,
+               m.mql_level, m.fit_uncapped, m.engagement_uncapped_tenths, m.old_total, m.old_level, m.old_grade,
+               m.o_fit <> m.fit OR m.o_engagement <> m.engagement OR m.old_grade <> m.fit_grade
+                   OR m.old_level <> m.mql_level OR m.o_fit_uncapped <> m.fit_uncapped
+                   OR m.o_engagement_uncapped <> m.engagement_uncapped_tenths
+                   OR m.o_account_id IS DISTINCT FROM m.account_id AS rewrite,
+               false AS redate, m.adjusted
+        FROM (
+        SELECT g.*, g.fit + g.engagement AS total, g.grade AS fit_grade, {level} AS mql_level
+        FROM (
+            SELECT q.*, {_grade_sql(rules, "q")} AS grade FROM (
+                SELECT p.*, least(p.fit_uncapped, %s)::numeric AS fit,
+                       least(p.engagement_uncapped_tenths, %s)::numeric / 10 AS engagement
+                FROM (
+                    SELECT x.*, x.o_engagement_uncapped + ({" + ".join(added) or "0"})
+                               - ({" + ".join(removed) or "0"}) AS engagement_uncapped_tenths
+                    FROM (
+                        SELECT c.id AS contact_id, c.lifecycle_stage, c.account_id,
+                               coalesce({scores.delta}, false) AS adjusted,
+                               o.fit AS o_fit, o.engagement AS o_engagement, o.total AS old_total,
+                               o.mql_level AS old_level, o.fit_grade AS old_grade, o.account_id AS o_account_id,
+                               o.fit_uncapped AS o_fit_uncapped, o.engagement_uncapped_tenths AS o_engagement_uncapped,
+                               o.fit_uncapped + ({" + ".join(terms) or "0"}) AS fit_uncapped {"".join(products)}
+                        FROM {Contact._meta.db_table} c {scores.joins}
+                        WHERE {batch_sql("c.id", ids)}
+                        OFFSET 0  -- a fence: products computed once, not copied into every term above
+                    ) x
+                    OFFSET 0  -- a fence: the sums computed once, not copied into each use above
+                ) p
+                OFFSET 0  -- a fence: computed once per contact, not copied into every CASE above
+            ) q
+        ) g
+        OFFSET 0  -- a fence: the level computed once, not copied into the comparison above
+        ) m""",
+        [*level_params, int(rules.fit_cap), int(rules.engagement_cap) * 10, *scores.delta_params, *term_params],
+    )
+
+
+def _changed_fit_deltas(
+    cursor, fields: list[_FitField], ids: list[int]
+) -> list[tuple[_FitField, list[str], list[int]]]:
+    """Per fit field a rule change tests: the batch's keys whose points change, and by how much
+    (its added rules' points minus its removed rules' points), judged by the engine's fit_test
+    (_fit_matches) on each distinct value, read from the contacts in one round trip."""
+    if not fields:
+        return []
+    cursor.execute(
+        "; ".join(
+            f"SELECT DISTINCT ON (1) {item.key}, {item.value} FROM {Contact._meta.db_table} c "
+            f"WHERE {batch_sql('c.id', ids)} ORDER BY 1"
+            for item in fields
+        )
+    )
+    deltas = []
+    for n, item in enumerate(fields):
+        if n:
+            cursor.nextset()
+        keys, points = [], []
+        for key_text, raw in cursor.fetchall():
+            delta = sum(int(rule.points) for rule in item.added if _fit_matches(rule, raw, item.is_json)) - sum(
+                int(rule.points) for rule in item.removed if _fit_matches(rule, raw, item.is_json)
+            )
+            if delta:
+                keys.append(key_text)
+                points.append(delta)
+        if keys:
+            deltas.append((item, keys, points))
+    return deltas
+
+
+def _grade_sql(rules: RuleSet, alias: str) -> str:
+    """The fit grade of `alias`.fit, the capped fit."""
+    return (
+        f"CASE WHEN {alias}.fit >= {int(rules.grade_a_min)} THEN 'A' WHEN {alias}.fit >= {int(rules.grade_b_min)} "
+        f"THEN 'B' WHEN {alias}.fit >= {int(rules.grade_c_min)} THEN 'C' ELSE 'D' END"
+    )
+
+
+def _level_sql(rules: RuleSet, alias: str) -> tuple[str, list]:
+    """The MQL level (or '') of `alias`'s capped fit and engagement and its grade, and its params."""
+    grade_order = f"CASE {alias}.grade WHEN 'A' THEN 0 WHEN 'B' THEN 1 WHEN 'C' THEN 2 ELSE 3 END"
+    cases, params = [], []
+    for level in sorted(rules.levels, key=lambda lv: lv.min_score, reverse=True):
+        order = {"A": 0, "B": 1, "C": 2, "D": 3}[level.min_fit_grade]
+        cases.append(f"WHEN {alias}.fit + {alias}.engagement >= %s AND {grade_order} <= {order} THEN %s")
+        params += [level.min_score, level.name]
+    return (f"CASE {' '.join(cases)} ELSE '' END" if cases else "''"), params
 
 
 def _position(layout: _SumLayout, rule) -> int:
@@ -685,11 +829,12 @@ def _decay_weights_millionths(half_life: int) -> tuple[int, ...]:
 
 def scores_write(
     computed: ComputedScores, *, ids: list[int], version_id: int, as_of: date, now, reason: str
-) -> tuple[int, list[int]]:
+) -> tuple[int, list[int], list[int]]:
     """Write what differs from the stored scores of the batch `ids` (as given to
-    scores_compute); returns (contacts whose total changed, contacts at a level whose stage
-    scoring may qualify). Account scores are not touched: a full rescore rolls every account
-    up once, at its end (accounts_rescore_all).
+    scores_compute or scores_adjusted); returns (contacts whose total changed, contacts at a
+    level whose stage scoring may qualify, contacts scores_adjusted held back: their scores
+    are left for scores_compute). Account scores are not touched: a full rescore rolls every
+    account up once, at its end (accounts_rescore_all).
 
     One statement: the scores computed once (a CTE, held in memory), then every write reads
     them. Each UPDATE also names the batch's id range: otherwise, when many rows change, the
@@ -714,18 +859,18 @@ def scores_write(
                     engagement_uncapped_tenths = n.engagement_uncapped_tenths, account_id = n.account_id,
                     as_of = %s, computed_at = %s
                 FROM n WHERE s.contact_id = n.contact_id AND {batch_sql("s.contact_id", ids)}
-                    AND n.old_total IS NOT NULL AND (n.rewrite OR n.redate)
+                    AND n.adjusted AND n.old_total IS NOT NULL AND (n.rewrite OR n.redate)
             ), created AS (
                 INSERT INTO {score} (contact_id, version_id, fit, engagement, total, fit_grade, mql_level,
                     fit_uncapped, engagement_uncapped_tenths, account_id, as_of, computed_at)
                 SELECT contact_id, %s, fit, engagement, total, fit_grade, mql_level, fit_uncapped,
                     engagement_uncapped_tenths, account_id, %s, %s FROM n
-                WHERE old_total IS NULL ORDER BY contact_id
+                WHERE adjusted AND old_total IS NULL ORDER BY contact_id
             ), queue_copy AS (
                 UPDATE {contact} c SET score_total = n.total, score_fit_grade = n.fit_grade,
                     score_mql_level = n.mql_level
                 FROM n WHERE c.id = n.contact_id AND {batch_sql("c.id", ids)}
-                    AND n.rewrite AND n.lifecycle_stage = %s
+                    AND n.adjusted AND n.rewrite AND n.lifecycle_stage = %s
                     AND (c.score_total, c.score_fit_grade, c.score_mql_level)
                         IS DISTINCT FROM (n.total, n.fit_grade, n.mql_level)
             ), history AS (
@@ -734,12 +879,14 @@ def scores_write(
                 SELECT %s, %s, %s, contact_id / {ScoreChangeBatch.BUCKET}, array_agg(contact_id ORDER BY contact_id),
                     array_agg((coalesce(old_total, 0) * 10)::bigint ORDER BY contact_id),
                     array_agg((total * 10)::bigint ORDER BY contact_id), string_agg(fit_grade, '' ORDER BY contact_id)
-                FROM n WHERE old_total IS NULL OR old_total <> total GROUP BY contact_id / {ScoreChangeBatch.BUCKET}
+                FROM n WHERE adjusted AND (old_total IS NULL OR old_total <> total)
+                GROUP BY contact_id / {ScoreChangeBatch.BUCKET}
                 RETURNING cardinality(contact_ids) AS changes
             )
             SELECT (SELECT coalesce(sum(changes), 0) FROM history),
-                   ARRAY(SELECT contact_id FROM n WHERE mql_level <> '' AND lifecycle_stage = ANY(%s)
-                         ORDER BY contact_id)""",
+                   ARRAY(SELECT contact_id FROM n WHERE adjusted AND mql_level <> '' AND lifecycle_stage = ANY(%s)
+                         ORDER BY contact_id),
+                   ARRAY(SELECT contact_id FROM n WHERE NOT adjusted ORDER BY contact_id)""",
             [
                 *computed.params,
                 version_id,
@@ -755,10 +902,10 @@ def scores_write(
                 [str(stage) for stage in QUALIFYING_STAGES],
             ],
         )
-        changed, qualifying = cursor.fetchone()
+        changed, qualifying, held_back = cursor.fetchone()
         cursor.execute("RESET enable_nestloop")
-        cursor.execute(f"DROP TABLE {PROFILE}")
-    return changed, qualifying
+        cursor.execute(f"DROP TABLE IF EXISTS {PROFILE}")
+    return changed, qualifying, held_back
 
 
 ACCOUNT_PROFILE = ["id", "name", "domain", "industry", "employee_count", "annual_revenue", "country"]

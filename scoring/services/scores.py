@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import date
 from decimal import Decimal
+from functools import partial
 
 from django.db import connection, transaction
 from django.utils import timezone
@@ -174,16 +175,15 @@ def _contacts_rescore_in_sql(
             )
         engagement_fold(contact_ids=ids)
         change = _rule_change(rules, run, version)
-        computed = sql_rescore.scores_compute(
-            rules=rules,
+        changed, qualifying = _scores_write_in_sql(
             ids=ids,
-            as_of=as_of,
-            version_id=version.pk,
+            rules=rules,
+            version=version,
             change=change,
             replaced=change.base if change else _replaced(run),
-        )
-        changed, qualifying = sql_rescore.scores_write(
-            computed, ids=ids, version_id=version.pk, as_of=as_of, now=now, reason=reason
+            as_of=as_of,
+            now=now,
+            reason=reason,
         )
         if qualifying:  # the engine's own result drives the MQL transition and its snapshot
             profiles = scoring_profiles(qualifying)
@@ -206,6 +206,25 @@ def _replaced(run: RescoreRun | None) -> sql_rescore.StandingFor | None:
     if run is None or run.reason != RescoreRun.Reason.PUBLISH or run.base_version_id is None:
         return None
     return sql_rescore.standing_for(run.base_version_id)
+
+
+def _scores_write_in_sql(
+    *, ids: list[int], rules, version: ModelVersion, change, replaced, as_of: date, now, reason: str
+) -> tuple[int, list[int]]:
+    """The batch's new scores written (sql_rescore.scores_write); returns (contacts whose total
+    changed, contacts at a level whose stage scoring may qualify). Under a rule change the
+    stored scores that allow it are adjusted by the changed rules (scores_adjusted); the
+    others, and every score without a change, are computed from the contacts' profiles."""
+    write = partial(sql_rescore.scores_write, version_id=version.pk, as_of=as_of, now=now, reason=reason)
+    adjusted = change and sql_rescore.scores_adjusted(rules=rules, change=change, ids=ids, as_of=as_of)
+    changed, qualifying, held_back = write(adjusted, ids=ids) if adjusted else (0, [], ids)
+    if held_back:
+        computed = sql_rescore.scores_compute(
+            rules=rules, ids=held_back, as_of=as_of, version_id=version.pk, change=change, replaced=replaced
+        )
+        changed_too, qualifying_too, _ = write(computed, ids=held_back)
+        changed, qualifying = changed + changed_too, sorted(qualifying + qualifying_too)
+    return changed, qualifying
 
 
 def _rule_change(rules, run: RescoreRun | None, version: ModelVersion) -> sql_rescore.RuleChange | None:

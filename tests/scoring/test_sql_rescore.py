@@ -307,6 +307,30 @@ def test_a_publish_adjusts_stored_scores_by_the_changed_rules_only():
 
 
 @pytest.mark.django_db
+def test_a_publish_adjusts_scores_without_a_profile_table_and_evaluates_the_edited_in_full():
+    engagement = [("email_click", 5, None, "none", 0)]
+    fit = [("contact.job_title", "contains", "vp", 20), ("contact.country", "equals", "germany", 10)]
+    person = {"email_domain": "acme.example", "job_title": "VP Sales", "country": "Germany", "employee_count": 10}
+    ids = [_contact({**person, "attributes": {}, "days": [("email_click", 1, 2)]}) for _ in range(4)]
+    active = _version(fit, engagement, (60, 100), [])
+    _publish_run(active, replaced=active, ids=ids, as_of=AS_OF)
+    edited = Contact.objects.get(pk=ids[0])  # its country changes; the rescore it asks for has not run yet
+    edited.country = "France"
+    edited.save()
+    vp_raised = _version([(*fit[0][:3], 25), fit[1]], [("email_click", 6, None, "none", 0)], (60, 100), [])
+
+    with CaptureQueriesContext(connection) as queries:
+        run = _publish_run(vp_raised, replaced=active, ids=ids, as_of=AS_OF)
+
+    profile_tables = [q["sql"] for q in queries if "CREATE TEMP TABLE scoring_rescore_profile" in q["sql"]]
+    # One, of the edited contact alone: the three others were adjusted without one.
+    assert len(profile_tables) == 1 and f"c.id BETWEEN {ids[0]} AND {ids[0]} " in profile_tables[0]
+    assert [s.total for s in ContactScore.objects.filter(pk__in=ids).order_by("pk")] == [37, 47, 47, 47]
+    _assert_engine_scores(ids, vp_raised, AS_OF)
+    assert run.changed_contacts == 4
+
+
+@pytest.mark.django_db
 def test_a_publish_keeps_the_scores_it_leaves_alone_and_explains_them_with_its_rules(marketer_api):
     # VP 20 → 25 and Germany 10 → 5: a VP in Germany keeps 30, a VP elsewhere goes to 25.
     kept, raised = _vps_in("Germany", "France")
