@@ -9,8 +9,7 @@ from datetime import date
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import connection, transaction
-from django.db.models import Count, F, Q, Window
-from django.db.models.functions import RowNumber
+from django.db.models import F, Q
 from django.utils import timezone
 
 from leads.models import Contact, LifecycleStage
@@ -236,23 +235,23 @@ def mql_digests_send(*, run: RescoreRun) -> int:
     from nurturing.services import email_enqueue
 
     # The run's contacts as a list of ids, not a join: a run can qualify tens of thousands in
-    # tables whose statistics lag behind, and a misjudged join then compares every pair. One
-    # array (`__any_of`), and one query for every rep's count and best leads: the ids as
-    # literals, once per rep, took 0.15 s a rep at 13,500 new MQLs.
+    # tables whose statistics lag behind, and a misjudged join then compares every pair. The
+    # ids are looked up by primary key alone and ranked here: a filter on the owner as well let
+    # the planner, which had not yet seen the new owners, scan them and test each against the
+    # whole array (0.5 s at 13,667 new MQLs; this way 30 ms).
     qualified = list(MqlQualification.objects.filter(run=run).values_list("contact_id", flat=True))
-    by_rep = (
-        Contact.objects.filter(pk__any_of=qualified, lifecycle_stage=LifecycleStage.MQL, owner__isnull=False)
-        .annotate(
-            waiting=Window(Count("pk"), partition_by=[F("owner")]),
-            rank=Window(RowNumber(), partition_by=[F("owner")], order_by=[F("score_total").desc(), F("pk")]),
-        )
-        .filter(rank__lte=MQL_DIGEST_LISTED)
-        .select_related("account")
-        .order_by("owner", "rank")
+    waiting: dict[int, list[tuple]] = {}
+    rows = (
+        Contact.objects.filter(pk__any_of=qualified)
+        .order_by()
+        .values_list("owner_id", "lifecycle_stage", "score_total", "pk")
     )
-    best: dict[int, list[Contact]] = {}
-    for contact in by_rep:
-        best.setdefault(contact.owner_id, []).append(contact)
+    for owner_id, stage, score_total, pk in rows:
+        if owner_id is not None and stage == LifecycleStage.MQL:
+            waiting.setdefault(owner_id, []).append((-score_total, pk))
+    listed = {owner_id: [pk for _, pk in sorted(leads)[:MQL_DIGEST_LISTED]] for owner_id, leads in waiting.items()}
+    contacts = Contact.objects.select_related("account").in_bulk([pk for pks in listed.values() for pk in pks])
+    best = {owner_id: [contacts[pk] for pk in pks] for owner_id, pks in listed.items()}
     sent = 0
     for rep in get_user_model().objects.filter(pk__in=best).exclude(email=""):
         email_enqueue(
@@ -261,7 +260,7 @@ def mql_digests_send(*, run: RescoreRun) -> int:
             template="emails/mql_digest",
             context={
                 "rep": rep,
-                "count": best[rep.pk][0].waiting,
+                "count": len(waiting[rep.pk]),
                 "contacts": best[rep.pk],
                 "run": run,
                 "site_url": settings.SITE_URL,
