@@ -361,16 +361,19 @@ def _fit_lookups(cursor, fields: list[_FitField]) -> list[tuple[int, list[str], 
             cursor.nextset()
         keys, points, deltas = [], [], []
         for key_text, raw in cursor.fetchall():
-            full = sum(int(rule.points) for rule in item.rules if _fit_matches(rule, raw, item.is_json))
-            delta = sum(int(rule.points) for rule in item.added if _fit_matches(rule, raw, item.is_json)) - sum(
-                int(rule.points) for rule in item.removed if _fit_matches(rule, raw, item.is_json)
-            )
+            full = _points(item.rules, raw, item.is_json)
+            delta = _points(item.added, raw, item.is_json) - _points(item.removed, raw, item.is_json)
             if full or delta:
                 keys.append(key_text)
                 points.append(full)
                 deltas.append(delta)
         lookups.append((n, keys, points, deltas))
     return lookups
+
+
+def _points(rules, raw, is_json: bool) -> int:
+    """The points these fit rules give a field's raw value from SQL."""
+    return sum(int(rule.points) for rule in rules if _fit_matches(rule, raw, is_json))
 
 
 def _fit_matches(rule, raw, is_json: bool) -> bool:
@@ -613,9 +616,7 @@ def _changed_fit_deltas(
             cursor.nextset()
         keys, points = [], []
         for key_text, raw in cursor.fetchall():
-            delta = sum(int(rule.points) for rule in item.added if _fit_matches(rule, raw, item.is_json)) - sum(
-                int(rule.points) for rule in item.removed if _fit_matches(rule, raw, item.is_json)
-            )
+            delta = _points(item.added, raw, item.is_json) - _points(item.removed, raw, item.is_json)
             if delta:
                 keys.append(key_text)
                 points.append(delta)
