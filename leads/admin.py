@@ -22,6 +22,7 @@ from .models import (
     RoutingRule,
     StageChange,
 )
+from .services import contacts_queue_rescore
 
 
 @admin.register(Account)
@@ -30,6 +31,12 @@ class AccountAdmin(admin.ModelAdmin):
     list_filter = ["industry", "country"]
     search_fields = ["name", "domain"]
     raw_id_fields = ["owner"]
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        if change:  # fit rules read the account's fields: its contacts' scores follow, as after an API edit
+            contact_ids = list(obj.contacts.values_list("pk", flat=True))
+            contacts_queue_rescore(contact_ids, reason="account edited in the admin")
 
 
 class StageChangeInline(admin.TabularInline):
@@ -50,6 +57,13 @@ class ContactAdmin(admin.ModelAdmin):
     inlines = [StageChangeInline]
     # Stage changes go through services (they are recorded); the admin shows them.
     readonly_fields = ["lifecycle_stage", "created_at", "updated_at"]
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        # The score follows the fields fit rules read, as after an edit through the API.
+        contacts_queue_rescore(
+            [obj.pk], reason="contact edited in the admin" if change else "contact added in the admin"
+        )
 
 
 @admin.register(ActivityType)
