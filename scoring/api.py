@@ -35,4 +35,7 @@ class ContactScoreHistoryView(ListAPIView):
 
     def get_queryset(self):
         contact = get_object_or_404(Contact, pk=self.kwargs["contact_id"])
-        return score_history(contact.pk)
+        changes = score_history(contact.pk)
+        if changes:  # the oldest is the contact's first score, from none (stored as 0), as its page says
+            changes[-1].old_total = None
+        return changes

@@ -32,6 +32,10 @@ class ContactScoreOutput(serializers.ModelSerializer):
 
 
 class ScoreChangeOutput(serializers.ModelSerializer):
+    old_total = serializers.DecimalField(
+        max_digits=8, decimal_places=1, allow_null=True, help_text="null for the contact's first score: it had none."
+    )
+
     class Meta:
         model = ScoreChange
         fields = ["changed_at", "old_total", "new_total", "delta", "fit_grade", "reason"]

@@ -269,6 +269,24 @@ def test_the_contact_pages_history_starts_from_no_score(rep_client):
     assert rows == [(str(first), str(second)), ('<span class="muted">no score</span>', str(first))]
 
 
+def test_the_score_history_api_starts_from_no_score_too(rep_api):
+    contact = _vp_at_software_company()
+    contacts_rescore(contact_ids=[contact.pk], reason="first")
+    first = ContactScore.objects.get(contact=contact).total
+    contact_upsert(email=contact.email, job_title="Marketing Intern", seniority="intern")
+    contacts_rescore(contact_ids=[contact.pk], reason="second")
+    second = ContactScore.objects.get(contact=contact).total
+
+    response = rep_api.get(f"/api/contacts/{contact.pk}/score-history/")
+
+    assert response.status_code == 200
+    entries = response.json()["results"]
+    assert [(e["old_total"], e["new_total"], e["reason"]) for e in entries] == [
+        (str(first), str(second), "second"),
+        (None, str(first), "first"),
+    ]
+
+
 def test_the_contact_page_explains_an_event_the_worker_has_not_scored_yet(rep_client):
     contact = _vp_at_software_company()
     contacts_rescore(contact_ids=[contact.pk], reason="test")
