@@ -521,6 +521,16 @@ def run_new_mqls(run: RescoreRun) -> int:
     return MqlQualification.objects.filter(run=run).count()
 
 
+RUN_MQLS_LISTED = 25
+
+
+def run_best_new_mqls(run: RescoreRun) -> list[MqlQualification]:
+    """The leads this full rescore made MQLs, best scored first (at most RUN_MQLS_LISTED), with
+    their contacts as they are now (stage, rep, account)."""
+    qualifications = MqlQualification.objects.filter(run=run).select_related("contact__account", "contact__owner")
+    return list(qualifications.order_by("-total", "contact_id")[:RUN_MQLS_LISTED])
+
+
 def score_history(contact_id: int, *, limit: int | None = None) -> list[ScoreChange]:
     """The contact's score changes, newest first: its ScoreChange rows and its entries in the
     full rescores' batches (ScoreChangeBatch), as ScoreChange instances (those from a batch

@@ -169,10 +169,16 @@ def version_compare(request):
 @role_required(MARKETING)
 def run_detail(request, pk: int):
     run = get_object_or_404(RescoreRun.objects.select_related("version__scoring_model"), pk=pk)
-    return render(request, "scoring/run_detail.html", {"run": run, "new_mqls": selectors.run_new_mqls(run)})
+    return render(request, "scoring/run_detail.html", _run_context(run))
 
 
 @role_required(MARKETING)
 def run_progress(request, pk: int):
     run = get_object_or_404(RescoreRun, pk=pk)
-    return render(request, "scoring/_run_progress.html", {"run": run, "new_mqls": selectors.run_new_mqls(run)})
+    return render(request, "scoring/_run_progress.html", _run_context(run))
+
+
+def _run_context(run: RescoreRun) -> dict:
+    """The run's progress; once it has finished, the best of the leads it made MQLs."""
+    best = selectors.run_best_new_mqls(run) if run.is_finished else []
+    return {"run": run, "new_mqls": selectors.run_new_mqls(run), "best_new_mqls": best}

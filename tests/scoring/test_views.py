@@ -332,6 +332,20 @@ def test_the_run_page_counts_the_mqls_the_publish_handed_to_sales(
     assert contact.lifecycle_stage == "mql"
     page = marketer_client.get(reverse("scoring:run_detail", args=[run.pk])).content.decode()
     assert "1 new MQL handed to sales" in page
+    # The finished run lists who: the lead, linked, with the score and level it qualified at.
+    score = ContactScore.objects.get(contact=contact)
+    row = re.search(
+        r"<tr>\s*<td><a href=\"([^\"]+)\">([^<]+)</a></td>\s*<td>([^<]+)</td>\s*<td class=\"num\">([^<]+)</td>"
+        r"\s*<td>([^<]+)</td>",
+        page,
+    )
+    assert row.groups() == (
+        reverse("leads:contact_detail", args=[contact.pk]),
+        str(contact),
+        "Soft",
+        str(score.total),
+        score.mql_level,
+    )
 
 
 def test_a_level_no_contact_can_reach_is_explained_and_nothing_is_saved(marketer_client, draft):
