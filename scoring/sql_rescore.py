@@ -475,8 +475,20 @@ def scores_compute(
             f"CASE WHEN c.delta THEN c.o_fit + ({' + '.join(delta_terms) or '0'}) "
             f"ELSE ({' + '.join(full_terms) or '0'}) END"
         )
-        grade = _grade_sql(rules, "s")
-        level, level_params = _level_sql(rules, "g")
+        scored, scored_params = _scored(
+            f"""SELECT p.contact_id, p.lifecycle_stage, p.account_id, p.fit_uncapped,
+                       {engagement_uncapped} AS engagement_uncapped_tenths
+                FROM (
+                    SELECT c.id AS contact_id, c.lifecycle_stage, c.account_id, c.delta, c.o_engagement,
+                           {fit_uncapped} AS fit_uncapped {"".join(products)}
+                    FROM {PROFILE} c  -- the batch's contacts, with their fields' keys
+                    -- The batch's range of sums: a range scan, never a hash of them all
+                    LEFT JOIN {EngagementSums._meta.db_table} e ON e.contact_id = c.id
+                        AND {batch_sql("e.contact_id", ids)}
+                    OFFSET 0  -- a fence: products computed once, not copied into every term above
+                ) p""",
+            rules,
+        )
         return ComputedScores(
             f"""SELECT n.*, o.total AS old_total, o.mql_level AS old_level, o.fit_grade AS old_grade,
                    o.contact_id IS NULL OR o.fit <> n.fit OR o.engagement <> n.engagement
@@ -486,43 +498,11 @@ def scores_compute(
                        OR o.engagement_uncapped_tenths IS DISTINCT FROM n.engagement_uncapped_tenths
                        OR o.account_id IS DISTINCT FROM n.account_id AS rewrite,
                    o.as_of IS DISTINCT FROM %s::date AS redate, true AS adjusted
-            FROM (
-            SELECT g.contact_id, g.lifecycle_stage, g.account_id, g.fit, g.engagement, g.fit + g.engagement AS total,
-                   g.grade AS fit_grade, {level} AS mql_level, g.fit_uncapped, g.engagement_uncapped_tenths
-            FROM (
-                SELECT s.*, {grade} AS grade FROM (
-                    SELECT q.*, least(q.fit_uncapped, %s)::numeric AS fit,
-                           least(q.engagement_uncapped_tenths, %s)::numeric / 10 AS engagement
-                    FROM (
-                        SELECT p.contact_id, p.lifecycle_stage, p.account_id, p.fit_uncapped,
-                               {engagement_uncapped} AS engagement_uncapped_tenths
-                        FROM (
-                            SELECT c.id AS contact_id, c.lifecycle_stage, c.account_id, c.delta, c.o_engagement,
-                                   {fit_uncapped} AS fit_uncapped {"".join(products)}
-                            FROM {PROFILE} c  -- the batch's contacts, with their fields' keys
-                            -- The batch's range of sums: a range scan, never a hash of them all
-                            LEFT JOIN {EngagementSums._meta.db_table} e ON e.contact_id = c.id
-                                AND {batch_sql("e.contact_id", ids)}
-                            OFFSET 0  -- a fence: products computed once, not copied into every term above
-                        ) p
-                        OFFSET 0  -- a fence: the sums computed once, not copied into each use above
-                    ) q
-                    OFFSET 0  -- a fence: computed once per contact, not copied into every CASE above
-                ) s
-            ) g
-            ) n
+            FROM ({scored}) n
             -- The batch's range of stored scores: one range scan, never a scan of every score
             LEFT JOIN {ContactScore._meta.db_table} o ON o.contact_id = n.contact_id
                 AND {batch_sql("o.contact_id", ids)}""",
-            [
-                version_id,
-                as_of,
-                *level_params,
-                int(rules.fit_cap),
-                int(rules.engagement_cap) * 10,
-                *delta_params,
-                *fit_params,
-            ],
+            [version_id, as_of, *scored_params, *delta_params, *fit_params],
         )
 
 
@@ -555,7 +535,22 @@ def scores_adjusted(*, rules: RuleSet, change: RuleChange, ids: list[int], as_of
         for n, rule in enumerate(rules_):
             products.append(f", coalesce(s.sums[{_position(layout, rule)}], 0) * {abs(int(rule.points))} AS {name}{n}")
             tenths.append(_rule_tenths(f"x.{name}{n}", rule))
-    level, level_params = _level_sql(rules, "g")
+    scored, scored_params = _scored(
+        f"""SELECT x.*, x.o_engagement_uncapped + ({" + ".join(added) or "0"})
+                   - ({" + ".join(removed) or "0"}) AS engagement_uncapped_tenths
+            FROM (
+                SELECT c.id AS contact_id, c.lifecycle_stage, c.account_id,
+                       coalesce({scores.delta}, false) AS adjusted,
+                       o.fit AS o_fit, o.engagement AS o_engagement, o.total AS old_total,
+                       o.mql_level AS old_level, o.fit_grade AS old_grade, o.account_id AS o_account_id,
+                       o.fit_uncapped AS o_fit_uncapped, o.engagement_uncapped_tenths AS o_engagement_uncapped,
+                       o.fit_uncapped + ({" + ".join(terms) or "0"}) AS fit_uncapped {"".join(products)}
+                FROM {Contact._meta.db_table} c {scores.joins}
+                WHERE {batch_sql("c.id", ids)}
+                OFFSET 0  -- a fence: products computed once, not copied into every term above
+            ) x""",
+        rules,
+    )
     return ComputedScores(
         f"""SELECT m.contact_id, m.lifecycle_stage, m.account_id, m.fit, m.engagement, m.total, m.fit_grade,
                m.mql_level, m.fit_uncapped, m.engagement_uncapped_tenths, m.old_total, m.old_level, m.old_grade,
@@ -564,34 +559,8 @@ def scores_adjusted(*, rules: RuleSet, change: RuleChange, ids: list[int], as_of
                    OR m.o_engagement_uncapped <> m.engagement_uncapped_tenths
                    OR m.o_account_id IS DISTINCT FROM m.account_id AS rewrite,
                false AS redate, m.adjusted
-        FROM (
-        SELECT g.*, g.fit + g.engagement AS total, g.grade AS fit_grade, {level} AS mql_level
-        FROM (
-            SELECT q.*, {_grade_sql(rules, "q")} AS grade FROM (
-                SELECT p.*, least(p.fit_uncapped, %s)::numeric AS fit,
-                       least(p.engagement_uncapped_tenths, %s)::numeric / 10 AS engagement
-                FROM (
-                    SELECT x.*, x.o_engagement_uncapped + ({" + ".join(added) or "0"})
-                               - ({" + ".join(removed) or "0"}) AS engagement_uncapped_tenths
-                    FROM (
-                        SELECT c.id AS contact_id, c.lifecycle_stage, c.account_id,
-                               coalesce({scores.delta}, false) AS adjusted,
-                               o.fit AS o_fit, o.engagement AS o_engagement, o.total AS old_total,
-                               o.mql_level AS old_level, o.fit_grade AS old_grade, o.account_id AS o_account_id,
-                               o.fit_uncapped AS o_fit_uncapped, o.engagement_uncapped_tenths AS o_engagement_uncapped,
-                               o.fit_uncapped + ({" + ".join(terms) or "0"}) AS fit_uncapped {"".join(products)}
-                        FROM {Contact._meta.db_table} c {scores.joins}
-                        WHERE {batch_sql("c.id", ids)}
-                        OFFSET 0  -- a fence: products computed once, not copied into every term above
-                    ) x
-                    OFFSET 0  -- a fence: the sums computed once, not copied into each use above
-                ) p
-                OFFSET 0  -- a fence: computed once per contact, not copied into every CASE above
-            ) q
-        ) g
-        OFFSET 0  -- a fence: the level computed once, not copied into the comparison above
-        ) m""",
-        [*level_params, int(rules.fit_cap), int(rules.engagement_cap) * 10, *scores.delta_params, *term_params],
+        FROM ({scored}) m""",
+        [*scored_params, *scores.delta_params, *term_params],
     )
 
 
@@ -625,6 +594,29 @@ def _changed_fit_deltas(
     return deltas
 
 
+def _scored(inner: str, rules: RuleSet) -> tuple[str, list]:
+    """A query over `inner` (a contact a row, with its sums before the caps: fit_uncapped and
+    engagement_uncapped_tenths) that adds what engine.evaluate makes of them: the capped fit and
+    engagement, the total, the fit grade and the MQL level; and its params, before `inner`'s."""
+    level, level_params = _level_sql(rules, "g")
+    return (
+        f"""SELECT g.*, g.fit + g.engagement AS total, {level} AS mql_level
+        FROM (
+            SELECT c.*, {_grade_sql(rules, "c")} AS fit_grade
+            FROM (
+                SELECT u.*, least(u.fit_uncapped, %s)::numeric AS fit,
+                       least(u.engagement_uncapped_tenths, %s)::numeric / 10 AS engagement
+                FROM ({inner}) u
+                OFFSET 0  -- a fence: the sums computed once, not copied into each use above
+            ) c
+            OFFSET 0  -- a fence: computed once per contact, not copied into every CASE above
+        ) g
+        OFFSET 0  -- a fence: the level computed once, not copied into each comparison with it
+        """,
+        [*level_params, int(rules.fit_cap), int(rules.engagement_cap) * 10],
+    )
+
+
 def _grade_sql(rules: RuleSet, alias: str) -> str:
     """The fit grade of `alias`.fit, the capped fit."""
     return (
@@ -635,7 +627,7 @@ def _grade_sql(rules: RuleSet, alias: str) -> str:
 
 def _level_sql(rules: RuleSet, alias: str) -> tuple[str, list]:
     """The MQL level (or '') of `alias`'s capped fit and engagement and its grade, and its params."""
-    grade_order = f"CASE {alias}.grade WHEN 'A' THEN 0 WHEN 'B' THEN 1 WHEN 'C' THEN 2 ELSE 3 END"
+    grade_order = f"CASE {alias}.fit_grade WHEN 'A' THEN 0 WHEN 'B' THEN 1 WHEN 'C' THEN 2 ELSE 3 END"
     cases, params = [], []
     for level in sorted(rules.levels, key=lambda lv: lv.min_score, reverse=True):
         order = {"A": 0, "B": 1, "C": 2, "D": 3}[level.min_fit_grade]
