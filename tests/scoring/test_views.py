@@ -255,13 +255,18 @@ def test_the_contact_page_explains_the_score_and_the_parts_add_up(rep_client):
     assert "Executive seniority" in page and "<svg" in page
 
 
-def test_the_contact_pages_history_starts_from_no_score(rep_client):
+def _scored_twice():
+    """A VP scored ("first"), then made an intern and scored again ("second"); with both totals."""
     contact = _vp_at_software_company()
     contacts_rescore(contact_ids=[contact.pk], reason="first")
     first = ContactScore.objects.get(contact=contact).total
     contact_upsert(email=contact.email, job_title="Marketing Intern", seniority="intern")
     contacts_rescore(contact_ids=[contact.pk], reason="second")
-    second = ContactScore.objects.get(contact=contact).total
+    return contact, first, ContactScore.objects.get(contact=contact).total
+
+
+def test_the_contact_pages_history_starts_from_no_score(rep_client):
+    contact, first, second = _scored_twice()
 
     page = rep_client.get(reverse("leads:contact_detail", args=[contact.pk])).content.decode()
 
@@ -270,12 +275,7 @@ def test_the_contact_pages_history_starts_from_no_score(rep_client):
 
 
 def test_the_score_history_api_starts_from_no_score_too(rep_api):
-    contact = _vp_at_software_company()
-    contacts_rescore(contact_ids=[contact.pk], reason="first")
-    first = ContactScore.objects.get(contact=contact).total
-    contact_upsert(email=contact.email, job_title="Marketing Intern", seniority="intern")
-    contacts_rescore(contact_ids=[contact.pk], reason="second")
-    second = ContactScore.objects.get(contact=contact).total
+    contact, first, second = _scored_twice()
 
     response = rep_api.get(f"/api/contacts/{contact.pk}/score-history/")
 
