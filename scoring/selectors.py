@@ -476,7 +476,21 @@ def contact_score_panel(contact: Contact) -> dict:
     changes = score_history(contact.pk, limit=HISTORY_SHOWN)
     # A contact's first change is its first score: from no score, stored as 0. Shown as such
     # when the list reaches back to it.
-    return {"score": score, "score_changes": changes, "history_from_start": len(changes) < HISTORY_SHOWN}
+    return {
+        "score": score,
+        "score_changes": changes,
+        "history_from_start": len(changes) < HISTORY_SHOWN,
+        "mql_thresholds": mql_thresholds(),
+    }
+
+
+def mql_thresholds() -> list[tuple[str, int]]:
+    """The active version's MQL levels as (name, minimum score), highest first: the lines a
+    score history is drawn against."""
+    version = active_version()
+    if version is None:
+        return []
+    return list(version.mql_levels.order_by("-min_score").values_list("name", "min_score"))
 
 
 def account_score(account) -> AccountScore | None:

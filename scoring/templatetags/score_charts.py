@@ -14,9 +14,11 @@ HISTORY_LEFT = 52  # room for the score labels, right-aligned against the plot
 
 
 @register.simple_tag
-def score_history_chart(changes) -> str:
-    """A step line of the total score over time, one point per recorded change: the zero line
-    and the lowest and highest scores labelled, dates (or times, within a day) below."""
+def score_history_chart(changes, thresholds=()) -> str:
+    """A step line of the total score over time, one point per recorded change: the lowest and
+    highest scores labelled, dates (or times, within a day) below. `thresholds` are the MQL
+    levels' (name, minimum score): a dashed line each, where it lies within the scale, so that
+    a reader sees when the lead crossed it."""
     points = [
         (timezone.localtime(c.changed_at), float(c.new_total), c.reason)
         for c in sorted(changes, key=lambda c: c.changed_at)
@@ -25,7 +27,8 @@ def score_history_chart(changes) -> str:
         return ""
     start, end = points[0][0], points[-1][0]
     span = (end - start).total_seconds()
-    low, high = _score_range([value for _, value, _ in points])
+    values = [value for _, value, _ in points]
+    low, high = _score_range(values)
     left, right = HISTORY_LEFT, WIDTH - PAD
 
     def x(when) -> float:
@@ -44,12 +47,21 @@ def score_history_chart(changes) -> str:
         previous = value
     dots = "".join(
         f'<circle cx="{x(when):.1f}" cy="{y(value):.1f}" r="3">'
-        f"<title>{escape(f'{_day(when)}, {when:%H:%M}: {value:g} ({reason})')}</title></circle>"
+        f"<title>{escape(f'{_day(when)}, {when:%H:%M}: {_score(value)} ({reason})')}</title></circle>"
         for when, value, reason in points
     )
-    axis = f'<line x1="{left}" y1="{y(0):.1f}" x2="{right}" y2="{y(0):.1f}" class="axis"/>' + "".join(
-        f'<text x="{left - 8}" y="{y(value) + 4:.1f}" text-anchor="end">{value:g}</text>'
-        for value in _score_labels([value for _, value, _ in points], y)
+    axis = "".join(
+        f'<text x="{left - 8}" y="{y(value) + 4:.1f}" text-anchor="end">{_score(value)}</text>'
+        for value in _score_labels(values, y, low, high)
+    )
+    if low <= 0 <= high:
+        axis = f'<line x1="{left}" y1="{y(0):.1f}" x2="{right}" y2="{y(0):.1f}" class="axis"/>' + axis
+    axis += "".join(
+        f'<line x1="{left}" y1="{y(score):.1f}" x2="{right}" y2="{y(score):.1f}" class="threshold"/>'
+        f'<text x="{right}" y="{y(score) - 4:.1f}" text-anchor="end" class="threshold">'
+        f"{escape(name)} ≥ {score:g}</text>"
+        for name, score in thresholds
+        if low <= score <= high
     )
     axis += "".join(
         f'<text x="{where}" y="{HEIGHT - 8}" text-anchor="{anchor}">{label}</text>'
@@ -63,35 +75,42 @@ def score_history_chart(changes) -> str:
         HEIGHT,
         count,
         "" if count == 1 else "s",
-        f"{points[-1][1]:g}",
+        _score(points[-1][1]),
         mark_safe(axis),
         " ".join(path),
         mark_safe(dots),
     )
 
 
+def _score(value: float) -> str:
+    """As the page writes a score: one decimal (scores are kept in tenths)."""
+    return f"{value:.1f}"
+
+
 def _score_range(values: list[float]) -> tuple[float, float]:
-    """The scale's bottom and top: always including 0, at least 10 points tall, widened away
-    from zero (upwards for scores that never went below it, downwards for scores that never
-    went above it, both ways for the others)."""
-    low, high = min(0.0, *values), max(0.0, *values)
-    missing = 10 - (high - low)
-    if missing > 0:
-        if low == 0:
-            high += missing
-        elif high == 0:
-            low -= missing
-        else:
-            low, high = low - missing / 2, high + missing / 2
-    return low, high
+    """The scale's bottom and top: the scores the contact had, with room above and below, at
+    least 10 points tall. Zero is included when the scores come near it (within their own
+    spread), so that a small score is not drawn as a big one; a history that moved between 80
+    and 90 is drawn between those, where its steps can be told apart."""
+    low, high = min(values), max(values)
+    if low > 0 and low <= high - low:
+        low = 0.0
+    elif high < 0 and -high <= high - low:
+        high = 0.0
+    margin = max((10 - (high - low)) / 2, (high - low) * 0.1)
+    if low == 0 <= min(values):  # never below zero for scores that never were
+        return 0.0, high + 2 * margin
+    if high == 0 >= max(values):
+        return low - 2 * margin, 0.0
+    return low - margin, high + margin
 
 
-def _score_labels(values: list[float], y) -> list[float]:
-    """The highest and lowest scores the contact had, and 0: each that is at least a line
-    (12 units) away from the ones before it, so that no label covers another."""
+def _score_labels(values: list[float], y, low: float, high: float) -> list[float]:
+    """The highest and lowest scores the contact had, and 0 when it is on the scale: each at
+    least a line (12 units) away from the ones before it, so that no label covers another."""
     labels: list[float] = []
     for value in (max(values), min(values), 0.0):
-        if all(abs(y(value) - y(other)) >= 12 for other in labels):
+        if low <= value <= high and all(abs(y(value) - y(other)) >= 12 for other in labels):
             labels.append(value)
     return labels
 

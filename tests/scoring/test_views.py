@@ -373,17 +373,38 @@ def test_the_score_chart_labels_its_axes_so_that_a_reader_can_tell_the_changes_a
         return re.findall(r">([^<>]+)</text>", svg)
 
     one_day = score_history_chart([change("2026-12-07T09:05:00+00:00", 10), change("2026-12-07T11:40:00+00:00", 35)])
-    assert labels(one_day) == ["35", "10", "0", "7 Dec 2026, 09:05", "11:40"]
-    assert 'aria-label="Score history: 2 changes, now 35"' in one_day
+    assert labels(one_day) == ["35.0", "10.0", "0.0", "7 Dec 2026, 09:05", "11:40"]
+    assert 'aria-label="Score history: 2 changes, now 35.0"' in one_day
     two_days = score_history_chart([change("2026-12-06T09:05:00+00:00", 10), change("2026-12-07T11:40:00+00:00", 35)])
     assert labels(two_days)[-2:] == ["6 Dec 2026", "7 Dec 2026"]
-    # A negative score: the zero line is labelled and the scale reaches down to the score.
+    # A negative score: the scale reaches down to the score.
     negative = score_history_chart([change("2026-12-07T09:46:00+00:00", -64.1)])
-    assert labels(negative) == ["-64.1", "0", "7 Dec 2026, 09:46"]
+    assert labels(negative) == ["-64.1", "7 Dec 2026, 09:46"]
     assert 'aria-label="Score history: 1 change, now -64.1"' in negative
     # Above and below zero: all three scores on the scale.
     both = score_history_chart([change("2026-12-01T09:00:00+00:00", -20), change("2026-12-07T09:00:00+00:00", 45)])
-    assert labels(both)[:3] == ["45", "-20", "0"]
+    assert labels(both)[:3] == ["45.0", "-20.0", "0.0"]
     # A range under 10 points: the scale is padded, the labels are still scores the contact had.
     small = score_history_chart([change("2026-12-07T09:00:00+00:00", -0.5), change("2026-12-07T10:00:00+00:00", 2.5)])
     assert labels(small)[:2] == ["2.5", "-0.5"] and "9.5" not in labels(small)
+
+
+def test_the_score_chart_shows_small_steps_of_a_high_score_and_the_mql_lines_they_cross():
+    from types import SimpleNamespace
+
+    from scoring.templatetags.score_charts import score_history_chart
+
+    steps = [
+        SimpleNamespace(
+            changed_at=datetime.fromisoformat(f"2026-12-0{day}T09:00:00+00:00"), new_total=Decimal(total), reason="x"
+        )
+        for day, total in ((1, 80), (3, 85), (5, 90))
+    ]
+    svg = score_history_chart(steps, [("hot", 120), ("warm", 84)])
+
+    heights = [float(cy) for cy in re.findall(r'<circle cx="[\d.]+" cy="([\d.]+)"', svg)]
+    # Each 5-point step moves the line by at least a quarter of the chart's 180 units: 0 is not on the scale.
+    assert heights[0] - heights[1] >= 45 and heights[1] - heights[2] >= 45
+    assert re.findall(r">([^<>]+)</text>", svg)[:3] == ["90.0", "80.0", "warm ≥ 84"]
+    assert "hot" not in svg  # 120 is far above anything this lead scored
+    assert svg.count('class="threshold"') == 2  # the dashed line and its label
