@@ -217,6 +217,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # Choice sets that share a field name with another: named after their model.
+    "ENUM_NAME_OVERRIDES": {
+        "RescoreRunReasonEnum": "scoring.models.RescoreRun.Reason",
+        "VersionStatusEnum": "scoring.models.ModelVersion.Status",
+    },
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "config.openapi.add_error_responses",

@@ -1,6 +1,20 @@
 from rest_framework import serializers
 
-from .models import ContactScore, ScoreChange
+from leads.serializers import no_nul_characters
+
+from .models import (
+    GRADES,
+    ContactScore,
+    DraftPreview,
+    EngagementRule,
+    FitRule,
+    ModelVersion,
+    MqlLevel,
+    MqlQualification,
+    RescoreRun,
+    ScoreChange,
+    ScoringModel,
+)
 
 
 class ContributionOutput(serializers.Serializer):
@@ -39,3 +53,250 @@ class ScoreChangeOutput(serializers.ModelSerializer):
     class Meta:
         model = ScoreChange
         fields = ["changed_at", "old_total", "new_total", "delta", "fit_grade", "reason"]
+
+
+# --- scoring models, their versions and rules (scoring.model_api) ------------------------------
+
+INT32 = {"min_value": -(2**31), "max_value": 2**31 - 1}
+UINT32 = {"min_value": 0, "max_value": 2**31 - 1}
+
+
+class FitRuleOutput(serializers.ModelSerializer):
+    value = serializers.JSONField(
+        allow_null=True, help_text="A text, a list of texts (one of, contains, starts with, domain in) or [min, max]."
+    )
+
+    class Meta:
+        model = FitRule
+        fields = ["id", "name", "field", "operator", "value", "points"]
+
+
+class FitRuleInput(serializers.Serializer):
+    name = serializers.CharField(max_length=120)
+    field = serializers.CharField(
+        max_length=120, help_text="email, contact.<field>, account.<field> or attribute.<key> (see the fit rule page)."
+    )
+    operator = serializers.ChoiceField(choices=FitRule.Operator.choices)
+    value = serializers.JSONField(
+        required=False,
+        allow_null=True,
+        help_text='A text; a list of texts for "one of", "contains", "starts with" and "domain in"; [min, max] for '
+        '"between" (null for an open end); null for "is set", "is empty" and "free mail".',
+    )
+    points = serializers.IntegerField(**INT32, help_text="Negative points mark a negative signal.")
+
+    def validate_value(self, value):
+        plain = (str, int, float, type(None))
+        if isinstance(value, bool) or not isinstance(value, (*plain, list)):
+            raise serializers.ValidationError("Give a text, a number, a list of them, or null.")
+        items_plain = all(isinstance(item, plain) and not isinstance(item, bool) for item in value or [])
+        if isinstance(value, list) and not items_plain:
+            raise serializers.ValidationError("A list holds texts or numbers (or null for an open end of a range).")
+        no_nul_characters(value)
+        return value
+
+
+class EngagementRuleOutput(serializers.ModelSerializer):
+    activity_type = serializers.SlugRelatedField(slug_field="key", read_only=True)
+
+    class Meta:
+        model = EngagementRule
+        fields = [
+            "id",
+            "name",
+            "activity_type",
+            "property_name",
+            "property_operator",
+            "property_value",
+            "points",
+            "cap",
+            "window_days",
+            "half_life_days",
+        ]
+
+
+class EngagementRuleInput(serializers.Serializer):
+    name = serializers.CharField(max_length=120)
+    activity_type = serializers.CharField(max_length=50, help_text="The activity type's key, e.g. pricing_page_view.")
+    property_name = serializers.CharField(max_length=60, required=False, allow_blank=True)
+    property_operator = serializers.ChoiceField(
+        choices=EngagementRule.PropertyOperator.choices, required=False, allow_blank=True
+    )
+    property_value = serializers.CharField(max_length=200, required=False, allow_blank=True)
+    points = serializers.IntegerField(**INT32, help_text="Points per occurrence; negative for negative signals.")
+    cap = serializers.IntegerField(**UINT32, required=False, allow_null=True)
+    window_days = serializers.IntegerField(**UINT32, required=False, allow_null=True)
+    half_life_days = serializers.IntegerField(**UINT32, required=False, allow_null=True)
+
+
+class MqlLevelOutput(serializers.ModelSerializer):
+    class Meta:
+        model = MqlLevel
+        fields = ["id", "name", "min_score", "min_fit_grade"]
+
+
+class MqlLevelInput(serializers.Serializer):
+    name = serializers.CharField(max_length=40)
+    min_score = serializers.IntegerField(**INT32)
+    min_fit_grade = serializers.ChoiceField(choices=[(g, g) for g in GRADES], required=False)
+
+
+class VersionSettingsInput(serializers.Serializer):
+    note = serializers.CharField(max_length=300, required=False, allow_blank=True)
+    fit_cap = serializers.IntegerField(**INT32, required=False)
+    engagement_cap = serializers.IntegerField(**INT32, required=False)
+    grade_a_min = serializers.IntegerField(**INT32, required=False)
+    grade_b_min = serializers.IntegerField(**INT32, required=False)
+    grade_c_min = serializers.IntegerField(**INT32, required=False)
+    mqa_threshold = serializers.IntegerField(**INT32, required=False)
+
+
+class VersionSummaryOutput(serializers.ModelSerializer):
+    scoring_model = serializers.PrimaryKeyRelatedField(read_only=True)
+    based_on = serializers.PrimaryKeyRelatedField(read_only=True, allow_null=True)
+    published_by = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
+
+    class Meta:
+        model = ModelVersion
+        fields = [
+            "id",
+            "scoring_model",
+            "number",
+            "status",
+            "note",
+            "based_on",
+            "created_at",
+            "published_at",
+            "published_by",
+        ]
+
+
+class VersionOutput(VersionSummaryOutput):
+    fit_rules = FitRuleOutput(many=True, read_only=True)
+    engagement_rules = EngagementRuleOutput(many=True, read_only=True)
+    mql_levels = MqlLevelOutput(many=True, read_only=True)
+
+    class Meta(VersionSummaryOutput.Meta):
+        fields = [
+            *VersionSummaryOutput.Meta.fields,
+            "fit_cap",
+            "engagement_cap",
+            "grade_a_min",
+            "grade_b_min",
+            "grade_c_min",
+            "mqa_threshold",
+            "fit_rules",
+            "engagement_rules",
+            "mql_levels",
+        ]
+
+
+class ScoringModelOutput(serializers.ModelSerializer):
+    active_version = serializers.SerializerMethodField()
+    draft = serializers.SerializerMethodField()
+
+    class Meta:
+        model = ScoringModel
+        fields = ["id", "name", "description", "active_version", "draft"]
+
+    def get_active_version(self, scoring_model) -> int | None:
+        return self._version_id(scoring_model, ModelVersion.Status.ACTIVE)
+
+    def get_draft(self, scoring_model) -> int | None:
+        return self._version_id(scoring_model, ModelVersion.Status.DRAFT)
+
+    @staticmethod
+    def _version_id(scoring_model, status) -> int | None:
+        return next((v.pk for v in scoring_model.versions.all() if v.status == status), None)
+
+
+class RuleDiffOutput(serializers.Serializer):
+    kind = serializers.ChoiceField(choices=["fit", "engagement", "level", "setting"])
+    change = serializers.ChoiceField(choices=["added", "removed", "changed"])
+    name = serializers.CharField()
+    before = serializers.CharField()
+    after = serializers.CharField()
+
+
+class PreviewExampleOutput(serializers.Serializer):
+    contact_id = serializers.IntegerField()
+    old_total = serializers.DecimalField(max_digits=8, decimal_places=1)
+    new_total = serializers.DecimalField(max_digits=8, decimal_places=1)
+    old_level = serializers.CharField()
+    new_level = serializers.CharField()
+    old_grade = serializers.CharField()
+    new_grade = serializers.CharField()
+
+
+class PreviewResultOutput(serializers.Serializer):
+    contacts = serializers.IntegerField(help_text="Contacts compared.")
+    changed = serializers.IntegerField(help_text="Contacts whose total would change.")
+    new_mqls = serializers.IntegerField(help_text="Leads that would become MQLs.")
+    drops = serializers.IntegerField(help_text="Contacts that would fall below every MQL level.")
+    new_examples = PreviewExampleOutput(many=True)
+    drop_examples = PreviewExampleOutput(many=True)
+
+
+class PreviewOutput(serializers.ModelSerializer):
+    percent_done = serializers.IntegerField()
+    is_finished = serializers.BooleanField()
+    result = PreviewResultOutput(allow_null=True, help_text="null until the preview has finished.")
+
+    class Meta:
+        model = DraftPreview
+        fields = [
+            "id",
+            "version",
+            "total_contacts",
+            "done_contacts",
+            "percent_done",
+            "is_finished",
+            "failure",
+            "created_at",
+            "finished_at",
+            "result",
+        ]
+
+
+class RunNewMqlOutput(serializers.ModelSerializer):
+    email = serializers.CharField(source="contact.email", allow_null=True)
+    owner = serializers.CharField(source="contact.owner.username", default=None, allow_null=True)
+    lifecycle_stage = serializers.CharField(source="contact.lifecycle_stage")
+
+    class Meta:
+        model = MqlQualification
+        fields = ["contact", "email", "level", "total", "fit_grade", "owner", "lifecycle_stage", "qualified_at"]
+
+
+class RescoreRunSummaryOutput(serializers.ModelSerializer):
+    percent_done = serializers.IntegerField()
+    is_finished = serializers.BooleanField()
+    new_mqls = serializers.IntegerField(help_text="Leads this rescore made MQLs (handed to sales).")
+
+    class Meta:
+        model = RescoreRun
+        fields = [
+            "id",
+            "version",
+            "base_version",
+            "reason",
+            "as_of",
+            "total_chunks",
+            "done_chunks",
+            "percent_done",
+            "is_finished",
+            "total_contacts",
+            "changed_contacts",
+            "new_mqls",
+            "created_at",
+            "finished_at",
+        ]
+
+
+class RescoreRunOutput(RescoreRunSummaryOutput):
+    best_new_mqls = RunNewMqlOutput(
+        many=True, help_text="Once finished: the best scored of its new MQLs (25 at most), with their rep now."
+    )
+
+    class Meta(RescoreRunSummaryOutput.Meta):
+        fields = [*RescoreRunSummaryOutput.Meta.fields, "best_new_mqls"]

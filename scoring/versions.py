@@ -140,22 +140,25 @@ def _describe_engagement(rule: EngagementRule) -> str:
     return text
 
 
-def version_diff(old: ModelVersion, new: ModelVersion) -> list[RuleDiff]:
-    """What changed from `old` to `new`: rules (matched by name), levels and settings."""
+def version_diff(old: ModelVersion | None, new: ModelVersion) -> list[RuleDiff]:
+    """What changed from `old` to `new`: rules (matched by name), levels and settings. With no
+    `old` (a model's first version), every rule and level is added."""
+
+    def rules(version, related: str):
+        if version is None:
+            return []
+        found = getattr(version, related).all()
+        return found.select_related("activity_type") if related == "engagement_rules" else found
+
     diffs = []
     for kind, describe, old_rules, new_rules in (
-        ("fit", _describe_fit, old.fit_rules.all(), new.fit_rules.all()),
-        (
-            "engagement",
-            _describe_engagement,
-            old.engagement_rules.select_related("activity_type"),
-            new.engagement_rules.select_related("activity_type"),
-        ),
+        ("fit", _describe_fit, rules(old, "fit_rules"), rules(new, "fit_rules")),
+        ("engagement", _describe_engagement, rules(old, "engagement_rules"), rules(new, "engagement_rules")),
         (
             "level",
             lambda lv: f"score ≥ {lv.min_score}, fit ≥ {lv.min_fit_grade}",
-            old.mql_levels.all(),
-            new.mql_levels.all(),
+            rules(old, "mql_levels"),
+            rules(new, "mql_levels"),
         ),
     ):
         before = {r.name: describe(r) for r in old_rules}
@@ -167,7 +170,7 @@ def version_diff(old: ModelVersion, new: ModelVersion) -> list[RuleDiff]:
             for name in before.keys() & after.keys()
             if before[name] != after[name]
         ]
-    for field in VERSION_FIELDS:
+    for field in VERSION_FIELDS if old is not None else []:
         if getattr(old, field) != getattr(new, field):
             diffs.append(
                 RuleDiff(

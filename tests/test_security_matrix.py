@@ -51,6 +51,8 @@ PAGE_MARKETING = (LOGIN, 403, 403, 200, 200)
 POST_MARKETING_REDIRECTS = (LOGIN, 403, 403, 302, 302)
 API_READ = (401, 200, 200, 200, 200)
 API_WRITE_EMPTY = (401, 403, 403, 400, 400)
+API_MARKETING = (401, 403, 403, 200, 200)
+API_MARKETING_WRITE_EMPTY = API_WRITE_EMPTY
 
 EXPECTATIONS = {
     "": ("get", "/", None, (LOGIN, 302, 302, 302, 302)),  # each role's landing page
@@ -262,6 +264,67 @@ EXPECTATIONS = {
     "api/<drf_format_suffix:format>": ("get", "/api/.json", None, API_READ),
     "api/contacts/<int:contact_id>/score/": ("get", "/api/contacts/{lead}/score/", None, API_READ),
     "api/contacts/<int:contact_id>/score-history/": ("get", "/api/contacts/{lead}/score-history/", None, API_READ),
+    # Scoring models over the API: Marketing and Admin only, as the scoring pages.
+    "api/scoring/models/": ("get", "/api/scoring/models/", None, API_MARKETING),
+    "api/scoring/models/<int:model_id>/draft/": (
+        "post",
+        "/api/scoring/models/{scoring_model}/draft/",
+        None,
+        API_MARKETING,
+    ),
+    "api/scoring/versions/": ("get", "/api/scoring/versions/", None, API_MARKETING),
+    "api/scoring/versions/<int:version_id>/": ("patch", "/api/scoring/versions/{draft}/", {}, API_MARKETING),
+    "api/scoring/versions/<int:version_id>/diff/": ("get", "/api/scoring/versions/{draft}/diff/", None, API_MARKETING),
+    "api/scoring/versions/<int:version_id>/fit-rules/": (
+        "post",
+        "/api/scoring/versions/{draft}/fit-rules/",
+        {},
+        API_MARKETING_WRITE_EMPTY,
+    ),
+    "api/scoring/versions/<int:version_id>/fit-rules/<int:rule_id>/": (
+        "patch",
+        "/api/scoring/versions/{draft}/fit-rules/{fit_rule}/",
+        {},
+        API_MARKETING,
+    ),
+    "api/scoring/versions/<int:version_id>/engagement-rules/": (
+        "post",
+        "/api/scoring/versions/{draft}/engagement-rules/",
+        {},
+        API_MARKETING_WRITE_EMPTY,
+    ),
+    "api/scoring/versions/<int:version_id>/engagement-rules/<int:rule_id>/": (
+        "patch",
+        "/api/scoring/versions/{draft}/engagement-rules/{engagement_rule}/",
+        {},
+        API_MARKETING,
+    ),
+    "api/scoring/versions/<int:version_id>/levels/": (
+        "post",
+        "/api/scoring/versions/{draft}/levels/",
+        {},
+        API_MARKETING_WRITE_EMPTY,
+    ),
+    "api/scoring/versions/<int:version_id>/levels/<int:rule_id>/": (
+        "patch",
+        "/api/scoring/versions/{draft}/levels/{level}/",
+        {},
+        API_MARKETING,
+    ),
+    "api/scoring/versions/<int:version_id>/preview/": (
+        "get",
+        "/api/scoring/versions/{draft}/preview/",
+        None,
+        API_MARKETING,
+    ),
+    "api/scoring/versions/<int:version_id>/publish/": (
+        "post",
+        "/api/scoring/versions/{draft}/publish/",
+        None,
+        (401, 403, 403, 202, 202),
+    ),
+    "api/scoring/runs/": ("get", "/api/scoring/runs/", None, API_MARKETING),
+    "api/scoring/runs/<int:run_id>/": ("get", "/api/scoring/runs/{run}/", None, API_MARKETING),
     # The schema and its docs describe the API to anyone; every operation still checks roles.
     "api/schema/": ("get", "/api/schema/", None, (200, 200, 200, 200, 200)),
     "api/docs/": ("get", "/api/docs/", None, (200, 200, 200, 200, 200)),
@@ -370,6 +433,8 @@ def world(users):
         "active": active.pk,
         "draft": draft.pk,
         "fit_rule": draft.fit_rules.first().pk,
+        "engagement_rule": draft.engagement_rules.first().pk,
+        "level": draft.mql_levels.first().pk,
         "preview": preview.pk,
         "run": run.pk,
         "sequence": sequence.pk,
