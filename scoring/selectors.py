@@ -484,13 +484,13 @@ def contact_score_panel(contact: Contact) -> dict:
     }
 
 
-def mql_thresholds() -> list[tuple[str, int]]:
-    """The active version's MQL levels as (name, minimum score), highest first: the lines a
-    score history is drawn against."""
+def mql_thresholds() -> list[tuple[str, int, str]]:
+    """The active version's MQL levels as (name, minimum score, minimum fit grade), highest
+    first: the lines a score history is drawn against."""
     version = active_version()
     if version is None:
         return []
-    return list(version.mql_levels.order_by("-min_score").values_list("name", "min_score"))
+    return list(version.mql_levels.order_by("-min_score").values_list("name", "min_score", "min_fit_grade"))
 
 
 def account_score(account) -> AccountScore | None:

@@ -16,12 +16,13 @@ HISTORY_LEFT = 52  # room for the score labels, right-aligned against the plot
 @register.simple_tag
 def score_history_chart(changes, thresholds=()) -> str:
     """A step line of the total score over time, one point per recorded change: the lowest and
-    highest scores labelled, dates (or times, within a day) below. `thresholds` are the MQL
-    levels' (name, minimum score): a dashed line each, where it lies within the scale, so that
-    a reader sees when the lead crossed it."""
+    highest scores labelled, dates (or times, within a day) below. `changes` come newest first,
+    as the history table lists them (changes of one moment keep that order). `thresholds` are
+    the MQL levels' (name, minimum score, minimum fit grade): a dashed line each where it lies
+    within the scale, so that a reader sees when the lead crossed it."""
     points = [
         (timezone.localtime(c.changed_at), float(c.new_total), c.reason)
-        for c in sorted(changes, key=lambda c: c.changed_at)
+        for c in sorted(reversed(list(changes)), key=lambda c: c.changed_at)
     ]
     if not points:
         return ""
@@ -56,12 +57,10 @@ def score_history_chart(changes, thresholds=()) -> str:
     )
     if low <= 0 <= high:
         axis = f'<line x1="{left}" y1="{y(0):.1f}" x2="{right}" y2="{y(0):.1f}" class="axis"/>' + axis
+    shown = [(name, score, grade) for name, score, grade in thresholds if low <= score <= high]
     axis += "".join(
         f'<line x1="{left}" y1="{y(score):.1f}" x2="{right}" y2="{y(score):.1f}" class="threshold"/>'
-        f'<text x="{right}" y="{y(score) - 4:.1f}" text-anchor="end" class="threshold">'
-        f"{escape(name)} ≥ {score:g}</text>"
-        for name, score in thresholds
-        if low <= score <= high
+        for _, score, _ in shown
     )
     axis += "".join(
         f'<text x="{where}" y="{HEIGHT - 8}" text-anchor="{anchor}">{label}</text>'
@@ -70,7 +69,7 @@ def score_history_chart(changes, thresholds=()) -> str:
     count = len(points)
     return format_html(
         '<svg class="chart" viewBox="0 0 {} {}" role="img" aria-label="Score history: {} change{}, now {}">'
-        '{}<path d="{}" class="line"/>{}</svg>',
+        '{}<path d="{}" class="line"/>{}{}</svg>',
         WIDTH,
         HEIGHT,
         count,
@@ -79,7 +78,26 @@ def score_history_chart(changes, thresholds=()) -> str:
         mark_safe(axis),
         " ".join(path),
         mark_safe(dots),
+        mark_safe(_threshold_labels(shown, y, left)),
     )
+
+
+def _threshold_labels(thresholds, y, left: float) -> str:
+    """Each level's name and bars above its line, drawn over the line and dots with a halo so
+    that a step through it leaves it readable; one that would cover another's is left out (its
+    line stays). A level's fit grade is named unless any grade qualifies: a score above the
+    line of a level it has not reached then reads as such."""
+    placed, labels = [], []
+    for name, score, grade in thresholds:
+        where = y(score) - 4
+        if any(abs(where - other) < 12 for other in placed):
+            continue
+        placed.append(where)
+        bars = f"≥ {score:g}" + (f", fit ≥ {grade}" if grade != "D" else "")
+        labels.append(
+            f'<text x="{left + 4}" y="{where:.1f}" class="threshold">{escape(name)}: {escape(bars)}</text>'
+        )
+    return "".join(labels)
 
 
 def _score(value: float) -> str:

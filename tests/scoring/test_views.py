@@ -389,22 +389,48 @@ def test_the_score_chart_labels_its_axes_so_that_a_reader_can_tell_the_changes_a
     assert labels(small)[:2] == ["2.5", "-0.5"] and "9.5" not in labels(small)
 
 
-def test_the_score_chart_shows_small_steps_of_a_high_score_and_the_mql_lines_they_cross():
+def _changes(*steps):
+    """Score changes newest first, as the contact page passes them: (ISO time, total) oldest first."""
     from types import SimpleNamespace
 
+    return [
+        SimpleNamespace(changed_at=datetime.fromisoformat(when), new_total=Decimal(total), reason="x")
+        for when, total in reversed(steps)
+    ]
+
+
+def test_the_score_chart_shows_small_steps_of_a_high_score_and_the_mql_lines_they_cross():
     from scoring.templatetags.score_charts import score_history_chart
 
-    steps = [
-        SimpleNamespace(
-            changed_at=datetime.fromisoformat(f"2026-12-0{day}T09:00:00+00:00"), new_total=Decimal(total), reason="x"
-        )
-        for day, total in ((1, 80), (3, 85), (5, 90))
-    ]
-    svg = score_history_chart(steps, [("hot", 120), ("warm", 84)])
+    steps = _changes(
+        ("2026-12-01T09:00:00+00:00", 80), ("2026-12-03T09:00:00+00:00", 85), ("2026-12-05T09:00:00+00:00", 90)
+    )
+    svg = score_history_chart(steps, [("hot", 120, "B"), ("warm", 84, "C")])
 
     heights = [float(cy) for cy in re.findall(r'<circle cx="[\d.]+" cy="([\d.]+)"', svg)]
     # Each 5-point step moves the line by at least a quarter of the chart's 180 units: 0 is not on the scale.
     assert heights[0] - heights[1] >= 45 and heights[1] - heights[2] >= 45
-    assert re.findall(r">([^<>]+)</text>", svg)[:3] == ["90.0", "80.0", "warm ≥ 84"]
+    labels = re.findall(r">([^<>]+)</text>", svg)
+    assert labels[:2] == ["90.0", "80.0"] and labels[-1] == "warm: ≥ 84, fit ≥ C"
     assert "hot" not in svg  # 120 is far above anything this lead scored
-    assert svg.count('class="threshold"') == 2  # the dashed line and its label
+    # The label is drawn after the line and the dots, so that a step through it leaves it readable.
+    assert svg.index("warm:") > svg.rindex("<circle")
+
+
+def test_the_score_chart_keeps_the_order_of_changes_of_one_moment_and_level_labels_apart():
+    from scoring.templatetags.score_charts import score_history_chart
+
+    same_moment = "2026-12-07T09:00:00+00:00"
+    svg = score_history_chart(_changes(("2026-12-06T09:00:00+00:00", 0), (same_moment, 65), (same_moment, 70)))
+    assert 'now 70.0"' in svg  # the table's newest row
+
+    close = score_history_chart(
+        _changes(("2026-12-01T09:00:00+00:00", 0), ("2026-12-05T09:00:00+00:00", 120)),
+        [("hot", 65, "B"), ("warm", 60, "D")],
+    )
+    assert close.count('<line x1="52" y1=') == 3  # zero and both levels' lines
+    assert re.findall(r'class="threshold">([^<]+)<', close) == ["hot: ≥ 65, fit ≥ B"]  # warm's would cover it
+    wide = score_history_chart(
+        _changes(("2026-12-01T09:00:00+00:00", 0), ("2026-12-05T09:00:00+00:00", 120)), [("warm", 60, "D")]
+    )
+    assert re.findall(r'class="threshold">([^<]+)<', wide) == ["warm: ≥ 60"]  # any fit grade qualifies
