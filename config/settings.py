@@ -221,6 +221,8 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "RescoreRunReasonEnum": "scoring.models.RescoreRun.Reason",
         "VersionStatusEnum": "scoring.models.ModelVersion.Status",
+        "RepReasonEnum": "leads.forms_handoff.REP_REASONS",
+        "IngestStatusEnum": ["created", "duplicate", "error"],
     },
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
