@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from django.db import transaction
@@ -183,30 +184,37 @@ def version_diff(old: ModelVersion | None, new: ModelVersion) -> list[RuleDiff]:
 # --- editing a draft ------------------------------------------------------------------------
 
 
-def _require_draft(version: ModelVersion) -> None:
-    if version.status != ModelVersion.Status.DRAFT:
-        raise VersionError("Only a draft can be edited; create a draft from the active version first.")
+@contextmanager
+def _draft_locked(version: ModelVersion):
+    """Edit the version only while it is a draft: its row is locked first, as a publish locks
+    it, so an edit and a publish of the same draft never cross (a published version's rules
+    never change afterwards)."""
+    with transaction.atomic():
+        status = ModelVersion.objects.select_for_update().filter(pk=version.pk).values_list("status", flat=True)
+        if status.first() != ModelVersion.Status.DRAFT:
+            raise VersionError("Only a draft can be edited; create a draft from the active version first.")
+        yield
 
 
 def rule_save(*, version: ModelVersion, form) -> None:
     """Save a bound, valid rule/level form (fit rule, engagement rule or MQL level) on a draft."""
-    _require_draft(version)
-    rule = form.save(commit=False)
-    rule.version = version
-    rule.save()
+    with _draft_locked(version):
+        rule = form.save(commit=False)
+        rule.version = version
+        rule.save()
 
 
 def rule_delete(*, version: ModelVersion, rule) -> None:
-    _require_draft(version)
-    rule.delete()
+    with _draft_locked(version):
+        rule.delete()
 
 
 def version_settings_save(*, version: ModelVersion, form) -> None:
-    _require_draft(version)
-    form.save()
+    with _draft_locked(version):
+        form.save()
 
 
 def draft_discard(*, draft: ModelVersion) -> None:
     """Delete a draft and its rules; published versions stay forever."""
-    _require_draft(draft)
-    draft.delete()
+    with _draft_locked(draft):
+        draft.delete()

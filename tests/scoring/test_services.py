@@ -289,6 +289,21 @@ def test_a_model_without_levels_cannot_be_published():
     assert active_version() != draft
 
 
+def test_an_edit_of_a_draft_published_meanwhile_is_refused_and_changes_nothing():
+    from scoring.forms import FitRuleForm
+    from scoring.versions import rule_save
+
+    draft = draft_get_or_create(scoring_model=active_version().scoring_model)
+    as_the_page_loaded_it = ModelVersion.objects.get(pk=draft.pk)
+    version_publish(draft=draft)
+    form = FitRuleForm({"name": "Late", "field": "email", "operator": "free_mail", "points": -5})
+    assert form.is_valid(), form.errors
+
+    with pytest.raises(VersionError, match="Only a draft"):
+        rule_save(version=as_the_page_loaded_it, form=form)
+    assert not draft.fit_rules.filter(name="Late").exists()
+
+
 @pytest.mark.parametrize(
     ("operator", "value", "expected_count"),
     [
