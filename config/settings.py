@@ -210,7 +210,8 @@ REST_FRAMEWORK = {
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "MQL CRM API",
-    "DESCRIPTION": "Accounts, contacts, activities and bulk event ingest for the MQL CRM.",
+    "DESCRIPTION": "Accounts, contacts, activities and bulk event ingest; scores and their explanations; the "
+    "sales hand-off; scoring models (a draft's rules, preview, publish, the rescore's progress) for the MQL CRM.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "SWAGGER_UI_DIST": "SIDECAR",

@@ -1,3 +1,5 @@
+import math
+
 from django import forms
 from django.core.exceptions import ValidationError
 
@@ -8,6 +10,8 @@ from .selectors import PROFILE_ACCOUNT_FIELDS, PROFILE_CONTACT_FIELDS
 
 LIST_OPERATORS = {"one_of", "contains", "starts_with", "domain_in"}
 NO_VALUE_OPERATORS = {"is_set", "is_empty", "free_mail"}
+MOST_LISTED = 200  # values in one rule's list: a rule is read by people, and tested per contact
+RANGE_LIMIT = 1e12  # beyond it a range end is no company's size or revenue (and floats round)
 
 
 def fit_field_choices() -> list[tuple[str, str]]:
@@ -24,6 +28,7 @@ class FitRuleForm(forms.ModelForm):
 
     value_text = forms.CharField(
         required=False,
+        max_length=5000,
         label="Value",
         help_text="One of / contains / starts with / domains: comma-separated. "
         "Between: min, max (leave a side empty for open).",
@@ -51,8 +56,12 @@ class FitRuleForm(forms.ModelForm):
             self.instance.value = self._range(text)
         elif operator in LIST_OPERATORS:
             self.instance.value = [part.strip() for part in text.split(",") if part.strip()]
+            if len(self.instance.value) > MOST_LISTED:
+                self.add_error("value_text", f"List at most {MOST_LISTED} values in one rule.")
         else:
             self.instance.value = text
+        if data.get("points") == 0:
+            self.add_error("points", "A rule must give or take points.")
         return data
 
     def _range(self, text: str):
@@ -64,6 +73,11 @@ class FitRuleForm(forms.ModelForm):
             bounds = [float(p) if p else None for p in parts]
         except ValueError:
             self.add_error("value_text", "Both ends of the range must be numbers.")
+            return None
+        if any(b is not None and not (math.isfinite(b) and abs(b) <= RANGE_LIMIT) for b in bounds):
+            self.add_error(
+                "value_text", f"Range ends must be numbers between {-RANGE_LIMIT:,.0f} and {RANGE_LIMIT:,.0f}."
+            )
             return None
         if bounds == [None, None] or (None not in bounds and bounds[0] > bounds[1]):
             self.add_error("value_text", "Give at least one end, and the minimum no larger than the maximum.")
@@ -86,9 +100,8 @@ class EngagementRuleForm(forms.ModelForm):
         ]
 
     def clean(self):
+        # A window and a half-life together: the model's constraint says so, with its own message.
         data = super().clean()
-        if data.get("window_days") and data.get("half_life_days"):
-            raise ValidationError("Choose a look-back window or a decay half-life, not both.")
         if data.get("points") == 0:
             self.add_error("points", "A rule must give or take points.")
         has_filter = [bool(data.get(f)) for f in ("property_name", "property_operator", "property_value")]
@@ -134,7 +147,22 @@ class VersionSettingsForm(forms.ModelForm):
         grades = [data.get("grade_a_min"), data.get("grade_b_min"), data.get("grade_c_min")]
         if None not in grades and not grades[0] > grades[1] > grades[2]:
             raise ValidationError("Grade thresholds must fall: A above B above C.")
+        fit_cap, engagement_cap = data.get("fit_cap"), data.get("engagement_cap")
+        if None not in (fit_cap, grades[0]) and grades[0] > fit_cap:
+            self.add_error("grade_a_min", f"Above the fit cap ({fit_cap}): no contact could be grade A.")
+        if None not in (fit_cap, engagement_cap):
+            self._levels_reachable(fit_cap + engagement_cap)
         return data
+
+    def _levels_reachable(self, highest: int) -> None:
+        """Lowering the caps must not strand a level no contact could reach any more."""
+        above = self.instance.mql_levels.filter(min_score__gt=highest).order_by("-min_score").first()
+        if above is not None:
+            self.add_error(
+                None,
+                f"No contact could reach the level “{above.name}” (≥ {above.min_score}) with caps adding up to "
+                f"{highest}: lower the level first, or keep the caps.",
+            )
 
 
 class SuggestionForm(forms.Form):

@@ -21,6 +21,7 @@ from . import selectors, versions
 from .forms import EngagementRuleForm, FitRuleForm, MqlLevelForm, VersionSettingsForm
 from .models import EngagementRule, FitRule, ModelVersion, MqlLevel, MqlQualification, RescoreRun, ScoringModel
 from .serializers import (
+    DetailOutput,
     EngagementRuleInput,
     EngagementRuleOutput,
     FitRuleInput,
@@ -38,11 +39,18 @@ from .serializers import (
 )
 from .services import draft_preview_get_or_start
 
-NOT_A_DRAFT = OpenApiResponse(description="The version is not a draft (published versions never change).")
+NOT_A_DRAFT = OpenApiResponse(DetailOutput, description="The version is not a draft (published versions never change).")
 
 
 def _conflict(error: versions.VersionError) -> Response:
     return Response({"detail": str(error)}, status=status.HTTP_409_CONFLICT)
+
+
+def _not_a_draft(version: ModelVersion) -> Response | None:
+    """409 before the input is read: whatever it says, a published version does not change."""
+    if version.status == ModelVersion.Status.DRAFT:
+        return None
+    return _conflict(versions.VersionError(versions.NOT_A_DRAFT))
 
 
 def _version(version_id: int) -> ModelVersion:
@@ -112,6 +120,8 @@ class VersionDetail(APIView):
     )
     def patch(self, request, version_id: int):
         version = _version(version_id)
+        if refused := _not_a_draft(version):
+            return refused
         data = VersionSettingsInput(data=request.data)
         data.is_valid(raise_exception=True)
         current = {field: getattr(version, field) for field in VersionSettingsForm._meta.fields}
@@ -162,8 +172,22 @@ class VersionDiff(APIView):
 
 
 class _RuleKind:
-    """How one kind of rule goes between the API and the page's form."""
+    """How one kind of rule goes between the API and the page's form: the rule as the form
+    would show it (what a partial update starts from), with the API's input over it."""
 
+    model = form_class = related = input_serializer = output_serializer = None
+
+    def form(self, version, rule, data: dict):
+        return self.form_class({**self.form_data(rule), **self.translated(data)}, instance=rule)
+
+    def form_data(self, rule) -> dict:
+        raise NotImplementedError
+
+    def translated(self, data: dict) -> dict:
+        return data
+
+
+class _FitKind(_RuleKind):
     model = FitRule
     form_class = FitRuleForm
     related = "fit_rules"
@@ -171,10 +195,14 @@ class _RuleKind:
     output_serializer = FitRuleOutput
 
     def form(self, version, rule, data: dict):
-        return self.form_class({**self.form_data(rule), **self.translated(data)}, instance=rule)
+        current = self.form_data(rule)
+        if rule is not None and data.get("operator", rule.operator) != rule.operator:
+            # Another operator reads its value otherwise (a range as a text, a text as a list): it
+            # needs its own, or none.
+            current.pop("value_text", None)
+        return self.form_class({**current, **self.translated(data)}, instance=rule)
 
     def form_data(self, rule) -> dict:
-        """The rule as the form would show it: what a partial update starts from."""
         if rule is None:
             return {}
         return {"name": rule.name, "field": rule.field, "operator": rule.operator, "points": rule.points} | (
@@ -236,10 +264,12 @@ class _LevelKind(_RuleKind):
 
 class RuleCollection(APIView):
     permission_classes = [IsMarketing]
-    kind = _RuleKind()
+    kind: _RuleKind
 
     def post(self, request, version_id: int):
         version = get_object_or_404(ModelVersion, pk=version_id)
+        if refused := _not_a_draft(version):
+            return refused
         data = self.kind.input_serializer(data=request.data)
         data.is_valid(raise_exception=True)
         form = _validated_form(self.kind.form(version, None, data.validated_data))
@@ -252,7 +282,7 @@ class RuleCollection(APIView):
 
 class RuleDetail(APIView):
     permission_classes = [IsMarketing]
-    kind = _RuleKind()
+    kind: _RuleKind
 
     def _rule(self, version_id: int, rule_id: int):
         version = get_object_or_404(ModelVersion, pk=version_id)
@@ -264,6 +294,8 @@ class RuleDetail(APIView):
 
     def patch(self, request, version_id: int, rule_id: int):
         version, rule = self._rule(version_id, rule_id)
+        if refused := _not_a_draft(version):
+            return refused
         data = self.kind.input_serializer(data=request.data, partial=True)
         data.is_valid(raise_exception=True)
         form = _validated_form(self.kind.form(version, rule, data.validated_data))
@@ -282,13 +314,15 @@ class RuleDetail(APIView):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-def _rule_views(kind: _RuleKind, label: str) -> tuple[type, type]:
+def _rule_views(kind: _RuleKind, label: str, article: str = "a") -> tuple[type, type]:
     """The collection (add) and item (read, change, remove) views of one kind of rule.
     extend_schema_view gives each subclass its own copy of the inherited methods, so each kind
     keeps its own schema."""
     output, given = kind.output_serializer, kind.input_serializer
     collection = extend_schema_view(
-        post=extend_schema(request=given, responses={201: output, 409: NOT_A_DRAFT}, description=f"Add a {label}.")
+        post=extend_schema(
+            request=given, responses={201: output, 409: NOT_A_DRAFT}, description=f"Add {article} {label} to a draft."
+        )
     )(type(f"{kind.model.__name__}Collection", (RuleCollection,), {"kind": kind}))
     item = extend_schema_view(
         get=extend_schema(responses=output, description=f"One {label} of a version."),
@@ -300,12 +334,15 @@ def _rule_views(kind: _RuleKind, label: str) -> tuple[type, type]:
     return collection, item
 
 
-FitRuleCollection, FitRuleDetail = _rule_views(_RuleKind(), "fit rule")
-EngagementRuleCollection, EngagementRuleDetail = _rule_views(_EngagementKind(), "engagement rule")
-MqlLevelCollection, MqlLevelDetail = _rule_views(_LevelKind(), "MQL level")
+FitRuleCollection, FitRuleDetail = _rule_views(_FitKind(), "fit rule")
+EngagementRuleCollection, EngagementRuleDetail = _rule_views(_EngagementKind(), "engagement rule", "an")
+MqlLevelCollection, MqlLevelDetail = _rule_views(_LevelKind(), "MQL level", "an")
 
 
 # --- preview, publish, rescore ----------------------------------------------------------------
+
+
+ACTIVE = OpenApiResponse(DetailOutput, description="The version is the active one.")
 
 
 class VersionPreview(APIView):
@@ -313,7 +350,10 @@ class VersionPreview(APIView):
     ACTIVE = "This is the active version: a preview shows what another version would change."
 
     @extend_schema(
-        responses={200: PreviewOutput, 409: OpenApiResponse(description="The version is the active one.")},
+        responses={
+            200: PreviewOutput,
+            409: OpenApiResponse(DetailOutput, description="The version is the active one."),
+        },
         description="What publishing this version would do: new MQLs and drops with examples, against the "
         "scores stored now. Computed by a worker: started by the first request, its progress until it finishes.",
     )
@@ -325,7 +365,10 @@ class VersionPreview(APIView):
 
     @extend_schema(
         request=None,
-        responses={202: PreviewOutput, 409: OpenApiResponse(description="The version is the active one.")},
+        responses={
+            202: PreviewOutput,
+            409: OpenApiResponse(DetailOutput, description="The version is the active one."),
+        },
         description="Compute the preview again (the stored scores have moved since, or it failed).",
     )
     def post(self, request, version_id: int):
@@ -349,7 +392,7 @@ class VersionPublish(APIView):
         request=None,
         responses={
             202: RescoreRunOutput,
-            409: OpenApiResponse(description="Not a draft, or a draft without any MQL level."),
+            409: OpenApiResponse(DetailOutput, description="Not a draft, or a draft without any MQL level."),
         },
         description="Make the draft the active version. Every contact is then rescored by the workers: "
         "follow the run (/api/scoring/runs/{id}/).",

@@ -8,12 +8,29 @@ themselves (see scoring.engine).
 
 from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 
 from leads.models import ActivityType, Contact
 
 GRADES = ["A", "B", "C", "D"]
+
+# Bounds on what a marketer can set: wide for any real scoring model, narrow enough that sums
+# over a million contacts stay inside PostgreSQL's integers and a half-life's table of decay
+# weights (21 half-lives of days) stays small.
+POINTS_LIMIT = 1000
+SCORE_LIMIT = 10_000
+WINDOW_DAYS_LIMIT = 3650
+HALF_LIFE_DAYS_LIMIT = 365
+
+
+def _between(low: int, high: int) -> list:
+    return [MinValueValidator(low), MaxValueValidator(high)]
+
+
+RULE_POINTS = _between(-POINTS_LIMIT, POINTS_LIMIT)
+SCORE_BOUND = _between(0, SCORE_LIMIT)
 
 
 class ScoringModel(models.Model):
@@ -36,15 +53,26 @@ class ModelVersion(models.Model):
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.DRAFT)
     note = models.CharField(max_length=300, blank=True)
     based_on = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
-    fit_cap = models.IntegerField("Fit cap", default=60, help_text="Most fit points a contact can have.")
-    engagement_cap = models.IntegerField(
-        "Engagement cap", default=100, help_text="Most engagement points a contact can have."
+    fit_cap = models.IntegerField(
+        "Fit cap", default=60, validators=SCORE_BOUND, help_text="Most fit points a contact can have."
     )
-    grade_a_min = models.IntegerField("Grade A from", default=40, help_text="Fit points for grade A.")
-    grade_b_min = models.IntegerField("Grade B from", default=25, help_text="Fit points for grade B.")
-    grade_c_min = models.IntegerField("Grade C from", default=10, help_text="Fit points for grade C (below: D).")
+    engagement_cap = models.IntegerField(
+        "Engagement cap", default=100, validators=SCORE_BOUND, help_text="Most engagement points a contact can have."
+    )
+    grade_a_min = models.IntegerField(
+        "Grade A from", default=40, validators=SCORE_BOUND, help_text="Fit points for grade A."
+    )
+    grade_b_min = models.IntegerField(
+        "Grade B from", default=25, validators=SCORE_BOUND, help_text="Fit points for grade B."
+    )
+    grade_c_min = models.IntegerField(
+        "Grade C from", default=10, validators=SCORE_BOUND, help_text="Fit points for grade C (below: D)."
+    )
     mqa_threshold = models.IntegerField(
-        "Qualified account from", default=150, help_text="Account score that makes a marketing-qualified account."
+        "Qualified account from",
+        default=150,
+        validators=_between(1, 100 * SCORE_LIMIT),
+        help_text="Account score that makes a marketing-qualified account.",
     )
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -93,7 +121,7 @@ class FitRule(models.Model):
         blank=True,
         help_text="A text, a list of texts (one of, domain in), or [min, max] (between).",
     )
-    points = models.IntegerField(help_text="Negative points mark a negative signal.")
+    points = models.IntegerField(validators=RULE_POINTS, help_text="Negative points mark a negative signal.")
 
     class Meta:
         ordering = ["id"]
@@ -127,10 +155,18 @@ class EngagementRule(models.Model):
     property_name = models.CharField(max_length=60, blank=True, help_text="Optional filter, e.g. url")
     property_operator = models.CharField(max_length=20, choices=PropertyOperator.choices, blank=True)
     property_value = models.CharField(max_length=200, blank=True)
-    points = models.IntegerField(help_text="Points per occurrence; negative for negative signals.")
-    cap = models.PositiveIntegerField(null=True, blank=True, help_text="Most points (in size) this rule gives.")
-    window_days = models.PositiveIntegerField(null=True, blank=True, help_text="Only the last N days count.")
-    half_life_days = models.PositiveIntegerField(null=True, blank=True, help_text="Points halve every N days.")
+    points = models.IntegerField(
+        validators=RULE_POINTS, help_text="Points per occurrence; negative for negative signals."
+    )
+    cap = models.PositiveIntegerField(
+        null=True, blank=True, validators=_between(1, SCORE_LIMIT), help_text="Most points (in size) this rule gives."
+    )
+    window_days = models.PositiveIntegerField(
+        null=True, blank=True, validators=_between(1, WINDOW_DAYS_LIMIT), help_text="Only the last N days count."
+    )
+    half_life_days = models.PositiveIntegerField(
+        null=True, blank=True, validators=_between(1, HALF_LIFE_DAYS_LIMIT), help_text="Points halve every N days."
+    )
 
     class Meta:
         ordering = ["id"]
@@ -138,6 +174,7 @@ class EngagementRule(models.Model):
             models.CheckConstraint(
                 condition=Q(window_days__isnull=True) | Q(half_life_days__isnull=True),
                 name="engagement_window_or_decay",
+                violation_error_message="Choose a look-back window or a decay half-life, not both.",
             ),
         ]
 
@@ -148,7 +185,8 @@ class EngagementRule(models.Model):
 class MqlLevel(models.Model):
     version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="mql_levels")
     name = models.CharField(max_length=40)
-    min_score = models.IntegerField()
+    # At least 1: a level at 0 or below would make every contact an MQL.
+    min_score = models.IntegerField(validators=_between(1, SCORE_LIMIT))
     min_fit_grade = models.CharField(max_length=1, choices=[(g, g) for g in GRADES], default="C")
 
     class Meta:

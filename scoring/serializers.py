@@ -4,6 +4,10 @@ from leads.serializers import no_nul_characters
 
 from .models import (
     GRADES,
+    HALF_LIFE_DAYS_LIMIT,
+    POINTS_LIMIT,
+    SCORE_LIMIT,
+    WINDOW_DAYS_LIMIT,
     ContactScore,
     DraftPreview,
     EngagementRule,
@@ -15,6 +19,7 @@ from .models import (
     ScoreChange,
     ScoringModel,
 )
+from .selectors import PROFILE_ACCOUNT_FIELDS, PROFILE_CONTACT_FIELDS
 
 
 class ContributionOutput(serializers.Serializer):
@@ -57,8 +62,18 @@ class ScoreChangeOutput(serializers.ModelSerializer):
 
 # --- scoring models, their versions and rules (scoring.model_api) ------------------------------
 
-INT32 = {"min_value": -(2**31), "max_value": 2**31 - 1}
-UINT32 = {"min_value": 0, "max_value": 2**31 - 1}
+POINTS = {"min_value": -POINTS_LIMIT, "max_value": POINTS_LIMIT}
+SCORE = {"min_value": 0, "max_value": SCORE_LIMIT}
+
+
+def _fit_fields_help() -> str:
+    contact = ", ".join(f"contact.{name}" for name in PROFILE_CONTACT_FIELDS)
+    account = ", ".join(f"account.{name}" for name in PROFILE_ACCOUNT_FIELDS)
+    return f"email, {contact}, {account}, or attribute.<key> of a custom attribute."
+
+
+class DetailOutput(serializers.Serializer):
+    detail = serializers.CharField()
 
 
 class FitRuleOutput(serializers.ModelSerializer):
@@ -73,9 +88,7 @@ class FitRuleOutput(serializers.ModelSerializer):
 
 class FitRuleInput(serializers.Serializer):
     name = serializers.CharField(max_length=120)
-    field = serializers.CharField(
-        max_length=120, help_text="email, contact.<field>, account.<field> or attribute.<key> (see the fit rule page)."
-    )
+    field = serializers.CharField(max_length=120, help_text=_fit_fields_help())
     operator = serializers.ChoiceField(choices=FitRule.Operator.choices)
     value = serializers.JSONField(
         required=False,
@@ -83,14 +96,13 @@ class FitRuleInput(serializers.Serializer):
         help_text='A text; a list of texts for "one of", "contains", "starts with" and "domain in"; [min, max] for '
         '"between" (null for an open end); null for "is set", "is empty" and "free mail".',
     )
-    points = serializers.IntegerField(**INT32, help_text="Negative points mark a negative signal.")
+    points = serializers.IntegerField(**POINTS, help_text="Negative points mark a negative signal; not 0.")
 
     def validate_value(self, value):
         plain = (str, int, float, type(None))
         if isinstance(value, bool) or not isinstance(value, (*plain, list)):
             raise serializers.ValidationError("Give a text, a number, a list of them, or null.")
-        items_plain = all(isinstance(item, plain) and not isinstance(item, bool) for item in value or [])
-        if isinstance(value, list) and not items_plain:
+        if isinstance(value, list) and not all(isinstance(i, plain) and not isinstance(i, bool) for i in value):
             raise serializers.ValidationError("A list holds texts or numbers (or null for an open end of a range).")
         no_nul_characters(value)
         return value
@@ -123,10 +135,18 @@ class EngagementRuleInput(serializers.Serializer):
         choices=EngagementRule.PropertyOperator.choices, required=False, allow_blank=True
     )
     property_value = serializers.CharField(max_length=200, required=False, allow_blank=True)
-    points = serializers.IntegerField(**INT32, help_text="Points per occurrence; negative for negative signals.")
-    cap = serializers.IntegerField(**UINT32, required=False, allow_null=True)
-    window_days = serializers.IntegerField(**UINT32, required=False, allow_null=True)
-    half_life_days = serializers.IntegerField(**UINT32, required=False, allow_null=True)
+    points = serializers.IntegerField(**POINTS, help_text="Points per occurrence; negative for negative signals.")
+    cap = serializers.IntegerField(min_value=1, max_value=SCORE_LIMIT, required=False, allow_null=True)
+    window_days = serializers.IntegerField(
+        min_value=1, max_value=WINDOW_DAYS_LIMIT, required=False, allow_null=True, help_text="Only the last N days."
+    )
+    half_life_days = serializers.IntegerField(
+        min_value=1,
+        max_value=HALF_LIFE_DAYS_LIMIT,
+        required=False,
+        allow_null=True,
+        help_text="Points halve every N days (not with a window).",
+    )
 
 
 class MqlLevelOutput(serializers.ModelSerializer):
@@ -137,24 +157,26 @@ class MqlLevelOutput(serializers.ModelSerializer):
 
 class MqlLevelInput(serializers.Serializer):
     name = serializers.CharField(max_length=40)
-    min_score = serializers.IntegerField(**INT32)
+    min_score = serializers.IntegerField(min_value=1, max_value=SCORE_LIMIT)
     min_fit_grade = serializers.ChoiceField(choices=[(g, g) for g in GRADES], required=False)
 
 
 class VersionSettingsInput(serializers.Serializer):
     note = serializers.CharField(max_length=300, required=False, allow_blank=True)
-    fit_cap = serializers.IntegerField(**INT32, required=False)
-    engagement_cap = serializers.IntegerField(**INT32, required=False)
-    grade_a_min = serializers.IntegerField(**INT32, required=False)
-    grade_b_min = serializers.IntegerField(**INT32, required=False)
-    grade_c_min = serializers.IntegerField(**INT32, required=False)
-    mqa_threshold = serializers.IntegerField(**INT32, required=False)
+    fit_cap = serializers.IntegerField(**SCORE, required=False)
+    engagement_cap = serializers.IntegerField(**SCORE, required=False)
+    grade_a_min = serializers.IntegerField(**SCORE, required=False)
+    grade_b_min = serializers.IntegerField(**SCORE, required=False)
+    grade_c_min = serializers.IntegerField(**SCORE, required=False)
+    mqa_threshold = serializers.IntegerField(min_value=1, max_value=100 * SCORE_LIMIT, required=False)
 
 
 class VersionSummaryOutput(serializers.ModelSerializer):
     scoring_model = serializers.PrimaryKeyRelatedField(read_only=True)
     based_on = serializers.PrimaryKeyRelatedField(read_only=True, allow_null=True)
-    published_by = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
+    published_by = serializers.SlugRelatedField(
+        slug_field="username", read_only=True, allow_null=True, help_text="Who published it (a username)."
+    )
 
     class Meta:
         model = ModelVersion

@@ -32,6 +32,9 @@ class VersionError(ValueError):
     pass
 
 
+NOT_A_DRAFT = "Only a draft can be edited; create a draft from the active version first."
+
+
 def draft_get_or_create(*, scoring_model: ScoringModel, user=None) -> ModelVersion:
     """The model's draft, or a new one copied from the active version."""
     draft = scoring_model.versions.filter(status=ModelVersion.Status.DRAFT).first()
@@ -192,7 +195,7 @@ def _draft_locked(version: ModelVersion):
     with transaction.atomic():
         status = ModelVersion.objects.select_for_update().filter(pk=version.pk).values_list("status", flat=True)
         if status.first() != ModelVersion.Status.DRAFT:
-            raise VersionError("Only a draft can be edited; create a draft from the active version first.")
+            raise VersionError(NOT_A_DRAFT)
         yield
 
 

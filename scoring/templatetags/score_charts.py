@@ -78,24 +78,29 @@ def score_history_chart(changes, thresholds=()) -> str:
         mark_safe(axis),
         " ".join(path),
         mark_safe(dots),
-        mark_safe(_threshold_labels(shown, y, left)),
+        mark_safe(_threshold_labels(shown, y, left, right)),
     )
 
 
-def _threshold_labels(thresholds, y, left: float) -> str:
+def _threshold_labels(thresholds, y, left: float, right: float) -> str:
     """Each level's name and bars above its line, drawn over the line and dots with a halo so
-    that a step through it leaves it readable; one that would cover another's is left out (its
-    line stays). A level's fit grade is named unless any grade qualifies: a score above the
-    line of a level it has not reached then reads as such."""
-    placed, labels = [], []
+    that a step through it leaves it readable. A label that would cover another goes to the
+    other end of its line; one that would cover a label at either end is left out (its line
+    stays). A level's fit grade is named unless any grade qualifies: a score above the line of
+    a level it has not reached then reads as such."""
+    placed: dict[str, list[float]] = {"start": [], "end": []}
+    labels = []
     for name, score, grade in thresholds:
         where = y(score) - 4
-        if any(abs(where - other) < 12 for other in placed):
+        anchor = next((a for a in ("start", "end") if all(abs(where - o) >= 12 for o in placed[a])), None)
+        if anchor is None:
             continue
-        placed.append(where)
+        placed[anchor].append(where)
         bars = f"≥ {score:g}" + (f", fit ≥ {grade}" if grade != "D" else "")
+        x = left + 4 if anchor == "start" else right - 4
         labels.append(
-            f'<text x="{left + 4}" y="{where:.1f}" class="threshold">{escape(name)}: {escape(bars)}</text>'
+            f'<text x="{x}" y="{where:.1f}" text-anchor="{anchor}" class="threshold">'
+            f"{escape(name)}: {escape(bars)}</text>"
         )
     return "".join(labels)
 

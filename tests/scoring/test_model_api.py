@@ -135,7 +135,7 @@ def test_a_publish_through_the_api_lists_the_leads_it_made_mqls(
     contacts_rescore(contact_ids=[contact.pk], reason="test")
     draft = _draft(marketer_api, active)
     low = marketer_api.post(
-        f"{API}/versions/{draft['id']}/levels/", {"name": "everyone", "min_score": -1000, "min_fit_grade": "D"}
+        f"{API}/versions/{draft['id']}/levels/", {"name": "everyone", "min_score": 1, "min_fit_grade": "D"}
     )
     assert low.status_code == 201, low.data
 
@@ -199,11 +199,107 @@ def test_bad_rules_get_the_pages_messages_and_change_nothing(marketer_api, activ
         assert response.status_code == 400, (kind, body, response.data)
         assert message in " ".join(map(str, response.data[field])), response.data
 
+    more = [
+        ("fit-rules", {"name": "X", "field": "email", "operator": "free_mail", "points": 0}, "points", "give or take"),
+        (
+            "fit-rules",
+            {
+                "name": "X",
+                "field": "contact.country",
+                "operator": "one_of",
+                "value": [f"c{n}" for n in range(201)],
+                "points": 2,
+            },
+            "value",
+            "at most 200 values",
+        ),
+        (
+            "fit-rules",
+            {
+                "name": "X",
+                "field": "account.employee_count",
+                "operator": "between",
+                "value": ["NaN", None],
+                "points": 2,
+            },
+            "value",
+            "Range ends must be numbers between",
+        ),
+        (
+            "fit-rules",
+            {"name": "X", "field": "account.employee_count", "operator": "between", "value": [1e30, None], "points": 2},
+            "value",
+            "Range ends must be numbers between",
+        ),
+        (
+            "fit-rules",
+            {"name": "X", "field": "email", "operator": "free_mail", "points": 2**31 - 1},
+            "points",
+            "less than or equal to 1000",
+        ),
+        (
+            "engagement-rules",
+            {"name": "Slow", "activity_type": "email_click", "points": 1, "half_life_days": 10**8},
+            "half_life_days",
+            "less than or equal to 365",
+        ),
+        (
+            "engagement-rules",
+            {"name": "Never", "activity_type": "email_click", "points": 1, "window_days": 0},
+            "window_days",
+            "greater than or equal to 1",
+        ),
+        ("levels", {"name": "Everyone", "min_score": -5, "min_fit_grade": "D"}, "min_score", "greater than or equal"),
+    ]
+    for kind, body, field, message in more:
+        response = marketer_api.post(f"{rules}/{kind}/", body)
+        assert response.status_code == 400, (kind, body, response.data)
+        assert message in " ".join(map(str, response.data[field])), response.data
+    both = marketer_api.post(
+        f"{rules}/engagement-rules/",
+        {"name": "Visits", "activity_type": "page_view", "points": 2, "window_days": 7, "half_life_days": 14},
+    )
+    assert both.data == {"non_field_errors": ["Choose a look-back window or a decay half-life, not both."]}
+    stranded = marketer_api.patch(rules + "/", {"fit_cap": 5, "engagement_cap": 0})
+    assert "No contact could reach the level" in str(stranded.data["non_field_errors"]), stranded.data
+    unreachable_a = marketer_api.patch(rules + "/", {"grade_a_min": 100})
+    assert "no contact could be grade A" in str(unreachable_a.data["grade_a_min"]), unreachable_a.data
+    # Another operator needs its own value: a range does not silently become the text "200, 5000".
+    sized = FitRule.objects.create(
+        version_id=draft["id"],
+        name="Size",
+        field="account.employee_count",
+        operator="between",
+        value=[200, 5000],
+        points=3,
+    )
+    switched = marketer_api.patch(f"{rules}/fit-rules/{sized.pk}/", {"operator": "equals"})
+    assert switched.data == {"value": ["This operator needs a value."]}
+    sized.refresh_from_db()
+    assert (sized.operator, sized.value) == ("between", [200, 5000])
+
     response = marketer_api.patch(rules + "/", {"grade_a_min": 5})
     assert response.status_code == 400
     assert "Grade thresholds must fall" in str(response.data["non_field_errors"])
-    assert ModelVersion.objects.get(pk=draft["id"]).grade_a_min == active.grade_a_min
-    assert FitRule.objects.filter(version_id=draft["id"]).count() == fit_count
+    saved = ModelVersion.objects.get(pk=draft["id"])
+    assert (saved.grade_a_min, saved.fit_cap, saved.engagement_cap) == (
+        active.grade_a_min,
+        active.fit_cap,
+        active.engagement_cap,
+    )
+    assert FitRule.objects.filter(version_id=draft["id"]).count() == fit_count + 1  # Size, made above
+
+
+def test_a_number_is_a_value_like_a_text(marketer_api, active):
+    draft = _draft(marketer_api, active)
+
+    response = marketer_api.post(
+        f"{API}/versions/{draft['id']}/fit-rules/",
+        {"name": "Five hundred", "field": "account.employee_count", "operator": "equals", "value": 500, "points": 4},
+    )
+
+    assert response.status_code == 201, response.data
+    assert response.data["value"] == "500"
 
 
 def test_a_published_version_cannot_be_changed_through_the_api(marketer_api, active):
@@ -216,7 +312,7 @@ def test_a_published_version_cannot_be_changed_through_the_api(marketer_api, act
             f"{version}/fit-rules/", {"name": "X", "field": "email", "operator": "free_mail", "points": -5}
         ),
         marketer_api.delete(f"{version}/fit-rules/{rule.pk}/"),
-        marketer_api.patch(version + "/", {"fit_cap": 10}),
+        marketer_api.patch(version + "/", {"fit_cap": -10}),  # invalid too: the version's state answers first
         marketer_api.delete(version + "/"),
         marketer_api.post(f"{version}/publish/"),
         marketer_api.get(f"{version}/preview/"),

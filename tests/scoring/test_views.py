@@ -98,6 +98,34 @@ def test_a_bad_range_is_explained_and_nothing_is_saved(marketer_client, draft):
     assert draft.fit_rules.count() == before
 
 
+@pytest.mark.parametrize("end", ["NaN", "Infinity", "1e400", "1e30"])
+def test_a_range_end_that_is_no_real_number_is_explained_not_a_server_error(marketer_client, draft, end):
+    response = marketer_client.post(
+        reverse("scoring:rule_new", args=[draft.pk, "fit"]),
+        {
+            "name": "Size",
+            "field": "account.employee_count",
+            "operator": "between",
+            "value_text": f"{end},",
+            "points": "5",
+        },
+    )
+
+    assert response.status_code == 200
+    assert "Range ends must be numbers between -1,000,000,000,000 and 1,000,000,000,000" in response.content.decode()
+    assert not draft.fit_rules.filter(name="Size").exists()
+
+
+def test_a_half_life_beyond_a_year_is_refused_on_the_page(marketer_client, draft):
+    response = marketer_client.post(
+        reverse("scoring:rule_new", args=[draft.pk, "engagement"]),
+        {"name": "Slow", "activity_type": 1, "points": "5", "half_life_days": "100000000"},
+    )
+
+    assert "less than or equal to 365" in response.content.decode()
+    assert not draft.engagement_rules.filter(name="Slow").exists()
+
+
 def test_an_engagement_rule_cannot_have_both_a_window_and_a_half_life(marketer_client, draft):
     response = marketer_client.post(
         reverse("scoring:rule_new", args=[draft.pk, "engagement"]),
@@ -429,7 +457,16 @@ def test_the_score_chart_keeps_the_order_of_changes_of_one_moment_and_level_labe
         [("hot", 65, "B"), ("warm", 60, "D")],
     )
     assert close.count('<line x1="52" y1=') == 3  # zero and both levels' lines
-    assert re.findall(r'class="threshold">([^<]+)<', close) == ["hot: ≥ 65, fit ≥ B"]  # warm's would cover it
+    # warm's label would cover hot's: it goes to the other end of its line.
+    assert re.findall(r'text-anchor="(\w+)" class="threshold">([^<]+)<', close) == [
+        ("start", "hot: ≥ 65, fit ≥ B"),
+        ("end", "warm: ≥ 60"),
+    ]
+    crowded = score_history_chart(
+        _changes(("2026-12-01T09:00:00+00:00", 0), ("2026-12-05T09:00:00+00:00", 120)),
+        [("top", 70, "A"), ("hot", 65, "B"), ("warm", 60, "C")],
+    )
+    assert re.findall(r'class="threshold">(\w+):', crowded) == ["top", "hot"]  # no room left for warm's
     wide = score_history_chart(
         _changes(("2026-12-01T09:00:00+00:00", 0), ("2026-12-05T09:00:00+00:00", 120)), [("warm", 60, "D")]
     )
