@@ -382,6 +382,7 @@ class VersionPreview(APIView):
 def _run_output(run: RescoreRun) -> dict:
     run.new_mqls = selectors.run_new_mqls(run)
     run.best_new_mqls = selectors.run_best_new_mqls(run) if run.is_finished else []
+    run.failing_chunks = [] if run.is_finished else selectors.run_failing_chunks(run)
     return RescoreRunOutput(run).data
 
 

@@ -481,6 +481,9 @@ class RescoreChunk(models.Model):
     claimed_at = models.DateTimeField(null=True, blank=True)
     attempts = models.PositiveIntegerField(default=0)
     changed_contacts = models.PositiveIntegerField(default=0)
+    # Why its last attempt failed (blank once it is done): the run's page shows a chunk that
+    # keeps failing, which the workers retry every minute, instead of waiting in silence.
+    last_error = models.CharField(max_length=300, blank=True)
 
     class Meta:
         ordering = ["first_contact_id"]

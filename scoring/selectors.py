@@ -34,6 +34,7 @@ from .models import (
     MqlLevel,
     MqlQualification,
     PendingEngagement,
+    RescoreChunk,
     RescoreRun,
     ScoreChange,
     ScoreChangeBatch,
@@ -536,6 +537,11 @@ def run_new_mqls(run: RescoreRun) -> int:
 
 
 RUN_MQLS_LISTED = 25
+
+
+def run_failing_chunks(run: RescoreRun) -> list[RescoreChunk]:
+    """The run's chunks whose last attempt failed and that are not done yet, first contacts first."""
+    return list(run.chunks.exclude(last_error="").exclude(status=RescoreChunk.Status.DONE))
 
 
 def run_best_new_mqls(run: RescoreRun) -> list[MqlQualification]:

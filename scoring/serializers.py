@@ -15,6 +15,7 @@ from .models import (
     ModelVersion,
     MqlLevel,
     MqlQualification,
+    RescoreChunk,
     RescoreRun,
     ScoreChange,
     ScoringModel,
@@ -315,10 +316,19 @@ class RescoreRunSummaryOutput(serializers.ModelSerializer):
         ]
 
 
+class FailingChunkOutput(serializers.ModelSerializer):
+    class Meta:
+        model = RescoreChunk
+        fields = ["first_contact_id", "last_contact_id", "attempts", "last_error"]
+
+
 class RescoreRunOutput(RescoreRunSummaryOutput):
     best_new_mqls = RunNewMqlOutput(
         many=True, help_text="Once finished: the best scored of its new MQLs (25 at most), with their rep now."
     )
+    failing_chunks = FailingChunkOutput(
+        many=True, help_text="Until finished: chunks whose last attempt failed (the workers retry them every minute)."
+    )
 
     class Meta(RescoreRunSummaryOutput.Meta):
-        fields = [*RescoreRunSummaryOutput.Meta.fields, "best_new_mqls"]
+        fields = [*RescoreRunSummaryOutput.Meta.fields, "best_new_mqls", "failing_chunks"]

@@ -118,14 +118,20 @@ def rescore_chunk_run(*, chunk_id: int) -> bool:
     chunk = RescoreChunk.objects.select_related("run__version__scoring_model", "run__base_version").get(pk=chunk_id)
     try:
         return _rescore_chunk_claimed(chunk, claimed_at=now, contact_ids=_chunk_contact_ids(chunk))
-    except Exception:
+    except Exception as error:
         # Give the claim back, so that the task's retry (seconds away) can take the chunk
         # again instead of the sweep after the claim timeout; a killed worker still needs the sweep.
         logger.warning("Rescore chunk %s failed; released for its retry", chunk_id, exc_info=True)
         RescoreChunk.objects.filter(pk=chunk_id, status=RescoreChunk.Status.RUNNING, claimed_at=now).update(
-            status=RescoreChunk.Status.PENDING
+            status=RescoreChunk.Status.PENDING, last_error=_error_text(error)
         )
         raise
+
+
+def _error_text(error: BaseException) -> str:
+    """What the run's page says of a failed attempt: the error's kind and its first line."""
+    first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    return f"{type(error).__name__}: {first_line}"[:300]
 
 
 def _chunk_contact_ids(chunk: RescoreChunk) -> list[int]:
@@ -158,7 +164,7 @@ def _rescore_chunk_claimed(chunk: RescoreChunk, *, claimed_at, contact_ids: list
         )
         done = RescoreChunk.objects.filter(
             pk=chunk.pk, status=RescoreChunk.Status.RUNNING, claimed_at=claimed_at
-        ).update(status=RescoreChunk.Status.DONE, changed_contacts=changed)
+        ).update(status=RescoreChunk.Status.DONE, changed_contacts=changed, last_error="")
         if not done:  # another worker re-claimed it meanwhile: let its result stand alone
             transaction.set_rollback(True)
             return False

@@ -3,11 +3,13 @@
 from decimal import Decimal
 
 import pytest
+from django.urls import reverse
 
 from leads.services import account_upsert, contact_upsert
+from scoring import selectors
 from scoring.models import ContactScore, DraftPreview, EngagementRule, FitRule, ModelVersion, MqlQualification
 from scoring.selectors import active_version
-from scoring.services import contacts_rescore, draft_preview_run, rescore_run_to_end
+from scoring.services import contacts_rescore, draft_preview_run, rescore_chunk_run, rescore_run_to_end
 
 API = "/api/scoring"
 
@@ -119,7 +121,7 @@ def test_a_marketer_edits_previews_and_publishes_a_draft_through_the_api(
     run = marketer_api.get(f"{API}/runs/{published.data['id']}/").data
     assert (run["is_finished"], run["percent_done"], run["changed_contacts"]) == (True, 100, 1)
     assert marketer_api.get(f"{API}/runs/").data["results"][0] == {
-        key: value for key, value in run.items() if key != "best_new_mqls"
+        key: value for key, value in run.items() if key not in ("best_new_mqls", "failing_chunks")
     }
 
     score = marketer_api.get(f"/api/contacts/{contact.pk}/score/").data
@@ -356,3 +358,42 @@ def test_reps_and_strangers_cannot_touch_scoring_models(rep_api, active, api):
     rep_api.force_authenticate(None)
     assert [getattr(api, method)(path).status_code for method, path in paths] == [401] * 5
     assert not ModelVersion.objects.filter(status="draft").exists()
+
+
+def test_a_chunk_that_keeps_failing_is_shown_on_the_run_and_through_the_api(
+    marketer_api, marketer_client, active, django_capture_on_commit_callbacks
+):
+    contact = _vp()
+    draft = _draft(marketer_api, active)
+    # A rule no form would save (one stored by an older release, say): every attempt fails.
+    FitRule.objects.filter(version_id=draft["id"], name="Executive seniority").update(operator="sounds_like")
+    with django_capture_on_commit_callbacks(execute=False):
+        run_id = marketer_api.post(f"{API}/versions/{draft['id']}/publish/").data["id"]
+    chunk = ModelVersion.objects.get(pk=draft["id"]).rescore_runs.get().chunks.get()
+
+    for _ in range(2):
+        with pytest.raises(ValueError, match="sounds_like"):
+            rescore_chunk_run(chunk_id=chunk.pk)
+
+    run = marketer_api.get(f"{API}/runs/{run_id}/").data
+    assert (run["is_finished"], run["done_chunks"]) == (False, 0)
+    assert run["failing_chunks"] == [
+        {
+            "first_contact_id": contact.pk,
+            "last_contact_id": contact.pk,
+            "attempts": 2,
+            "last_error": "ValueError: Unknown fit operator 'sounds_like'",
+        }
+    ]
+    page = marketer_client.get(reverse("scoring:run_detail", args=[run_id])).content.decode()
+    assert "1 chunk keeps failing." in page and "2 attempts: ValueError: Unknown fit operator" in page
+    assert "Waiting for workers" not in page
+
+    # Repaired (a fixed release deployed: its workers start without cached rule sets), the next
+    # attempt finishes the run and the failure is gone.
+    FitRule.objects.filter(version_id=draft["id"], name="Executive seniority").update(operator="one_of")
+    selectors._PUBLISHED_RULESETS.clear()
+    rescore_chunk_run(chunk_id=chunk.pk)
+    run = marketer_api.get(f"{API}/runs/{run_id}/").data
+    assert (run["is_finished"], run["failing_chunks"]) == (True, [])
+    assert "keeps failing" not in marketer_client.get(reverse("scoring:run_detail", args=[run_id])).content.decode()
