@@ -163,6 +163,13 @@ class MqlLevelInput(serializers.Serializer):
 
 
 class VersionSettingsInput(serializers.Serializer):
+    """A draft's settings. Its status is not one of them: a draft becomes active by publishing."""
+
+    def validate(self, data):
+        if "status" in self.initial_data:
+            raise serializers.ValidationError({"status": ["Publish the draft (POST …/publish/) to make it active."]})
+        return data
+
     note = serializers.CharField(max_length=300, required=False, allow_blank=True)
     fit_cap = serializers.IntegerField(**SCORE, required=False)
     engagement_cap = serializers.IntegerField(**SCORE, required=False)

@@ -264,6 +264,8 @@ def test_bad_rules_get_the_pages_messages_and_change_nothing(marketer_api, activ
     assert both.data == {"non_field_errors": ["Choose a look-back window or a decay half-life, not both."]}
     stranded = marketer_api.patch(rules + "/", {"fit_cap": 5, "engagement_cap": 0})
     assert "No contact could reach the level" in str(stranded.data["non_field_errors"]), stranded.data
+    activated = marketer_api.patch(rules + "/", {"status": "active"})
+    assert "Publish the draft" in str(activated.data["status"])
     unreachable_a = marketer_api.patch(rules + "/", {"grade_a_min": 100})
     assert "no contact could be grade A" in str(unreachable_a.data["grade_a_min"]), unreachable_a.data
     # Another operator needs its own value: a range does not silently become the text "200, 5000".
