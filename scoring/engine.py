@@ -179,10 +179,14 @@ def mql_level(rules: RuleSet, total: Decimal, grade: str) -> str:
 
 
 def _capped_sum(parts: list[Contribution], cap: int, label: str) -> list[Contribution]:
-    """The parts, plus a negative "cap" line when they add up to more than the cap."""
+    """The parts, plus a "cap" line when they add up to more than the cap, or to less than its
+    negative: negative signals take a dimension down to -cap at most, as positive ones take
+    it up to the cap (an uncapped negative rule times thousands of events is no score)."""
     total = sum((p.points for p in parts), Decimal(0))
     if total > cap:
         return [*parts, Contribution("cap", label, f"{total} points, capped at {cap}", Decimal(cap) - total)]
+    if total < -cap:
+        return [*parts, Contribution("cap", label, f"{total} points, floored at {-cap}", Decimal(-cap) - total)]
     return parts
 
 

@@ -13,7 +13,7 @@ a batch of contacts in a few statements instead of one Python evaluation per con
   that keeps its rules' activities and timing (points, caps, fit, levels) reads one row per
   contact, not every day of every contact. Each rule is a term of one expression, in integer
   arithmetic, its cap and Decimal's ROUND_HALF_EVEN to a tenth written out.
-- Caps (least(sum, cap) per dimension, the engine's "cap" line), grades and MQL levels
+- Caps (greatest(least(sum, cap), -cap) per dimension, the engine's "cap" line), grades and MQL levels
   follow `engine.evaluate`. Only numbers are computed: explanations are the engine's, on
   read (selectors.scores_explain).
 
@@ -604,8 +604,8 @@ def _scored(inner: str, rules: RuleSet) -> tuple[str, list]:
         FROM (
             SELECT c.*, {_grade_sql(rules, "c")} AS fit_grade
             FROM (
-                SELECT u.*, least(u.fit_uncapped, %s)::numeric AS fit,
-                       least(u.engagement_uncapped_tenths, %s)::numeric / 10 AS engagement
+                SELECT u.*, greatest(least(u.fit_uncapped, %s), %s)::numeric AS fit,
+                       greatest(least(u.engagement_uncapped_tenths, %s), %s)::numeric / 10 AS engagement
                 FROM ({inner}) u
                 OFFSET 0  -- a fence: the sums computed once, not copied into each use above
             ) c
@@ -613,7 +613,13 @@ def _scored(inner: str, rules: RuleSet) -> tuple[str, list]:
         ) g
         OFFSET 0  -- a fence: the level computed once, not copied into each comparison with it
         """,
-        [*level_params, int(rules.fit_cap), int(rules.engagement_cap) * 10],
+        [
+            *level_params,
+            int(rules.fit_cap),
+            -int(rules.fit_cap),
+            int(rules.engagement_cap) * 10,
+            -int(rules.engagement_cap) * 10,
+        ],
     )
 
 
@@ -931,8 +937,8 @@ def accounts_rescore_all(*, rules: RuleSet, version_id: int, mqa_threshold: int,
             if keys:
                 terms.append(f"CASE WHEN array_position(%s::text[], ({column})::text) IS NOT NULL THEN %s ELSE 0 END")
                 term_params += [keys, rule.points]
-        fit = f"least({' + '.join(terms)}, %s)" if terms else "0"
-        fit_params = [*term_params, rules.fit_cap] if terms else []
+        fit = f"greatest(least({' + '.join(terms)}, %s), %s)" if terms else "0"
+        fit_params = [*term_params, rules.fit_cap, -rules.fit_cap] if terms else []
         # The rollups into a temporary table (its SELECT may run in parallel, which no statement
         # that writes a table may), then an UPDATE of the accounts already scored (all of them
         # after the first run) and an insert of the others: one upsert of every row took 1.8 s

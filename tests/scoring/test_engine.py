@@ -118,6 +118,16 @@ def test_a_rule_cap_limits_its_points():
     assert "capped at 25" in result.contributions[0].facts
 
 
+def test_negative_signals_take_a_dimension_down_to_minus_its_cap_at_most():
+    # An uncapped -1,000 rule and 11,000 unsubscribes would be -11 million: no score fits that.
+    result = evaluate(rules(engagement=[engaged(-1000)]), {}, {"page_view": {TODAY: 11_000}}, TODAY)
+
+    assert result.engagement == -100  # the engagement cap of rules(), taken downwards
+    floor = result.contributions[-1]
+    assert (floor.kind, floor.facts, floor.points) == ("cap", "-11000000.0 points, floored at -100", 10_999_900)
+    assert sum(c.points for c in result.contributions) == result.engagement
+
+
 def test_a_negative_rule_cap_limits_the_points_taken():
     result = evaluate(rules(engagement=[engaged(-20, cap=30)]), {}, {"page_view": {TODAY: 3}}, TODAY)
     assert result.engagement == -30

@@ -493,6 +493,23 @@ def test_sql_rescore_rounds_ties_to_even_like_the_engine():
 
 
 @pytest.mark.django_db
+def test_sql_rescore_floors_negative_signals_at_minus_the_cap_like_the_engine():
+    version = _version(
+        [("contact.job_title", "contains", "cto", -1000), ("contact.country", "is_empty", None, -1000)],
+        [("email_click", -1000, None, "none", 1)],
+        (60, 100),
+        [],
+    )
+    ids = [_contact(_cto(days=[("email_click", 1, 11_000)])), _contact(_cto(days=[("email_click", 1, 1)]))]
+
+    contacts_rescore(contact_ids=ids, reason="sql", as_of=AS_OF, version=version, in_sql=True)
+
+    _assert_engine_scores(ids, version, AS_OF)
+    stored = ContactScore.objects.in_bulk(ids)
+    assert [(stored[i].fit, stored[i].engagement) for i in ids] == [(-60, -100), (-60, -100)]
+
+
+@pytest.mark.django_db
 def test_sql_rescore_qualifies_contacts_reaching_a_level():
     version = _version([("contact.job_title", "is_set", None, 30)], [], (60, 100), [(25, "B")])
     ids = [_contact(_cto(days=[]))]
