@@ -1,5 +1,6 @@
 from django.contrib import admin
 
+from .forms import VersionSettingsForm
 from .models import (
     AccountRollupRequest,
     AccountScore,
@@ -24,34 +25,33 @@ from .models import (
 )
 
 
-class PublishedReadOnly:
-    """Published rules never change (scores were computed from them); edit drafts in Scoring."""
+class RulesReadOnly:
+    """Rules and levels are browsed here, never edited: the Scoring pages (and the API) edit a
+    draft's rules with their checks, preview them and publish; published rules never change
+    (scores were computed from them)."""
 
     extra = 0
 
-    def _editable(self, obj) -> bool:
-        return obj is None or obj.status == ModelVersion.Status.DRAFT
-
     def has_add_permission(self, request, obj=None):
-        return self._editable(obj) and super().has_add_permission(request, obj)
+        return False
 
     def has_change_permission(self, request, obj=None):
-        return self._editable(obj) and super().has_change_permission(request, obj)
+        return False
 
     def has_delete_permission(self, request, obj=None):
-        return self._editable(obj) and super().has_delete_permission(request, obj)
+        return False
 
 
-class FitRuleInline(PublishedReadOnly, admin.TabularInline):
+class FitRuleInline(RulesReadOnly, admin.TabularInline):
     model = FitRule
 
 
-class EngagementRuleInline(PublishedReadOnly, admin.TabularInline):
+class EngagementRuleInline(RulesReadOnly, admin.TabularInline):
     model = EngagementRule
     raw_id_fields = ["activity_type"]
 
 
-class MqlLevelInline(PublishedReadOnly, admin.TabularInline):
+class MqlLevelInline(RulesReadOnly, admin.TabularInline):
     model = MqlLevel
 
 
@@ -67,6 +67,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
     list_display = ["__str__", "status", "published_at", "published_by"]
     list_filter = ["status"]
     inlines = [FitRuleInline, EngagementRuleInline, MqlLevelInline]
+    form = VersionSettingsForm  # a draft's settings get the Scoring page's checks here too
 
     def get_readonly_fields(self, request, obj=None):
         if obj is not None and obj.status != ModelVersion.Status.DRAFT:
@@ -87,35 +88,23 @@ class RescoreRunAdmin(admin.ModelAdmin):
     list_display = ["id", "version", "reason", "total_contacts", "done_chunks", "total_chunks", "finished_at"]
 
 
-class PublishedRuleAdmin(admin.ModelAdmin):
-    """Rules of published versions are read-only here too (scores were computed from them)."""
-
+class RuleAdmin(RulesReadOnly, admin.ModelAdmin):
     list_filter = ["version"]
     search_fields = ["name"]
 
-    def has_change_permission(self, request, obj=None):
-        return (obj is None or obj.version.status == ModelVersion.Status.DRAFT) and super().has_change_permission(
-            request, obj
-        )
-
-    def has_delete_permission(self, request, obj=None):
-        return (obj is None or obj.version.status == ModelVersion.Status.DRAFT) and super().has_delete_permission(
-            request, obj
-        )
-
 
 @admin.register(FitRule)
-class FitRuleAdmin(PublishedRuleAdmin):
+class FitRuleAdmin(RuleAdmin):
     list_display = ["name", "version", "field", "operator", "points"]
 
 
 @admin.register(EngagementRule)
-class EngagementRuleAdmin(PublishedRuleAdmin):
+class EngagementRuleAdmin(RuleAdmin):
     list_display = ["name", "version", "activity_type", "points", "cap", "window_days", "half_life_days"]
 
 
 @admin.register(MqlLevel)
-class MqlLevelAdmin(PublishedRuleAdmin):
+class MqlLevelAdmin(RuleAdmin):
     list_display = ["name", "version", "min_score", "min_fit_grade"]
 
 

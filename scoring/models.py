@@ -452,6 +452,9 @@ class RescoreRun(models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # Ended unfinished because a newer version was published: that version's own rescore covers
+    # every contact, and this one must not write its older scores over it.
+    superseded = models.BooleanField(default=False)
 
     class Meta:
         ordering = ["-created_at"]

@@ -320,6 +320,7 @@ class RescoreRunSummaryOutput(serializers.ModelSerializer):
             "new_mqls",
             "created_at",
             "finished_at",
+            "superseded",
         ]
 
 

@@ -80,7 +80,7 @@ def version_copy(
 
 def version_publish(*, draft: ModelVersion, user=None) -> RescoreRun:
     """Make the draft the active version and start a full rescore with it."""
-    from .services import matchers_prepare, rescore_run_start
+    from .services import matchers_prepare, rescore_run_start, runs_supersede_unfinished
 
     if draft.status != ModelVersion.Status.DRAFT:
         raise VersionError("Only a draft can be published.")
@@ -98,6 +98,7 @@ def version_publish(*, draft: ModelVersion, user=None) -> RescoreRun:
         locked.published_by = user
         locked.save(update_fields=["status", "published_at", "published_by"])
         audit_record(actor=user, action="scoring.publish", target=locked, **_publish_audit(replaced, locked))
+        runs_supersede_unfinished(published=locked)  # the new run covers every contact
         return rescore_run_start(
             version=locked, reason=RescoreRun.Reason.PUBLISH, started_by=user, base_version=replaced
         )

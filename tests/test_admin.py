@@ -80,3 +80,30 @@ def test_an_account_edited_in_the_admin_rescores_its_contacts(client):
     assert response.status_code == 302, response.content.decode()[:2000]
     rescore_requests_drain()
     assert [score_history(c.pk)[0].reason for c in contacts] == ["account edited in the admin"] * 2
+
+
+@pytest.mark.django_db
+def test_rules_are_browsed_in_the_admin_never_edited(client):
+    from scoring.models import FitRule
+    from scoring.selectors import active_version
+    from scoring.versions import draft_get_or_create
+
+    client.force_login(UserFactory(username="root-admin", is_staff=True, is_superuser=True))
+    active = active_version()
+    draft = draft_get_or_create(scoring_model=active.scoring_model)
+    rule = active.fit_rules.first()
+    body = {
+        "version": active.pk,
+        "name": "Late",
+        "field": "email",
+        "operator": "between",
+        "value": '["abc"]',
+        "points": "0",
+    }
+
+    assert client.post(reverse("admin:scoring_fitrule_add"), body).status_code == 403
+    assert client.post(reverse("admin:scoring_fitrule_change", args=[rule.pk]), body).status_code == 403
+    assert client.get(reverse("admin:scoring_fitrule_change", args=[rule.pk])).status_code == 200  # read
+    assert client.get(reverse("admin:scoring_modelversion_change", args=[draft.pk])).status_code == 200
+    assert not FitRule.objects.filter(name="Late").exists()
+    assert FitRule.objects.get(pk=rule.pk).name == rule.name

@@ -43,6 +43,7 @@ from .runs import (
     rescore_run_start,
     rescore_run_to_end,
     rescore_runs_sweep,
+    runs_supersede_unfinished,
     scores_refresh_start,
 )
 from .scores import QUALIFYING_STAGES, STORED_SCORE_FIELDS, contacts_rescore
@@ -82,6 +83,7 @@ __all__ = [
     "rescore_requests_record",
     "rescore_requests_sweep",
     "rescore_run_start",
+    "runs_supersede_unfinished",
     "rescore_run_to_end",
     "rescore_runs_sweep",
     "scores_refresh_start",

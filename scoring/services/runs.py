@@ -105,6 +105,7 @@ def rescore_chunk_run(*, chunk_id: int) -> bool:
     claimable = Q(status=RescoreChunk.Status.PENDING) | Q(
         status=RescoreChunk.Status.RUNNING, claimed_at__lt=now - claim_timeout()
     )
+    claimable &= Q(run__finished_at__isnull=True)  # a superseded run's chunks stay undone
     with transaction.atomic():
         # A claim lost in a crash leaves the chunk pending, to be claimed again: no need to
         # wait for the disk. A synchronous commit here waited for the WAL of the chunk before,
@@ -154,6 +155,9 @@ def _rescore_chunk_claimed(chunk: RescoreChunk, *, claimed_at, contact_ids: list
     progress, in one transaction."""
     run = chunk.run
     with transaction.atomic():
+        if _version_archived(run.version_id):
+            _runs_supersede(RescoreRun.objects.filter(pk=run.pk))
+            return False
         changed = contacts_rescore(
             contact_ids=contact_ids,
             reason=_history_reason(run),
@@ -187,6 +191,27 @@ def _rescore_chunk_claimed(chunk: RescoreChunk, *, claimed_at, contact_ids: list
     return True
 
 
+def _version_archived(version_id: int) -> bool:
+    """Whether a newer version was published since the run began. Read under a share lock on
+    the version's row: a publish archives it with an UPDATE, which waits for the chunks that
+    read it to commit (their scores are then overwritten by the new version's run), and a
+    chunk that starts after the publish sees it archived."""
+    with connection.cursor() as cursor:
+        lock = " FOR SHARE" if connection.vendor == "postgresql" else ""
+        cursor.execute(f"SELECT status FROM {ModelVersion._meta.db_table} WHERE id = %s{lock}", [version_id])
+        return cursor.fetchone()[0] == ModelVersion.Status.ARCHIVED
+
+
+def runs_supersede_unfinished(*, published: ModelVersion) -> int:
+    """End the unfinished rescores of other versions when `published` becomes active (in the
+    publish's transaction); returns how many."""
+    return _runs_supersede(RescoreRun.objects.filter(finished_at__isnull=True).exclude(version=published))
+
+
+def _runs_supersede(runs) -> int:
+    return runs.filter(finished_at__isnull=True).update(finished_at=timezone.now(), superseded=True)
+
+
 def _history_reason(run: RescoreRun) -> str:
     """What the score history says of the run's changes; a publish names the version."""
     if run.reason == RescoreRun.Reason.PUBLISH:
@@ -202,7 +227,8 @@ def rescore_runs_sweep() -> int:
     chunk_ids = list(
         RescoreChunk.objects.filter(
             Q(status=RescoreChunk.Status.PENDING, run__created_at__lt=stale)
-            | Q(status=RescoreChunk.Status.RUNNING, claimed_at__lt=stale)
+            | Q(status=RescoreChunk.Status.RUNNING, claimed_at__lt=stale),
+            run__finished_at__isnull=True,
         ).values_list("id", flat=True)[:1000]
     )
     for chunk_id in chunk_ids:

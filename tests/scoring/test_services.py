@@ -20,6 +20,7 @@ from scoring.models import (
     AccountRollupRequest,
     AccountScore,
     ContactScore,
+    FitRule,
     ModelVersion,
     MqlQualification,
     RescoreRun,
@@ -31,7 +32,9 @@ from scoring.services import (
     account_rollups_queue,
     account_rollups_sweep,
     contacts_rescore,
+    rescore_chunk_run,
     rescore_run_to_end,
+    rescore_runs_sweep,
     scores_refresh_start,
 )
 from scoring.versions import VersionError, draft_get_or_create, version_diff, version_publish
@@ -380,6 +383,37 @@ def test_a_chunk_that_fails_is_given_back_for_its_retry(monkeypatch, django_capt
     assert rescore_chunk_run(chunk_id=chunk.pk)  # the task's retry, seconds later
     run.refresh_from_db()
     assert run.is_finished and ContactScore.objects.filter(contact=contact).exists()
+
+
+def _publish_with_executive_points(points: int, captured) -> RescoreRun:
+    draft = draft_get_or_create(scoring_model=active_version().scoring_model)
+    FitRule.objects.filter(version=draft, name="Executive seniority").update(points=points)
+    with captured(execute=False):  # the chunks' tasks are not run: the test runs them
+        return version_publish(draft=draft)
+
+
+def test_a_rescore_overtaken_by_a_newer_publish_stops_and_never_writes_its_older_scores(
+    django_capture_on_commit_callbacks,
+):
+    contact = contact_upsert(email="ceo@acme.example", job_title="CEO", seniority="c_level").contact
+    contacts_rescore(contact_ids=[contact.pk], reason="test")
+    older = _publish_with_executive_points(5, django_capture_on_commit_callbacks)
+    newer = _publish_with_executive_points(33, django_capture_on_commit_callbacks)
+
+    older.refresh_from_db()
+    assert (older.superseded, older.is_finished, older.done_chunks) == (True, True, 0)
+    rescore_run_to_end(run=newer)
+    explained = {c["rule"]: c["points"] for c in ContactScore.objects.get(contact=contact).explanation}
+    assert explained["Executive seniority"] == "33.0"
+    # A chunk of the older run that a worker claimed just before the publish runs after it:
+    # it finds its version archived and stops, writing nothing.
+    RescoreRun.objects.filter(pk=older.pk).update(finished_at=None, superseded=False)
+    assert rescore_chunk_run(chunk_id=older.chunks.get().pk) is False
+    older.refresh_from_db()
+    assert older.superseded and older.done_chunks == 0
+    explained = {c["rule"]: c["points"] for c in ContactScore.objects.get(contact=contact).explanation}
+    assert explained["Executive seniority"] == "33.0"
+    assert rescore_runs_sweep() == 0  # its chunk is not queued again either
 
 
 def test_a_publish_routes_the_mqls_it_makes_and_sends_each_rep_one_digest(rep, other_rep):
