@@ -69,6 +69,9 @@ class ModelVersionAdmin(admin.ModelAdmin):
     inlines = [FitRuleInline, EngagementRuleInline, MqlLevelInline]
     form = VersionSettingsForm  # a draft's settings get the Scoring page's checks here too
 
+    def has_add_permission(self, request):
+        return False  # a version starts as a draft of a model, on the Scoring pages
+
     def get_readonly_fields(self, request, obj=None):
         if obj is not None and obj.status != ModelVersion.Status.DRAFT:
             return [field.name for field in ModelVersion._meta.fields]
@@ -85,7 +88,16 @@ class ContactScoreAdmin(admin.ModelAdmin):
 
 @admin.register(RescoreRun)
 class RescoreRunAdmin(admin.ModelAdmin):
+    """Read-only: the publishes' runs are the chain along which stored scores stand for newer
+    versions (selectors.publish_successions); an edited run would misstate every such score."""
+
     list_display = ["id", "version", "reason", "total_contacts", "done_chunks", "total_chunks", "finished_at"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
 
 
 class RuleAdmin(RulesReadOnly, admin.ModelAdmin):

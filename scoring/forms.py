@@ -156,6 +156,8 @@ class VersionSettingsForm(forms.ModelForm):
 
     def _levels_reachable(self, highest: int) -> None:
         """Lowering the caps must not strand a level no contact could reach any more."""
+        if self.instance.pk is None:
+            return  # a version being created has no levels yet
         above = self.instance.mql_levels.filter(min_score__gt=highest).order_by("-min_score").first()
         if above is not None:
             self.add_error(

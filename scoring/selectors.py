@@ -453,9 +453,11 @@ def effective_versions_assign(scores: list[ContactScore]) -> None:
 
 def publish_successions() -> list[tuple[int, int, datetime]]:
     """(replaced version id, published version id, when its run started) of every finished
-    publish, oldest first: the chain along which a score left alone stands for newer versions."""
+    publish, oldest first: the chain along which a score left alone stands for newer versions.
+    A run stopped by a newer publish (superseded) is no link: the scores it did not reach were
+    never judged by its version, so the next publish evaluates them in full."""
     runs = RescoreRun.objects.filter(
-        reason=RescoreRun.Reason.PUBLISH, finished_at__isnull=False, base_version__isnull=False
+        reason=RescoreRun.Reason.PUBLISH, finished_at__isnull=False, base_version__isnull=False, superseded=False
     ).exclude(version_id=F("base_version_id"))
     return list(runs.order_by("created_at").values_list("base_version_id", "version_id", "created_at"))
 

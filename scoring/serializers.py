@@ -28,7 +28,9 @@ class ContributionOutput(serializers.Serializer):
     rule = serializers.CharField()
     rule_id = serializers.IntegerField(allow_null=True)
     facts = serializers.CharField()
-    points = serializers.DecimalField(max_digits=8, decimal_places=1)
+    # One rule's points before the caps can be far beyond a score (an uncapped rule times
+    # thousands of events): the cap line then takes the dimension back within its cap.
+    points = serializers.DecimalField(max_digits=20, decimal_places=1)
 
 
 class ContactScoreOutput(serializers.ModelSerializer):

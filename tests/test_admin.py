@@ -107,3 +107,6 @@ def test_rules_are_browsed_in_the_admin_never_edited(client):
     assert client.get(reverse("admin:scoring_modelversion_change", args=[draft.pk])).status_code == 200
     assert not FitRule.objects.filter(name="Late").exists()
     assert FitRule.objects.get(pk=rule.pk).name == rule.name
+    # Versions start as drafts on the Scoring pages; runs are the record of what was scored.
+    assert client.get(reverse("admin:scoring_modelversion_add")).status_code == 403
+    assert client.get(reverse("admin:scoring_rescorerun_add")).status_code == 403

@@ -399,3 +399,37 @@ def test_a_chunk_that_keeps_failing_is_shown_on_the_run_and_through_the_api(
     run = marketer_api.get(f"{API}/runs/{run_id}/").data
     assert (run["is_finished"], run["failing_chunks"]) == (True, [])
     assert "keeps failing" not in marketer_client.get(reverse("scoring:run_detail", args=[run_id])).content.decode()
+
+
+def test_a_rule_far_beyond_the_cap_is_explained_through_the_api_with_its_floor(
+    marketer_api, active, django_capture_on_commit_callbacks
+):
+    from django.utils import timezone
+
+    from leads.models import ActivityType
+    from scoring.models import DailyEngagement
+    from scoring.services import matcher_for_type
+
+    contact = _vp()
+    opens = ActivityType.objects.get(key="email_open")
+    # 11,000 opens on one day: as the daily aggregate that ingest keeps.
+    DailyEngagement.objects.create(
+        contact=contact, matcher=matcher_for_type(opens), day=timezone.localdate(), count=11_000
+    )
+    draft = _draft(marketer_api, active)
+    added = marketer_api.post(
+        f"{API}/versions/{draft['id']}/engagement-rules/",
+        {"name": "Opens penalty", "activity_type": "email_open", "points": -1000},
+    )
+    assert added.status_code == 201, added.data
+    with django_capture_on_commit_callbacks(execute=False):
+        marketer_api.post(f"{API}/versions/{draft['id']}/publish/")
+    rescore_run_to_end(run=ModelVersion.objects.get(pk=draft["id"]).rescore_runs.get())
+
+    response = marketer_api.get(f"/api/contacts/{contact.pk}/score/")
+
+    assert response.status_code == 200, response.content
+    assert Decimal(response.data["engagement"]) == -active.engagement_cap
+    parts = {part["rule"]: Decimal(part["points"]) for part in response.data["explanation"]}
+    assert parts["Opens penalty"] < -10_000_000
+    assert sum(Decimal(part["points"]) for part in response.data["explanation"]) == Decimal(response.data["total"])

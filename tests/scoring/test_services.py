@@ -1,6 +1,7 @@
 """Scores kept in the database: MQL transitions, history, decay refresh, accounts, versions."""
 
 from datetime import timedelta
+from decimal import Decimal
 
 import pytest
 from django.db import IntegrityError
@@ -396,15 +397,22 @@ def test_a_rescore_overtaken_by_a_newer_publish_stops_and_never_writes_its_older
     django_capture_on_commit_callbacks,
 ):
     contact = contact_upsert(email="ceo@acme.example", job_title="CEO", seniority="c_level").contact
-    contacts_rescore(contact_ids=[contact.pk], reason="test")
+    # Scored by a finished publish first: on PostgreSQL its run leaves the sums a later
+    # publish adjusts stored scores from.
+    rescore_run_to_end(run=_publish_with_executive_points(10, django_capture_on_commit_callbacks))
     older = _publish_with_executive_points(5, django_capture_on_commit_callbacks)
     newer = _publish_with_executive_points(33, django_capture_on_commit_callbacks)
 
     older.refresh_from_db()
     assert (older.superseded, older.is_finished, older.done_chunks) == (True, True, 0)
     rescore_run_to_end(run=newer)
-    explained = {c["rule"]: c["points"] for c in ContactScore.objects.get(contact=contact).explanation}
+    score = ContactScore.objects.get(contact=contact)
+    explained = {c["rule"]: c["points"] for c in score.explanation}
     assert explained["Executive seniority"] == "33.0"
+    # Stored, not only explained: the stopped run never judged this score, so the newer run
+    # evaluated it in full instead of adjusting it as if it were the stopped version's.
+    assert sum(Decimal(c["points"]) for c in score.explanation) == score.total
+    assert sum(Decimal(c["points"]) for c in score.explanation if c["kind"] == "fit") == score.fit_uncapped
     # A chunk of the older run that a worker claimed just before the publish runs after it:
     # it finds its version archived and stops, writing nothing.
     RescoreRun.objects.filter(pk=older.pk).update(finished_at=None, superseded=False)
