@@ -342,47 +342,49 @@ MqlLevelCollection, MqlLevelDetail = _rule_views(_LevelKind(), "MQL level", "an"
 # --- preview, publish, rescore ----------------------------------------------------------------
 
 
-ACTIVE = OpenApiResponse(DetailOutput, description="The version is the active one.")
+IS_ACTIVE = OpenApiResponse(DetailOutput, description="The version is the active one.")
 
 
 class VersionPreview(APIView):
     permission_classes = [IsMarketing]
-    ACTIVE = "This is the active version: a preview shows what another version would change."
+
+    @staticmethod
+    def _previewable(version_id: int) -> tuple[ModelVersion, Response | None]:
+        """The version, and a 409 when it is the active one: its preview would compare the
+        stored scores with themselves."""
+        version = get_object_or_404(ModelVersion, pk=version_id)
+        if version.status != ModelVersion.Status.ACTIVE:
+            return version, None
+        detail = "This is the active version: a preview shows what another version would change."
+        return version, Response({"detail": detail}, status=status.HTTP_409_CONFLICT)
 
     @extend_schema(
-        responses={
-            200: PreviewOutput,
-            409: OpenApiResponse(DetailOutput, description="The version is the active one."),
-        },
+        responses={200: PreviewOutput, 409: IS_ACTIVE},
         description="What publishing this version would do: new MQLs and drops with examples, against the "
         "scores stored now. Computed by a worker: started by the first request, its progress until it finishes.",
     )
     def get(self, request, version_id: int):
-        version = get_object_or_404(ModelVersion, pk=version_id)
-        if version.status == ModelVersion.Status.ACTIVE:
-            return Response({"detail": self.ACTIVE}, status=status.HTTP_409_CONFLICT)
+        version, refused = self._previewable(version_id)
+        if refused:
+            return refused
         return Response(PreviewOutput(draft_preview_get_or_start(version=version, user=request.user)).data)
 
     @extend_schema(
         request=None,
-        responses={
-            202: PreviewOutput,
-            409: OpenApiResponse(DetailOutput, description="The version is the active one."),
-        },
+        responses={202: PreviewOutput, 409: IS_ACTIVE},
         description="Compute the preview again (the stored scores have moved since, or it failed).",
     )
     def post(self, request, version_id: int):
-        version = get_object_or_404(ModelVersion, pk=version_id)
-        if version.status == ModelVersion.Status.ACTIVE:
-            return Response({"detail": self.ACTIVE}, status=status.HTTP_409_CONFLICT)
+        version, refused = self._previewable(version_id)
+        if refused:
+            return refused
         preview = draft_preview_get_or_start(version=version, user=request.user, again=True)
         return Response(PreviewOutput(preview).data, status=status.HTTP_202_ACCEPTED)
 
 
 def _run_output(run: RescoreRun) -> dict:
-    run.new_mqls = selectors.run_new_mqls(run)
-    run.best_new_mqls = selectors.run_best_new_mqls(run) if run.is_finished else []
-    run.failing_chunks = [] if run.is_finished else selectors.run_failing_chunks(run)
+    for name, value in selectors.run_outcome(run).items():
+        setattr(run, name, value)
     return RescoreRunOutput(run).data
 
 

@@ -541,6 +541,16 @@ def run_new_mqls(run: RescoreRun) -> int:
 RUN_MQLS_LISTED = 25
 
 
+def run_outcome(run: RescoreRun) -> dict:
+    """What a run's page and the run API show beside its counts: how many MQLs it made; once
+    finished, the best of them; until then, the chunks that keep failing."""
+    return {
+        "new_mqls": run_new_mqls(run),
+        "best_new_mqls": run_best_new_mqls(run) if run.is_finished else [],
+        "failing_chunks": [] if run.is_finished else run_failing_chunks(run),
+    }
+
+
 def run_failing_chunks(run: RescoreRun) -> list[RescoreChunk]:
     """The run's chunks whose last attempt failed and that are not done yet, first contacts first."""
     return list(run.chunks.exclude(last_error="").exclude(status=RescoreChunk.Status.DONE))

@@ -180,6 +180,4 @@ def run_progress(request, pk: int):
 
 def _run_context(run: RescoreRun) -> dict:
     """The run's progress; once it has finished, the best of the leads it made MQLs."""
-    best = selectors.run_best_new_mqls(run) if run.is_finished else []
-    failing = [] if run.is_finished else selectors.run_failing_chunks(run)
-    return {"run": run, "new_mqls": selectors.run_new_mqls(run), "best_new_mqls": best, "failing_chunks": failing}
+    return {"run": run, **selectors.run_outcome(run)}
